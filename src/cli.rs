@@ -1,0 +1,390 @@
+//! The `graphq` command line: flag definitions and what each subcommand does.
+//! `main.rs` parses, sets up logging and calls [`run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::db::Redis;
+use crate::keys::Keys;
+use crate::queue::{DeadLetter, Queue, QueueError, QueueStats, Worker};
+use crate::redis_server::{RedisServer, RedisServerError, RedisServerOptions};
+use crate::workers::GraphqProcessor;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "graphq",
+    version,
+    about = "Realtime command queue for collaborative graph editors"
+)]
+pub struct Cli {
+    /// Settings file layered over config/default.toml.
+    #[arg(long, global = true, env = "GRAPHQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redis URL (also GRAPHQ_REDIS_URL).
+    #[arg(long, global = true)]
+    pub redis: Option<String>,
+    /// Key prefix (also GRAPHQ_PREFIX).
+    #[arg(long, global = true)]
+    pub prefix: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process; starts a private redis-server when none is reachable.
+    Dev,
+    /// Queue consumers for all queues, or the ones named.
+    Worker {
+        /// Only this queue (repeatable).
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+    },
+    /// Per queue: length, pending, owners, lag, delayed, dead letters, counters.
+    Queues {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead-letter inspection and replay.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Load generators (JSON on stdout).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Dead jobs of a queue, oldest first.
+    List {
+        queue: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead job, by PARTITION/ENTRY_ID or job id.
+    Show {
+        queue: String,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a dead job (or, without ID, every dead job) back into its queue.
+    Retry { queue: String, id: Option<String> },
+    /// Delete every dead job of a queue.
+    Purge { queue: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue and processing throughput of the queue engine alone.
+    Queue(crate::bench::QueueBenchArgs),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("redis at {url}: {source}")]
+    Connect {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error(transparent)]
+    RedisServer(#[from] RedisServerError),
+    #[error("unknown queue `{0}` (configured: {1})")]
+    UnknownQueue(String, String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let flags = Overrides {
+        redis_url: cli.redis.clone(),
+        prefix: cli.prefix.clone(),
+        bind: None,
+    };
+    let config = Config::from_process(cli.config.as_deref(), &flags)?;
+    match cli.command {
+        Command::Dev => dev(config).await,
+        Command::Worker { queues } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
+            run_workers(&config, redis, &queues, shutdown_signal()).await
+        }
+        Command::Queues { json } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let mut all = Vec::new();
+            for name in config.queues.keys() {
+                all.push(queue(&config, &redis, name)?.stats().await?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                print!("{}", queues_table(&all));
+            }
+            Ok(())
+        }
+        Command::Dlq { action } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            dlq(&config, &redis, action).await
+        }
+        Command::Bench { which } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            match which {
+                BenchCommand::Queue(args) => {
+                    let report = crate::bench::queue(redis, &config.prefix, &args).await?;
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn connect(url: &str, patience: Duration) -> Result<Redis, CliError> {
+    Redis::connect_with_retry(url, patience)
+        .await
+        .map_err(|source| CliError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+fn queue(config: &Config, redis: &Redis, name: &str) -> Result<Queue, CliError> {
+    let opts = config.queues.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.queues.keys().map(String::as_str).collect();
+        CliError::UnknownQueue(name.to_string(), known.join(", "))
+    })?;
+    Ok(Queue::new(
+        redis.clone(),
+        Keys::new(config.prefix.clone()),
+        name,
+        opts.clone(),
+    )?)
+}
+
+/// Runs a worker for each selected queue until `shutdown` fires.
+pub async fn run_workers(
+    config: &Config,
+    redis: Redis,
+    only: &[String],
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    let names: Vec<String> = if only.is_empty() {
+        config.queues.keys().cloned().collect()
+    } else {
+        only.to_vec()
+    };
+    let processor = GraphqProcessor::new(redis.clone(), Keys::new(config.prefix.clone()));
+    let tasks = TaskTracker::new();
+    for name in &names {
+        let q = queue(config, &redis, name)?;
+        let worker = Worker::new(q, processor.clone());
+        tracing::info!(queue = %name, worker = worker.id(), "worker started");
+        let shutdown = shutdown.clone();
+        let name = name.clone();
+        tasks.spawn(async move {
+            if let Err(err) = worker.run(shutdown).await {
+                tracing::error!(queue = %name, %err, "worker stopped with an error");
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("workers stopped");
+    Ok(())
+}
+
+async fn dev(mut config: Config) -> Result<(), CliError> {
+    let mut _private = None;
+    if Redis::connect(&config.redis_url).await.is_err() {
+        let dir = std::env::current_dir()?.join(".graphq");
+        let server = RedisServer::start_with(RedisServerOptions {
+            dir: Some(dir.clone()),
+            aof: true,
+            ..RedisServerOptions::default()
+        })?;
+        eprintln!(
+            "graphq dev: no Redis at {}; started redis-server (pid {}) on {} with data in {}",
+            config.redis_url,
+            server.pid(),
+            server.url(),
+            dir.display()
+        );
+        config.redis_url = server.url();
+        _private = Some(server);
+    }
+    let redis = connect(&config.redis_url, Duration::from_secs(5)).await?;
+    eprintln!(
+        "graphq dev: workers for {} running against {} (prefix `{}`); Ctrl-C stops them",
+        config.queues.keys().cloned().collect::<Vec<_>>().join(", "),
+        config.redis_url,
+        config.prefix
+    );
+    run_workers(&config, redis, &[], shutdown_signal()).await
+}
+
+async fn dlq(config: &Config, redis: &Redis, action: DlqAction) -> Result<(), CliError> {
+    match action {
+        DlqAction::List {
+            queue: name,
+            limit,
+            json,
+        } => {
+            let dead = queue(config, redis, &name)?
+                .dead_letters()
+                .list(limit)
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&dead).unwrap_or_default()
+                );
+            } else {
+                print!("{}", dlq_table(&dead));
+            }
+        }
+        DlqAction::Show {
+            queue: name,
+            id,
+            json,
+        } => {
+            let dead = queue(config, redis, &name)?
+                .dead_letters()
+                .show(&id)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("no dead job {id} in {name}")))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&dead).unwrap_or_default()
+                );
+            } else {
+                for (k, v) in &dead.fields {
+                    println!("{k:>14}  {v}");
+                }
+            }
+        }
+        DlqAction::Retry { queue: name, id } => {
+            let dlq = queue(config, redis, &name)?.dead_letters();
+            match id {
+                Some(id) => {
+                    let entry = dlq
+                        .retry(&id)
+                        .await?
+                        .ok_or_else(|| CliError::NotFound(format!("no dead job {id} in {name}")))?;
+                    println!("requeued {id} as {entry}");
+                }
+                None => println!("requeued {} jobs", dlq.retry_all().await?),
+            }
+        }
+        DlqAction::Purge { queue: name } => {
+            let n = queue(config, redis, &name)?.dead_letters().purge().await?;
+            println!("purged {n} dead jobs from {name}");
+        }
+    }
+    Ok(())
+}
+
+fn queues_table(all: &[QueueStats]) -> String {
+    let mut out = format!(
+        "{:<10} {:>4} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>8} {:>10} {:<8} {}\n",
+        "QUEUE",
+        "PART",
+        "LENGTH",
+        "PENDING",
+        "LAG",
+        "DELAYED",
+        "DLQ",
+        "PROCESSED",
+        "FAILED",
+        "OLDEST_MS",
+        "PAUSED",
+        "OWNER"
+    );
+    for q in all {
+        for p in &q.partitions {
+            let c = |k: &str| p.counters.get(k).copied().unwrap_or(0);
+            out.push_str(&format!(
+                "{:<10} {:>4} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>8} {:>10} {:<8} {}\n",
+                q.queue,
+                p.partition,
+                p.length,
+                p.pending,
+                p.lag,
+                p.delayed,
+                p.dead_lettered_now,
+                c("processed"),
+                c("failed"),
+                p.oldest_age_ms
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if q.paused { "yes" } else { "no" },
+                p.owner.as_deref().unwrap_or("-"),
+            ));
+        }
+    }
+    out
+}
+
+fn dlq_table(dead: &[DeadLetter]) -> String {
+    let mut out = format!(
+        "{:<28} {:<38} {:<16} {:>8}  {}\n",
+        "REF", "JOB", "NAME", "ATTEMPTS", "ERROR"
+    );
+    for d in dead {
+        out.push_str(&format!(
+            "{:<28} {:<38} {:<16} {:>8}  {}\n",
+            d.reference(),
+            d.job_id,
+            d.name,
+            d.attempts_made,
+            d.error
+        ));
+    }
+    out
+}
+
+/// Fires on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested; draining");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,192 @@
+//! Settings: `config/default.toml` (compiled in), then the `--config` file,
+//! then `GRAPHQ_*` environment variables, then command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::queue::QueueOptions;
+
+/// The defaults, as shipped in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Redis to connect to.
+    pub redis_url: String,
+    /// Leading segment of every key.
+    pub prefix: String,
+    /// HTTP/WebSocket listen address.
+    pub bind: String,
+    /// "human" or "json".
+    pub log_format: String,
+    /// Options of each queue, by name.
+    pub queues: BTreeMap<String, QueueOptions>,
+}
+
+/// Values from command-line flags; `None` leaves the lower layers in charge.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads every layer. `env` is the environment to read (the process
+    /// environment in production; a fixed list in tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("GRAPHQ_")?.to_string(), v)))
+            .collect();
+        // The environment is passed in rather than read here, so tests stay hermetic.
+        fig = fig.merge(env_layer(&vars));
+        fig = fig.merge(Serialized::defaults(flags));
+        let config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (name, q) in &config.queues {
+            q.validate()
+                .map_err(|e| ConfigError::Invalid(format!("queues.{name}: {e}")))?;
+        }
+        Ok(config)
+    }
+
+    /// Loads with the process environment.
+    pub fn from_process(file: Option<&Path>, flags: &Overrides) -> Result<Config, ConfigError> {
+        Self::load(file, std::env::vars(), flags)
+    }
+}
+
+/// `GRAPHQ_A__B=v` becomes `{a: {b: v}}`, with `v` read as a TOML value when it
+/// parses as one (numbers, booleans) and as a string otherwise.
+fn env_layer(vars: &[(String, String)]) -> Serialized<toml::Table> {
+    let mut root = toml::Table::new();
+    for (name, raw) in vars {
+        let path: Vec<String> = name.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let value = parse_env_value(raw);
+        let mut table = &mut root;
+        for (i, seg) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                table.insert(seg.clone(), value.clone());
+            } else {
+                let entry = table
+                    .entry(seg.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                table = entry.as_table_mut().expect("just made a table");
+            }
+        }
+    }
+    Serialized::defaults(root)
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_describe_the_three_queues() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.prefix, "graphq");
+        assert_eq!(c.queues["commands"].partitions, 16);
+        assert_eq!(c.queues["sync"].kind, crate::queue::QueueKind::Priority);
+        assert_eq!(c.queues["analytics"].retry.attempts, 3);
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("graphq.toml");
+        std::fs::write(
+            &file,
+            "prefix = \"from-file\"\nbind = \"0.0.0.0:1\"\n[queues.commands]\npartitions = 4\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("GRAPHQ_PREFIX", "from-env"),
+            ("GRAPHQ_QUEUES__COMMANDS__BATCH_SIZE", "32"),
+            ("OTHER_PREFIX", "ignored"),
+        ]);
+        let flags = Overrides {
+            prefix: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&file), vars.clone(), &flags).unwrap();
+        assert_eq!(c.prefix, "from-flag");
+        assert_eq!(c.bind, "0.0.0.0:1");
+        assert_eq!(c.queues["commands"].partitions, 4);
+        assert_eq!(c.queues["commands"].batch_size, 32);
+        // Keys the file did not mention keep their defaults.
+        assert_eq!(c.queues["commands"].lease_ttl_ms, 5000);
+        let c = Config::load(Some(&file), vars, &Overrides::default()).unwrap();
+        assert_eq!(c.prefix, "from-env");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field_named() {
+        let vars = env(&[("GRAPHQ_QUEUES__COMMANDS__PARTITIONS", "0")]);
+        let err = Config::load(None, vars, &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("queues.commands: partitions"),
+            "{err}"
+        );
+        let vars = env(&[("GRAPHQ_QUEUES__COMMANDS__PARTITIONS", "many")]);
+        assert!(Config::load(None, vars, &Overrides::default()).is_err());
+        let missing = Config::load(
+            Some(Path::new("/nonexistent.toml")),
+            env(&[]),
+            &Overrides::default(),
+        );
+        assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
+    }
+}

@@ -1,0 +1,31 @@
+//! graphq: the backend that makes a collaborative graph editor feel instant.
+//!
+//! Clients send graph edits as commands; graphq queues them durably in Redis
+//! Streams, applies them atomically in Redis with Lua, and tells every
+//! subscriber the outcome in version order.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from `config/default.toml`, a `--config` file,
+//!   `GRAPHQ_*` environment variables and flags, in that order.
+//! - [`db`]: the Redis connection handle.
+//! - [`keys`]: every Redis key name, built in one place.
+//! - [`scripts`]: the Lua scripts of `lua/`, compiled in and invoked by SHA.
+//! - [`queue`]: the job queue engine (ordered partitions, priorities, retries,
+//!   dead letters, delayed and repeatable jobs, rate limits, crash recovery).
+//! - [`workers`]: processors that run on the engine (in `workers/`).
+//! - [`redis_server`]: starts a private `redis-server` child (tests, `graphq dev`).
+//! - [`cli`]: the `graphq` command line; `main.rs` only parses and dispatches.
+//! - [`bench`]: `graphq bench` load generators.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod keys;
+pub mod queue;
+pub mod redis_server;
+pub mod scripts;
+
+#[path = "../workers/mod.rs"]
+pub mod workers;

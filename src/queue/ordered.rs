@@ -1,0 +1,454 @@
+//! Ordered queues: each partition is leased to one live worker, which reads it
+//! in batches and processes it strictly in stream order.
+//!
+//! A coordinator loop (every `heartbeat_ms`) registers the worker, computes
+//! which partitions it should own ([`super::assign`]), renews their leases,
+//! starts a task for each newly won partition and asks tasks of partitions it
+//! should give up to finish their batch and release the lease. A partition
+//! task first takes over whatever earlier owners left pending (crash
+//! recovery), then reads new entries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamReadReply;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::scripts::SCRIPTS;
+
+use super::worker::{
+    Ctx, Processor, Settled, ensure_group, is_nogroup, parse_reclaimed, sleep_or_stop,
+};
+use super::{GROUP, Job, JobError, JobEventKind, Priority, QueueError, assign, limiter};
+
+/// A partition this worker runs.
+struct Owned {
+    /// Asks the partition task to finish its batch and hand the lease back.
+    stop: CancellationToken,
+    /// Fired by the task when it has exited, whatever the reason.
+    done: CancellationToken,
+}
+
+pub(crate) async fn run<P: Processor>(ctx: Arc<Ctx<P>>) -> Result<(), QueueError> {
+    let opts = ctx.queue.options().clone();
+    let sem = Arc::new(Semaphore::new(opts.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut owned: HashMap<u16, Owned> = HashMap::new();
+    let mut conn = ctx.queue.redis().conn();
+    let mut tick = tokio::time::interval(Duration::from_millis(opts.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        while tasks.try_join_next().is_some() {}
+        if let Err(err) = heartbeat(&ctx, &mut conn, &mut owned, &mut tasks, &sem).await {
+            tracing::warn!(queue = ctx.queue.name(), %err, "partition heartbeat failed");
+        }
+    }
+
+    // Graceful stop: partition tasks finish their batch and release their leases.
+    for o in owned.values() {
+        o.stop.cancel();
+    }
+    let grace = Duration::from_millis(opts.shutdown_timeout_ms);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            queue = ctx.queue.name(),
+            "in-flight batches outlived the shutdown timeout; leaving them pending"
+        );
+        tasks.abort_all();
+    }
+    release(&ctx, &mut conn, owned.keys().copied()).await;
+    let _: Result<Vec<String>, _> = SCRIPTS
+        .register_worker
+        .key(ctx.queue.keys().workers(ctx.queue.name()))
+        .arg(&ctx.id)
+        .arg(0)
+        .invoke_async(&mut conn)
+        .await;
+    Ok(())
+}
+
+async fn heartbeat<P: Processor>(
+    ctx: &Arc<Ctx<P>>,
+    conn: &mut ConnectionManager,
+    owned: &mut HashMap<u16, Owned>,
+    tasks: &mut JoinSet<()>,
+    sem: &Arc<Semaphore>,
+) -> Result<(), QueueError> {
+    let opts = ctx.queue.options();
+    let keys = ctx.queue.keys();
+    let q = ctx.queue.name();
+    let live: Vec<String> = SCRIPTS
+        .register_worker
+        .key(keys.workers(q))
+        .arg(&ctx.id)
+        .arg(opts.lease_ttl_ms)
+        .invoke_async(conn)
+        .await?;
+    let desired: HashSet<u16> = assign::desired(opts.partitions, &live, &ctx.id)
+        .into_iter()
+        .collect();
+
+    owned.retain(|_, o| !o.done.is_cancelled());
+    for (p, o) in owned.iter() {
+        if !desired.contains(p) {
+            o.stop.cancel();
+        }
+    }
+    // Renew what we run (including partitions still finishing a batch), claim
+    // what we should run.
+    let wanted: Vec<u16> = owned
+        .keys()
+        .copied()
+        .chain(desired.iter().copied().filter(|p| !owned.contains_key(p)))
+        .collect();
+    let mut pipe = redis::pipe();
+    let invocations: Vec<_> = wanted
+        .iter()
+        .map(|p| {
+            let mut inv = SCRIPTS.lease_claim.prepare_invoke();
+            inv.key(keys.lease(q, *p))
+                .arg(&ctx.id)
+                .arg(opts.lease_ttl_ms);
+            inv
+        })
+        .collect();
+    for inv in &invocations {
+        pipe.invoke_script(inv);
+    }
+    let held: Vec<u8> = match pipe.query_async(conn).await {
+        Ok(h) => h,
+        Err(e) if crate::scripts::is_noscript(&e) => {
+            SCRIPTS.load_all(conn).await?;
+            pipe.query_async(conn).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (p, ok) in wanted.into_iter().zip(held) {
+        match (owned.get(&p), ok == 1) {
+            (Some(o), false) => {
+                tracing::warn!(queue = q, partition = p, "lease lost; stopping partition");
+                o.stop.cancel();
+            }
+            (None, true) => {
+                let o = Owned {
+                    stop: CancellationToken::new(),
+                    done: CancellationToken::new(),
+                };
+                tasks.spawn(partition_task(
+                    ctx.clone(),
+                    p,
+                    o.stop.clone(),
+                    o.done.clone(),
+                    sem.clone(),
+                ));
+                owned.insert(p, o);
+                tracing::debug!(queue = q, partition = p, "partition acquired");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn release<P>(ctx: &Ctx<P>, conn: &mut ConnectionManager, parts: impl Iterator<Item = u16>) {
+    for p in parts {
+        let r: Result<u8, _> = SCRIPTS
+            .lease_release
+            .key(ctx.queue.keys().lease(ctx.queue.name(), p))
+            .arg(&ctx.id)
+            .invoke_async(conn)
+            .await;
+        if let Err(err) = r {
+            tracing::warn!(partition = p, %err, "could not release lease; it will expire");
+        }
+    }
+}
+
+async fn partition_task<P: Processor>(
+    ctx: Arc<Ctx<P>>,
+    p: u16,
+    stop: CancellationToken,
+    done: CancellationToken,
+    sem: Arc<Semaphore>,
+) {
+    let _done = done.drop_guard();
+    let stream = ctx
+        .queue
+        .keys()
+        .stream(ctx.queue.name(), p, Priority::Normal);
+    let mut conn = match ctx.queue.redis().dedicated().await {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(partition = p, %err, "no connection for partition");
+            return;
+        }
+    };
+    if let Err(err) = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem).await {
+        tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
+    }
+    release(&ctx, &mut conn, std::iter::once(p)).await;
+}
+
+async fn run_partition<P: Processor>(
+    ctx: &Arc<Ctx<P>>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    p: u16,
+    stop: &CancellationToken,
+    sem: &Semaphore,
+) -> Result<(), QueueError> {
+    let opts = ctx.queue.options();
+    ensure_group(conn, stream).await?;
+    let mut recovering = true;
+    while !stop.is_cancelled() {
+        if *ctx.paused.borrow() {
+            sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
+            continue;
+        }
+        let read = if recovering {
+            reclaim(ctx, conn, stream, p).await
+        } else {
+            read_new(ctx, conn, stream, p).await
+        };
+        let jobs = match read {
+            Ok(jobs) => jobs,
+            Err(e) if is_nogroup(&e) => {
+                ensure_group(conn, stream).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if jobs.is_empty() {
+            recovering = false;
+            continue;
+        }
+        let _permit = sem.acquire().await;
+        if !process(ctx, conn, stream, p, jobs, stop).await? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Takes over entries that earlier owners of the partition left pending.
+async fn reclaim<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    p: u16,
+) -> Result<Vec<Job>, QueueError> {
+    let opts = ctx.queue.options();
+    let keys = ctx.queue.keys();
+    let q = ctx.queue.name();
+    let raw: Value = SCRIPTS
+        .reclaim
+        .key(stream)
+        .key(keys.attempts(q, p))
+        .key(keys.counters(q, p))
+        .key(keys.events(q, p))
+        .arg(GROUP)
+        .arg(&ctx.id)
+        .arg(0)
+        .arg(opts.batch_size)
+        .arg(opts.events_max_len)
+        .invoke_async(conn)
+        .await?;
+    let (entries, attempts) = parse_reclaimed(&raw);
+    let jobs = ctx.decode(conn, stream, p, entries, &attempts).await;
+    let mut runnable = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        ctx.emit(&job.id, p, JobEventKind::Stalled);
+        if opts.retry.allows_retry(job.attempts_made) {
+            runnable.push(job);
+        } else {
+            let error = "gave up: its worker stopped while processing it".to_string();
+            ctx.dead_letter(conn, stream, &job, &error, job.attempts_made)
+                .await?;
+        }
+    }
+    Ok(runnable)
+}
+
+async fn read_new<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    p: u16,
+) -> Result<Vec<Job>, QueueError> {
+    let opts = ctx.queue.options();
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(&ctx.id)
+        .arg("COUNT")
+        .arg(opts.batch_size)
+        .arg("BLOCK")
+        .arg(opts.block_ms)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await?;
+    let entries = reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .unwrap_or_default();
+    Ok(ctx.decode(conn, stream, p, entries, &HashMap::new()).await)
+}
+
+/// Processes one batch in order and acknowledges it. Returns false when the
+/// partition must stop (shutdown or lost lease interrupted a retry).
+async fn process<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    p: u16,
+    jobs: Vec<Job>,
+    stop: &CancellationToken,
+) -> Result<bool, QueueError> {
+    let opts = ctx.queue.options();
+    let limited = opts.rate_limit.is_some() || opts.key_rate_limit.is_some();
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut keep_going = true;
+    let mut i = 0;
+    'batch: while i < jobs.len() {
+        let rest = &jobs[i..];
+        let n = if limited {
+            let rate_keys: Vec<Option<&str>> = rest
+                .iter()
+                .map(|j| j.rate_key.as_deref().or(j.key.as_deref()))
+                .collect();
+            let (n, wait) = limiter::admit(&ctx.queue, &rate_keys).await?;
+            if n == 0 {
+                ctx.emit(
+                    &rest[0].id,
+                    p,
+                    JobEventKind::RateLimited {
+                        wait_ms: wait.as_millis() as u64,
+                    },
+                );
+                limiter::record_limited(&ctx.queue, p).await;
+                if !sleep_or_stop(wait, stop).await {
+                    keep_going = false;
+                    break 'batch;
+                }
+                continue;
+            }
+            n
+        } else {
+            rest.len()
+        };
+        let slice = &rest[..n];
+        let mut results = ctx.processor.process_batch(slice).await;
+        if results.is_empty() {
+            results.push(Err(JobError::Retry("processor returned no result".into())));
+        }
+        for (job, r) in slice.iter().zip(results) {
+            i += 1;
+            let settled = match r {
+                Ok(()) => Settled::Succeeded,
+                Err(e) => retry_in_place(ctx, conn, stream, job, e, stop).await?,
+            };
+            match settled {
+                Settled::Succeeded => done.push((job.entry_id.clone(), job.id.clone())),
+                Settled::Removed => {}
+                Settled::Abandoned => {
+                    keep_going = false;
+                    break 'batch;
+                }
+            }
+        }
+    }
+    ack_with_retry(ctx, conn, stream, p, &done, stop).await?;
+    Ok(keep_going)
+}
+
+/// Retries a failed job where it stands, so the jobs behind it wait.
+async fn retry_in_place<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    job: &Job,
+    first_error: JobError,
+    stop: &CancellationToken,
+) -> Result<Settled, QueueError> {
+    let policy = &ctx.queue.options().retry;
+    let keys = ctx.queue.keys();
+    let q = ctx.queue.name();
+    let mut failed = job.attempts_made + 1;
+    let mut err = first_error;
+    loop {
+        let message = err.to_string();
+        if matches!(err, JobError::Permanent(_)) || !policy.allows_retry(failed) {
+            ctx.dead_letter(conn, stream, job, &message, failed).await?;
+            return Ok(Settled::Removed);
+        }
+        let delay = policy.delay(failed, Ctx::<P>::jitter());
+        let _: u32 = SCRIPTS
+            .record_failure
+            .key(keys.attempts(q, job.partition))
+            .key(keys.counters(q, job.partition))
+            .key(keys.events(q, job.partition))
+            .arg(&job.entry_id)
+            .arg(&job.id)
+            .arg(&message)
+            .arg(delay.as_millis() as u64)
+            .arg(ctx.queue.options().events_max_len)
+            .invoke_async(conn)
+            .await?;
+        ctx.emit(
+            &job.id,
+            job.partition,
+            JobEventKind::Retrying {
+                attempt: failed,
+                delay_ms: delay.as_millis() as u64,
+                error: message,
+            },
+        );
+        if !sleep_or_stop(delay, stop).await {
+            return Ok(Settled::Abandoned);
+        }
+        match ctx.processor.process(job).await {
+            Ok(()) => return Ok(Settled::Succeeded),
+            Err(e) => {
+                err = e;
+                failed += 1;
+            }
+        }
+    }
+}
+
+/// Acknowledges, retrying through Redis hiccups: an entry processed but never
+/// acknowledged would be processed again by the next owner.
+async fn ack_with_retry<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut ConnectionManager,
+    stream: &str,
+    p: u16,
+    done: &[(String, String)],
+    stop: &CancellationToken,
+) -> Result<(), QueueError> {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match ctx.ack(conn, stream, p, done).await {
+            Ok(()) => return Ok(()),
+            Err(err) if !stop.is_cancelled() => {
+                tracing::warn!(partition = p, %err, "ack failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}

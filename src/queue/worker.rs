@@ -1,0 +1,432 @@
+//! [`Worker`]: runs a [`Processor`] over a queue, and the settling of jobs
+//! (acknowledge, retry, dead-letter) shared by both queue kinds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamId;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::scripts::SCRIPTS;
+
+use super::job::value_string;
+use super::{
+    Counters, GROUP, Job, JobError, JobEvent, JobEventKind, Queue, QueueError, QueueKind,
+    competing, ordered, scheduler,
+};
+
+/// The work a queue's jobs stand for.
+pub trait Processor: Send + Sync + 'static {
+    /// Runs one job. `Err(JobError::Retry)` retries with backoff until the
+    /// attempts run out; `Err(JobError::Permanent)` dead-letters at once.
+    fn process(&self, job: &Job) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// Runs jobs of one partition in order and returns their results in order.
+    /// It may stop after the first failure (the default does, so one key's
+    /// later jobs never run before an earlier failed one is settled); the
+    /// engine settles that failure and hands over the rest again. A processor
+    /// that pipelines the whole batch to Redis returns every result instead.
+    fn process_batch<'a>(
+        &'a self,
+        jobs: &'a [Job],
+    ) -> impl Future<Output = Vec<Result<(), JobError>>> + Send + 'a {
+        process_in_order(self, jobs)
+    }
+}
+
+/// Runs jobs one at a time, stopping after the first failure: the default
+/// [`Processor::process_batch`], for processors that override it only for
+/// some batches.
+pub async fn process_in_order<P: Processor + ?Sized>(
+    processor: &P,
+    jobs: &[Job],
+) -> Vec<Result<(), JobError>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let r = processor.process(job).await;
+        let failed = r.is_err();
+        out.push(r);
+        if failed {
+            break;
+        }
+    }
+    out
+}
+
+/// A processor made of an async closure over an owned job.
+pub struct FnProcessor<F>(pub F);
+
+impl<F, Fut> Processor for FnProcessor<F>
+where
+    F: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send,
+{
+    fn process(&self, job: &Job) -> impl Future<Output = Result<(), JobError>> + Send {
+        (self.0)(job.clone())
+    }
+}
+
+/// Runs a processor over one queue until shut down.
+pub struct Worker<P: Processor> {
+    queue: Queue,
+    processor: Arc<P>,
+    /// Consumer name in the group and owner id on leases; unique per run.
+    id: String,
+    events: broadcast::Sender<JobEvent>,
+    counters: Arc<Counters>,
+    scheduler: bool,
+}
+
+/// Everything the tasks of one running worker share.
+pub(crate) struct Ctx<P> {
+    pub queue: Queue,
+    pub processor: Arc<P>,
+    pub id: String,
+    /// Lifecycle events for subscribers in this process.
+    pub events: broadcast::Sender<JobEvent>,
+    pub counters: Arc<Counters>,
+    /// True while the queue is paused (polled from Redis).
+    pub paused: watch::Receiver<bool>,
+    /// Tells every task of this worker to stop taking work.
+    pub shutdown: CancellationToken,
+}
+
+impl<P: Processor> Worker<P> {
+    pub fn new(queue: Queue, processor: P) -> Self {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Worker {
+            queue,
+            processor: Arc::new(processor),
+            id,
+            events: broadcast::channel(4096).0,
+            counters: Arc::new(Counters::default()),
+            scheduler: true,
+        }
+    }
+
+    /// Leaves repeatable jobs to other replicas (delayed jobs are still promoted).
+    pub fn without_scheduler(mut self) -> Self {
+        self.scheduler = false;
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Lifecycle events of the jobs this worker handles.
+    pub fn events(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Processes jobs until `shutdown` fires, then stops reading, lets
+    /// in-flight jobs finish within `shutdown_timeout_ms`, hands back its
+    /// partitions and deregisters.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        let (paused_tx, paused) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            queue: self.queue,
+            processor: self.processor,
+            id: self.id,
+            events: self.events,
+            counters: self.counters,
+            paused,
+            shutdown,
+        });
+        SCRIPTS.load_all(&mut ctx.queue.redis().conn()).await?;
+        let helpers = TaskTracker::new();
+        let stop_helpers = CancellationToken::new();
+        helpers.spawn(watch_pause(ctx.clone(), paused_tx, stop_helpers.clone()));
+        helpers.spawn(scheduler::promote_loop(ctx.clone(), stop_helpers.clone()));
+        if self.scheduler {
+            helpers.spawn(scheduler::repeat_loop(ctx.clone(), stop_helpers.clone()));
+        }
+        helpers.close();
+
+        let result = match ctx.queue.options().kind {
+            QueueKind::Ordered => ordered::run(ctx.clone()).await,
+            QueueKind::Priority => competing::run(ctx.clone()).await,
+        };
+        stop_helpers.cancel();
+        helpers.wait().await;
+        result
+    }
+}
+
+async fn watch_pause<P>(ctx: Arc<Ctx<P>>, tx: watch::Sender<bool>, stop: CancellationToken) {
+    let key = ctx.queue.keys().paused(ctx.queue.name());
+    let every = Duration::from_millis(ctx.queue.options().pause_poll_ms);
+    let mut conn = ctx.queue.redis().conn();
+    loop {
+        let paused: Result<bool, _> = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await;
+        if let Ok(p) = paused {
+            tx.send_if_modified(|old| std::mem::replace(old, p) != p);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// How a failed job ended up.
+pub(crate) enum Settled {
+    /// Retried in place and succeeded: acknowledge it with the others.
+    Succeeded,
+    /// Dead-lettered (or rescheduled): already out of the stream.
+    Removed,
+    /// Shutdown or lease loss interrupted the retries; the entry stays pending
+    /// for the next owner, with its attempts recorded.
+    Abandoned,
+}
+
+impl<P: Processor> Ctx<P> {
+    pub fn emit(&self, job_id: &str, partition: u16, kind: JobEventKind) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        match &kind {
+            JobEventKind::Completed => c.processed.fetch_add(1, Relaxed),
+            JobEventKind::Retrying { .. } => c.retried.fetch_add(1, Relaxed),
+            JobEventKind::DeadLettered { .. } => {
+                c.failed.fetch_add(1, Relaxed);
+                c.dead_lettered.fetch_add(1, Relaxed)
+            }
+            JobEventKind::Stalled => c.stalled.fetch_add(1, Relaxed),
+            JobEventKind::RateLimited { .. } => c.rate_limited.fetch_add(1, Relaxed),
+        };
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(JobEvent {
+                queue: self.queue.name_arc(),
+                job_id: job_id.to_string(),
+                partition,
+                kind,
+            });
+        }
+    }
+
+    /// Acknowledges and deletes processed entries of one stream.
+    pub async fn ack(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        partition: u16,
+        done: &[(String, String)],
+    ) -> Result<(), QueueError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let q = self.queue.name();
+        let keys = self.queue.keys();
+        let opts = self.queue.options();
+        let mut inv = SCRIPTS.ack.prepare_invoke();
+        inv.key(stream)
+            .key(keys.attempts(q, partition))
+            .key(keys.counters(q, partition))
+            .key(keys.events(q, partition))
+            .arg(GROUP)
+            .arg(opts.events.flag())
+            .arg(opts.events_max_len);
+        for (entry, job) in done {
+            inv.arg(entry).arg(job);
+        }
+        let _: u64 = inv.invoke_async(conn).await?;
+        for (_, job) in done {
+            self.emit(job, partition, JobEventKind::Completed);
+        }
+        Ok(())
+    }
+
+    /// Moves a job to the dead-letter stream with its error.
+    pub async fn dead_letter(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        job: &Job,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), QueueError> {
+        let fields = job.fields(job.attempts_made);
+        self.dead_letter_raw(
+            conn,
+            stream,
+            job.partition,
+            &job.entry_id,
+            &job.id,
+            error,
+            attempts,
+            &fields,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn dead_letter_raw(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        partition: u16,
+        entry_id: &str,
+        job_id: &str,
+        error: &str,
+        attempts: u32,
+        fields: &[(impl AsRef<str>, String)],
+    ) -> Result<(), QueueError> {
+        let q = self.queue.name();
+        let keys = self.queue.keys();
+        let opts = self.queue.options();
+        let mut inv = SCRIPTS.dead_letter.prepare_invoke();
+        inv.key(stream)
+            .key(keys.attempts(q, partition))
+            .key(keys.dlq(q, partition))
+            .key(keys.counters(q, partition))
+            .key(keys.events(q, partition))
+            .arg(GROUP)
+            .arg(entry_id)
+            .arg(job_id)
+            .arg(error)
+            .arg(attempts)
+            .arg(opts.dlq_max_len)
+            .arg(opts.events_max_len);
+        for (f, v) in fields {
+            inv.arg(f.as_ref()).arg(v);
+        }
+        let moved: Option<String> = inv.invoke_async(conn).await?;
+        if moved.is_some() {
+            tracing::warn!(queue = q, job_id, error, attempts, "job dead-lettered");
+            self.emit(
+                job_id,
+                partition,
+                JobEventKind::DeadLettered {
+                    attempts,
+                    error: error.to_string(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Decodes entries read from `stream`; entries that are not jobs (written
+    /// by hand, say) go straight to the dead-letter stream.
+    pub async fn decode(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        partition: u16,
+        entries: Vec<StreamId>,
+        extra_attempts: &HashMap<String, u32>,
+    ) -> Vec<Job> {
+        let mut jobs = Vec::with_capacity(entries.len());
+        for e in entries {
+            match Job::from_entry(&e.id, partition, &e.map) {
+                Ok(mut job) => {
+                    job.attempts_made += extra_attempts.get(&e.id).copied().unwrap_or(0);
+                    jobs.push(job);
+                }
+                Err(why) => {
+                    let fields: Vec<(String, String)> = e
+                        .map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), value_string(v).unwrap_or_default()))
+                        .collect();
+                    let error = format!("malformed job: {why}");
+                    if let Err(err) = self
+                        .dead_letter_raw(conn, stream, partition, &e.id, &e.id, &error, 0, &fields)
+                        .await
+                    {
+                        tracing::error!(%err, "could not dead-letter a malformed entry");
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    /// A random number in [0, 1) for backoff jitter.
+    pub fn jitter() -> f64 {
+        rand::random::<f64>()
+    }
+}
+
+/// Creates the consumer group of `stream` (and the stream) unless it exists.
+pub(crate) async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+) -> Result<(), QueueError> {
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when a read failed because the stream or group vanished (Redis
+/// restarted empty, or someone deleted the key): recreate and go on.
+pub(crate) fn is_nogroup(err: &QueueError) -> bool {
+    matches!(err, QueueError::Redis(e) if e.code() == Some("NOGROUP"))
+}
+
+/// Sleeps for `d` unless `stop` fires first; returns false when it fired.
+pub(crate) async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Parses a reply of `reclaim.lua`: `{cursor, {{id, {k, v, ...}, attempts}, ...}}`.
+pub(crate) fn parse_reclaimed(v: &Value) -> (Vec<StreamId>, HashMap<String, u32>) {
+    let mut entries = Vec::new();
+    let mut attempts = HashMap::new();
+    let Value::Array(top) = v else {
+        return (entries, attempts);
+    };
+    let Some(Value::Array(items)) = top.get(1) else {
+        return (entries, attempts);
+    };
+    for item in items {
+        let Value::Array(parts) = item else { continue };
+        let (Some(id), Some(Value::Array(flat)), Some(n)) = (
+            parts.first().and_then(value_string),
+            parts.get(1),
+            parts
+                .get(2)
+                .and_then(value_string)
+                .and_then(|s| s.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        let map = flat
+            .chunks(2)
+            .filter_map(|kv| Some((value_string(kv.first()?)?, kv.get(1)?.clone())))
+            .collect();
+        attempts.insert(id.clone(), n);
+        entries.push(StreamId {
+            id,
+            map,
+            ..Default::default()
+        });
+    }
+    (entries, attempts)
+}

@@ -1,0 +1,78 @@
+//! The Lua scripts graphq runs in Redis, compiled into the binary from `lua/`.
+//!
+//! Each script is loaded once per Redis (lazily, by SHA) and invoked with
+//! `EVALSHA`; [`redis::Script`] reloads it on `NOSCRIPT`, e.g. after a Redis
+//! restart. Pipelines cannot reload mid-flight, so [`Scripts::load_all`] runs
+//! before the first pipeline and again when one reports `NOSCRIPT`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+
+/// Every script, by the operation it performs.
+pub struct Scripts {
+    pub enqueue: Script,
+    pub promote: Script,
+    pub ack: Script,
+    pub record_failure: Script,
+    pub reschedule: Script,
+    pub dead_letter: Script,
+    pub dlq_retry: Script,
+    pub reclaim: Script,
+    pub lease_claim: Script,
+    pub lease_release: Script,
+    pub register_worker: Script,
+    pub rate_limit: Script,
+    pub bench_apply: Script,
+}
+
+pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(include_str!("../lua/enqueue.lua")),
+    promote: Script::new(include_str!("../lua/promote.lua")),
+    ack: Script::new(include_str!("../lua/ack.lua")),
+    record_failure: Script::new(include_str!("../lua/record_failure.lua")),
+    reschedule: Script::new(include_str!("../lua/reschedule.lua")),
+    dead_letter: Script::new(include_str!("../lua/dead_letter.lua")),
+    dlq_retry: Script::new(include_str!("../lua/dlq_retry.lua")),
+    reclaim: Script::new(include_str!("../lua/reclaim.lua")),
+    lease_claim: Script::new(include_str!("../lua/lease_claim.lua")),
+    lease_release: Script::new(include_str!("../lua/lease_release.lua")),
+    register_worker: Script::new(include_str!("../lua/register_worker.lua")),
+    rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
+    bench_apply: Script::new(include_str!("../lua/bench_apply.lua")),
+});
+
+impl Scripts {
+    fn all(&self) -> [&Script; 13] {
+        [
+            &self.enqueue,
+            &self.promote,
+            &self.ack,
+            &self.record_failure,
+            &self.reschedule,
+            &self.dead_letter,
+            &self.dlq_retry,
+            &self.reclaim,
+            &self.lease_claim,
+            &self.lease_release,
+            &self.register_worker,
+            &self.rate_limit,
+            &self.bench_apply,
+        ]
+    }
+
+    /// Loads every script into the script cache of the Redis behind `conn`.
+    pub async fn load_all<C: ConnectionLike>(&self, conn: &mut C) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for script in self.all() {
+            pipe.load_script(script).ignore();
+        }
+        pipe.exec_async(conn).await
+    }
+}
+
+/// True when a pipeline failed because Redis forgot our scripts (restart, SCRIPT FLUSH).
+pub fn is_noscript(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}

@@ -1,0 +1,129 @@
+//! Test harness: each test gets its own redis-server on a free port (killed by
+//! PID when the test ends, panics included) and its own key prefix.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graphq::db::Redis;
+use graphq::keys::Keys;
+use graphq::queue::{Queue, QueueOptions};
+use graphq::redis_server::RedisServer;
+
+pub struct TestEnv {
+    pub server: RedisServer,
+    pub redis: Redis,
+    pub prefix: String,
+    pub keys: Keys,
+}
+
+impl TestEnv {
+    pub async fn start() -> TestEnv {
+        let server = RedisServer::start().expect("redis-server starts (is it installed?)");
+        let redis = Redis::connect(&server.url())
+            .await
+            .expect("connect to test redis");
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let keys = Keys::new(prefix.clone());
+        TestEnv {
+            server,
+            redis,
+            prefix,
+            keys,
+        }
+    }
+
+    pub fn queue(&self, name: &str, opts: QueueOptions) -> Queue {
+        Queue::new(self.redis.clone(), self.keys.clone(), name, opts).expect("valid queue options")
+    }
+
+    pub fn conn(&self) -> redis::aio::ConnectionManager {
+        self.redis.conn()
+    }
+
+    /// The graphq binary wired to this test's Redis and prefix.
+    pub fn graphq(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_graphq"));
+        cmd.env("GRAPHQ_REDIS_URL", self.server.url())
+            .env("GRAPHQ_PREFIX", &self.prefix)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// A child process killed by PID when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::null());
+        Proc {
+            child: cmd.spawn().expect("spawn graphq"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `within` for a clean exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if started.elapsed() > within {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Queue options with short timeouts so recovery happens within a test.
+pub fn fast(opts: QueueOptions) -> QueueOptions {
+    QueueOptions {
+        lease_ttl_ms: 1_000,
+        heartbeat_ms: 100,
+        block_ms: 200,
+        pause_poll_ms: 50,
+        promote_interval_ms: 20,
+        shutdown_timeout_ms: 3_000,
+        ..opts
+    }
+}
