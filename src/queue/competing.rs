@@ -367,7 +367,7 @@ async fn acker<P: Processor>(ctx: Arc<Ctx<P>>, p: u16, mut rx: mpsc::UnboundedRe
             let mut delay = Duration::from_millis(20);
             // Retry through Redis hiccups; an unacknowledged job would run again.
             for _ in 0..8 {
-                match ctx.ack(&mut conn, &stream, p, &done).await {
+                match ctx.ack(&mut conn, &stream, p, &done, false).await {
                     Ok(()) => break,
                     Err(err) => {
                         tracing::warn!(%err, "ack failed, retrying");

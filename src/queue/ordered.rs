@@ -441,7 +441,7 @@ async fn ack_with_retry<P: Processor>(
 ) -> Result<(), QueueError> {
     let mut delay = Duration::from_millis(20);
     loop {
-        match ctx.ack(conn, stream, p, done).await {
+        match ctx.ack(conn, stream, p, done, true).await {
             Ok(()) => return Ok(()),
             Err(err) if !stop.is_cancelled() => {
                 tracing::warn!(partition = p, %err, "ack failed, retrying");

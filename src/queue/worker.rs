@@ -218,13 +218,16 @@ impl<P: Processor> Ctx<P> {
         }
     }
 
-    /// Acknowledges and deletes processed entries of one stream.
+    /// Acknowledges and deletes processed entries of one stream. With `trim`,
+    /// every entry up to the highest of `done` goes (ordered partitions only:
+    /// there, everything older is settled).
     pub async fn ack(
         &self,
         conn: &mut ConnectionManager,
         stream: &str,
         partition: u16,
         done: &[(String, String)],
+        trim: bool,
     ) -> Result<(), QueueError> {
         if done.is_empty() {
             return Ok(());
@@ -239,7 +242,12 @@ impl<P: Processor> Ctx<P> {
             .key(keys.events(q, partition))
             .arg(GROUP)
             .arg(opts.events.flag())
-            .arg(opts.events_max_len);
+            .arg(opts.events_max_len)
+            .arg(if trim {
+                highest_id(done.iter().map(|d| d.0.as_str()))
+            } else {
+                ""
+            });
         for (entry, job) in done {
             inv.arg(entry).arg(job);
         }
@@ -361,6 +369,18 @@ impl<P: Processor> Ctx<P> {
     }
 }
 
+/// The highest stream entry id (`MS-SEQ`) of `ids`, compared numerically.
+fn highest_id<'a>(ids: impl Iterator<Item = &'a str>) -> &'a str {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    ids.max_by_key(|id| parse(id)).unwrap_or("")
+}
+
 /// Creates the consumer group of `stream` (and the stream) unless it exists.
 pub(crate) async fn ensure_group(
     conn: &mut ConnectionManager,
@@ -429,4 +449,16 @@ pub(crate) fn parse_reclaimed(v: &Value) -> (Vec<StreamId>, HashMap<String, u32>
         });
     }
     (entries, attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::highest_id;
+
+    #[test]
+    fn highest_id_compares_numerically_not_as_text() {
+        let ids = ["9-5", "10-0", "10-2", "9-99"];
+        assert_eq!(highest_id(ids.into_iter()), "10-2");
+        assert_eq!(highest_id(std::iter::empty()), "");
+    }
 }
