@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{Proc, TestEnv, eventually};
@@ -16,7 +15,7 @@ use graphq::queue::{NewJob, QueueKind, QueueOptions};
 use redis::AsyncCommands;
 
 /// These tests time things and run several processes: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PARTITIONS: u16 = 16;
 
@@ -106,7 +105,7 @@ async fn lease_owners(env: &TestEnv) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_with_three_worker_processes_and_random_delays() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start().await;
     let q = env.queue("commands", commands_opts());
     let (graphs, per_graph) = (12, 60);
@@ -148,7 +147,7 @@ async fn per_key_order_holds_with_three_worker_processes_and_random_delays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_worker_mid_batch_loses_nothing_and_applies_nothing_twice() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start().await;
     let q = env.queue("commands", commands_opts());
     let (graphs, per_graph) = (20, 60);
@@ -194,7 +193,7 @@ async fn sigkill_of_a_worker_mid_batch_loses_nothing_and_applies_nothing_twice()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_rate_limit_holds_within_ten_percent_across_two_processes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start().await;
     let q = env.queue("commands", commands_opts());
     let limit = [
