@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Queue engine benchmark matrix (SPEC §8 `graphq bench queue`), against a
+# private redis-server on a free loopback port that this script starts and
+# stops. Prints one JSON line per run; BENCHMARKS.md records the medians.
+#
+#   benches/queue.sh [RUNS]        (default 3 runs per configuration)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+scripts/ensure-deps
+cargo build --release --locked -q
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize no --logfile "$dir/redis.log" &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+bench() { ./target/release/graphq --redis "redis://127.0.0.1:$port" bench queue "$@"; }
+for _ in $(seq "$runs"); do
+  bench --jobs 200000 --concurrency 16 --handler noop
+  bench --jobs 200000 --concurrency 16 --handler apply
+  bench --jobs 200000 --concurrency 16 --handler noop --events failures
+  bench --jobs 100000 --concurrency 64 --handler noop --kind priority --partitions 1
+done
