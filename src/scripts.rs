@@ -76,3 +76,48 @@ impl Scripts {
 pub fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every script says which keys and arguments it takes and what it returns,
+    /// and touches keys only through KEYS (the cluster rule).
+    #[test]
+    fn every_script_has_a_header_and_declares_its_keys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.display();
+            let header: Vec<&str> = text.lines().take_while(|l| l.starts_with("--")).collect();
+            assert!(
+                header.iter().any(|l| l.starts_with("-- KEYS[1]:")),
+                "{name}: KEYS header"
+            );
+            assert!(
+                header.iter().any(|l| l.starts_with("-- ARGV[1]:")),
+                "{name}: ARGV header"
+            );
+            assert!(
+                header.iter().any(|l| l.starts_with("-- Returns:")),
+                "{name}: Returns header"
+            );
+            assert!(
+                !text.contains("redis.call('KEYS'"),
+                "{name}: no KEYS command"
+            );
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("--")) {
+                assert!(
+                    !line.contains("loadstring"),
+                    "{name}: no code built from strings"
+                );
+            }
+            seen += 1;
+        }
+        assert_eq!(
+            seen,
+            super::SCRIPTS.all().len(),
+            "every file in lua/ is registered"
+        );
+    }
+}

@@ -850,3 +850,127 @@ async fn a_per_key_rate_limit_paces_each_key_on_its_own() {
     assert!(q.stats().await.unwrap().counter("rate_limited") > 0);
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempt_count_survives_a_crashed_worker() {
+    let env = TestEnv::start().await;
+    let opts = QueueOptions {
+        retry: RetryPolicy {
+            attempts: 5,
+            backoff_base_ms: 60_000,
+            backoff_cap_ms: 60_000,
+            backoff_jitter: 0.0,
+        },
+        ..ordered(1)
+    };
+    let q = env.queue("commands", opts);
+    q.add(NewJob::new("fails", "").key("g").id("j1"))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let failing = |seen: Arc<Mutex<Vec<u32>>>| {
+        FnProcessor(move |job: graphq::queue::Job| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(job.attempts_made);
+                Err(JobError::Retry("still failing".into()))
+            }
+        })
+    };
+    // The first worker fails once, records it, and sleeps a minute of backoff...
+    let crashed = start(&q, failing(seen.clone()));
+    eventually(Duration::from_secs(5), "first failure recorded", || async {
+        let mut conn = env.conn();
+        let n: HashMap<String, u32> = conn
+            .hgetall(env.keys.attempts("commands", 0))
+            .await
+            .unwrap();
+        n.values().any(|v| *v == 1)
+    })
+    .await;
+    // ...and dies without a word: no lease release, no acknowledgement.
+    crashed.handle.abort();
+    let _ = crashed.handle.await;
+    let next = start(&q, failing(seen.clone()));
+    eventually(
+        Duration::from_secs(10),
+        "the next owner runs it",
+        || async { seen.lock().unwrap().len() == 2 },
+    )
+    .await;
+    // One recorded failure plus the crash itself: the count did not start over.
+    assert_eq!(*seen.lock().unwrap(), vec![0, 2]);
+    next.stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), next.handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_can_be_reused_once_the_dedupe_window_has_passed() {
+    let env = TestEnv::start().await;
+    let opts = QueueOptions {
+        dedupe_window_ms: 200,
+        ..ordered(1)
+    };
+    let q = env.queue("commands", opts);
+    assert!(matches!(
+        q.add(NewJob::new("x", "").key("g").id("same"))
+            .await
+            .unwrap(),
+        AddOutcome::Added { .. }
+    ));
+    assert!(matches!(
+        q.add(NewJob::new("x", "").key("g").id("same"))
+            .await
+            .unwrap(),
+        AddOutcome::Duplicate { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        q.add(NewJob::new("x", "").key("g").id("same"))
+            .await
+            .unwrap(),
+        AddOutcome::Added { .. }
+    ));
+    assert_eq!(total_len(&env, &q).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_empties_every_dead_letter_stream_of_the_queue() {
+    let env = TestEnv::start().await;
+    let opts = QueueOptions {
+        retry: RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ordered(4)
+    };
+    let q = env.queue("commands", opts);
+    let jobs: Vec<NewJob> = (0..12)
+        .map(|i| NewJob::new("bad", "").key(format!("g{i}")))
+        .collect();
+    q.add_bulk(jobs).await.unwrap();
+    let w = start(
+        &q,
+        FnProcessor(|_job| async { Err(JobError::Retry("no".into())) }),
+    );
+    let dlq = q.dead_letters();
+    eventually(Duration::from_secs(5), "12 dead", || async {
+        dlq.count().await.unwrap() == 12
+    })
+    .await;
+    let partitions_used = dlq
+        .list(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.partition)
+        .collect::<std::collections::HashSet<_>>();
+    assert!(
+        partitions_used.len() > 1,
+        "dead letters spread over partitions"
+    );
+    assert_eq!(dlq.purge().await.unwrap(), 12);
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    assert!(dlq.list(100).await.unwrap().is_empty());
+    w.shutdown().await;
+}

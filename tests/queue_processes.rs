@@ -248,3 +248,47 @@ async fn a_shared_rate_limit_holds_within_ten_percent_across_two_processes() {
     let limited = q.stats().await.unwrap().counter("rate_limited");
     assert!(limited > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_worker_and_hands_its_partitions_back() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start().await;
+    let q = env.queue("commands", commands_opts());
+    let mut w = worker(&env, &[]);
+    eventually(
+        Duration::from_secs(20),
+        "worker owns every partition",
+        || async { lease_owners(&env).await.values().sum::<usize>() == PARTITIONS as usize },
+    )
+    .await;
+    // Slow jobs, so some are in flight when the signal arrives.
+    q.add_bulk(numbered_jobs(4, 5, |_| 200)).await.unwrap();
+    eventually(Duration::from_secs(10), "work started", || async {
+        applied_total(&env, 4).await >= 1
+    })
+    .await;
+    let status = w
+        .terminate(Duration::from_secs(15))
+        .expect("worker exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        lease_owners(&env).await.is_empty(),
+        "leases released, not left to expire"
+    );
+    let mut conn = env.conn();
+    let registered: Vec<String> = conn
+        .zrange(env.keys.workers("commands"), 0, -1)
+        .await
+        .unwrap();
+    assert!(registered.is_empty(), "deregistered: {registered:?}");
+    // What was in flight finished; nothing is stuck as pending.
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.total(|p| p.pending), 0);
+    // A new worker finishes the rest, in order, once each.
+    let _next = worker(&env, &[]);
+    eventually(Duration::from_secs(30), "all applied", || async {
+        applied_total(&env, 4).await == 20
+    })
+    .await;
+    assert_logs_in_order_exactly_once(&env, 4, 5).await;
+}
