@@ -116,9 +116,65 @@ impl Keys {
         self.queue(queue, "repeat:last")
     }
 
-    /// Hash tag shared by every key of one graph.
+    /// A key of one graph; every graph key shares the tag `{g:GRAPH_ID}`.
     pub fn graph(&self, graph_id: &str, suffix: &str) -> String {
         format!("{}:{{g:{graph_id}}}:{suffix}", self.prefix)
+    }
+
+    /// Graph meta hash: epoch, version, checksum, viewport.
+    pub fn graph_meta(&self, g: &str) -> String {
+        self.graph(g, "meta")
+    }
+
+    pub fn graph_nodes(&self, g: &str) -> String {
+        self.graph(g, "nodes")
+    }
+
+    pub fn graph_edges(&self, g: &str) -> String {
+        self.graph(g, "edges")
+    }
+
+    /// Node id → ids of the edges touching it.
+    pub fn graph_adjacency(&self, g: &str) -> String {
+        self.graph(g, "adj")
+    }
+
+    /// Per-field versions for conflict detection.
+    pub fn graph_field_versions(&self, g: &str) -> String {
+        self.graph(g, "fv")
+    }
+
+    /// Change log stream, entry id `<version>-0`.
+    pub fn graph_log(&self, g: &str) -> String {
+        self.graph(g, "log")
+    }
+
+    /// Outcome of one operation on the graph (dedupe and status).
+    pub fn graph_op(&self, g: &str, operation_id: &str) -> String {
+        self.graph(g, &format!("op:{operation_id}"))
+    }
+
+    pub fn graph_undo(&self, g: &str, user: &str) -> String {
+        self.graph(g, &format!("undo:{user}"))
+    }
+
+    pub fn graph_redo(&self, g: &str, user: &str) -> String {
+        self.graph(g, &format!("redo:{user}"))
+    }
+
+    /// Snapshot of the whole graph at some version (base for log replay).
+    pub fn graph_snapshot(&self, g: &str) -> String {
+        self.graph(g, "snapshot")
+    }
+
+    /// Pub/sub channel of the graph's outcomes.
+    pub fn graph_channel(&self, g: &str) -> String {
+        self.graph(g, "events")
+    }
+
+    /// Operation index: graph id and pre-outcome status of an operation id.
+    pub fn operation(&self, operation_id: &str) -> String {
+        format!("{}:{{op:{operation_id}}}", self.prefix)
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`db`]: the Redis connection handle.
 //! - [`keys`]: every Redis key name, built in one place.
 //! - [`scripts`]: the Lua scripts of `lua/`, compiled in and invoked by SHA.
+//! - [`graph`]: commands, their validation, and the graph store (Lua) with
+//!   state, change log, conflicts, undo/redo and verify.
 //! - [`queue`]: the job queue engine (ordered partitions, priorities, retries,
 //!   dead letters, delayed and repeatable jobs, rate limits, crash recovery).
 //! - [`workers`]: processors that run on the engine (in `workers/`).
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod graph;
 pub mod keys;
 pub mod queue;
 pub mod redis_server;

@@ -25,6 +25,7 @@ pub struct Scripts {
     pub register_worker: Script,
     pub rate_limit: Script,
     pub bench_apply: Script,
+    pub apply_command: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -41,10 +42,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     register_worker: Script::new(include_str!("../lua/register_worker.lua")),
     rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
     bench_apply: Script::new(include_str!("../lua/bench_apply.lua")),
+    apply_command: Script::new(include_str!("../lua/apply_command.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 13] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.enqueue,
             &self.promote,
@@ -59,6 +61,7 @@ impl Scripts {
             &self.register_worker,
             &self.rate_limit,
             &self.bench_apply,
+            &self.apply_command,
         ]
     }
 

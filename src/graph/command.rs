@@ -122,12 +122,15 @@ impl Op {
 /// True for an entity id: `[A-Za-z0-9_.:-]{1,128}`.
 pub fn is_entity_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// True for a graph id: `[A-Za-z0-9_.-]{1,128}` (no `:`, which separates key segments).
 pub fn is_graph_id(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Parses and validates one command from JSON bytes.
@@ -136,7 +139,10 @@ pub fn parse(bytes: &[u8]) -> Result<Command, Rejection> {
         return Err(reject(
             "TOO_LARGE",
             "",
-            format!("command is {} bytes; the limit is {MAX_COMMAND_BYTES}", bytes.len()),
+            format!(
+                "command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
+                bytes.len()
+            ),
         ));
     }
     let value: Value = serde_json::from_slice(bytes)
@@ -153,10 +159,13 @@ pub fn from_value(value: &Value) -> Result<Command, Rejection> {
     let kind = str_field(obj, "type", "type")?;
     let base_version = match obj.get("baseVersion") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| reject("INVALID_TYPE", "baseVersion", "baseVersion is a non-negative integer"))?,
-        ),
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            reject(
+                "INVALID_TYPE",
+                "baseVersion",
+                "baseVersion is a non-negative integer",
+            )
+        })?),
     };
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => None,
@@ -164,7 +173,13 @@ pub fn from_value(value: &Value) -> Result<Command, Rejection> {
             let t = v
                 .as_f64()
                 .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e15)
-                .ok_or_else(|| reject("INVALID_VALUE", "timestamp", "timestamp is ms since the Unix epoch"))?;
+                .ok_or_else(|| {
+                    reject(
+                        "INVALID_VALUE",
+                        "timestamp",
+                        "timestamp is ms since the Unix epoch",
+                    )
+                })?;
             Some(t as i64)
         }
     };
@@ -195,8 +210,15 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
                 id: id_field(node, "id", &format!("{at}.id"))?,
                 node_type: opt_type(node, &format!("{at}.type"))?.flatten(),
                 position: point(node.get("position"), &format!("{at}.position"), true)?
-                    .ok_or_else(|| reject("MISSING_FIELD", format!("{at}.position"), "position is required"))?,
-                data: data_object(node.get("data"), &format!("{at}.data"), false)?.unwrap_or_default(),
+                    .ok_or_else(|| {
+                        reject(
+                            "MISSING_FIELD",
+                            format!("{at}.position"),
+                            "position is required",
+                        )
+                    })?,
+                data: data_object(node.get("data"), &format!("{at}.data"), false)?
+                    .unwrap_or_default(),
             }
         }
         "UPDATE_NODE" => {
@@ -218,7 +240,9 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
         }
         "DELETE_NODE" => {
             only(p, at, &["id"])?;
-            Op::DeleteNode { id: id_field(p, "id", &f("id"))? }
+            Op::DeleteNode {
+                id: id_field(p, "id", &f("id"))?,
+            }
         }
         "CREATE_EDGE" => {
             only(p, at, &["edge"])?;
@@ -230,7 +254,8 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
                 source: id_field(edge, "source", &format!("{at}.source"))?,
                 target: id_field(edge, "target", &format!("{at}.target"))?,
                 edge_type: opt_type(edge, &format!("{at}.type"))?.flatten(),
-                data: data_object(edge.get("data"), &format!("{at}.data"), false)?.unwrap_or_default(),
+                data: data_object(edge.get("data"), &format!("{at}.data"), false)?
+                    .unwrap_or_default(),
             }
         }
         "UPDATE_EDGE" => {
@@ -250,13 +275,19 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
         }
         "DELETE_EDGE" => {
             only(p, at, &["id"])?;
-            Op::DeleteEdge { id: id_field(p, "id", &f("id"))? }
+            Op::DeleteEdge {
+                id: id_field(p, "id", &f("id"))?,
+            }
         }
         "UPDATE_VIEWPORT" => {
             only(p, at, &["x", "y", "zoom"])?;
             let zoom = number(p, "zoom", &f("zoom"))?;
             if zoom.as_f64().is_none_or(|z| z <= 0.0) {
-                return Err(reject("INVALID_VALUE", f("zoom"), "zoom must be greater than 0"));
+                return Err(reject(
+                    "INVALID_VALUE",
+                    f("zoom"),
+                    "zoom must be greater than 0",
+                ));
             }
             Op::UpdateViewport {
                 x: number(p, "x", &f("x"))?,
@@ -272,28 +303,44 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
                 .as_array()
                 .ok_or_else(|| reject("INVALID_TYPE", f("operations"), "operations is an array"))?;
             if ops.is_empty() {
-                return Err(reject("EMPTY_PATCH", f("operations"), "a batch needs at least one operation"));
+                return Err(reject(
+                    "EMPTY_PATCH",
+                    f("operations"),
+                    "a batch needs at least one operation",
+                ));
             }
             if ops.len() > MAX_BATCH_OPS {
                 return Err(reject(
                     "TOO_MANY_OPERATIONS",
                     f("operations"),
-                    format!("{} operations; a batch holds at most {MAX_BATCH_OPS}", ops.len()),
+                    format!(
+                        "{} operations; a batch holds at most {MAX_BATCH_OPS}",
+                        ops.len()
+                    ),
                 ));
             }
             let mut out = Vec::with_capacity(ops.len());
             for (i, item) in ops.iter().enumerate() {
                 let iat = format!("{at}.operations.{i}");
-                let o = item
-                    .as_object()
-                    .ok_or_else(|| reject("INVALID_TYPE", iat.as_str(), "an operation is an object"))?;
+                let o = item.as_object().ok_or_else(|| {
+                    reject("INVALID_TYPE", iat.as_str(), "an operation is an object")
+                })?;
                 only(o, &iat, &["type", "payload"])?;
                 let k = str_field(o, "type", &format!("{iat}.type"))?;
                 if matches!(k, "BATCH_UPDATE" | "UNDO" | "REDO") {
-                    return Err(reject("INVALID_VALUE", format!("{iat}.type"), format!("{k} cannot be part of a batch")));
+                    return Err(reject(
+                        "INVALID_VALUE",
+                        format!("{iat}.type"),
+                        format!("{k} cannot be part of a batch"),
+                    ));
                 }
                 let empty = Value::Object(Map::new());
-                out.push(parse_op(k, o.get("payload").unwrap_or(&empty), &format!("{iat}.payload"), false)?);
+                out.push(parse_op(
+                    k,
+                    o.get("payload").unwrap_or(&empty),
+                    &format!("{iat}.payload"),
+                    false,
+                )?);
             }
             Op::Batch(out)
         }
@@ -313,7 +360,11 @@ fn parse_op(kind: &str, payload: &Value, at: &str, top: bool) -> Result<Op, Reje
 
 fn only(obj: &Map<String, Value>, at: &str, allowed: &[&str]) -> Result<(), Rejection> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(reject("UNKNOWN_FIELD", format!("{at}.{k}"), format!("unknown field `{k}`"))),
+        Some(k) => Err(reject(
+            "UNKNOWN_FIELD",
+            format!("{at}.{k}"),
+            format!("unknown field `{k}`"),
+        )),
         None => Ok(()),
     }
 }
@@ -329,12 +380,20 @@ fn str_field<'a>(obj: &'a Map<String, Value>, name: &str, at: &str) -> Result<&'
 fn id_field(obj: &Map<String, Value>, name: &str, at: &str) -> Result<String, Rejection> {
     let s = str_field(obj, name, at)?;
     if !is_entity_id(s) {
-        return Err(reject("INVALID_ID", at, "ids are 1-128 characters of A-Z a-z 0-9 _ . : -"));
+        return Err(reject(
+            "INVALID_ID",
+            at,
+            "ids are 1-128 characters of A-Z a-z 0-9 _ . : -",
+        ));
     }
     Ok(s.to_string())
 }
 
-fn object<'a>(obj: &'a Map<String, Value>, name: &str, at: &str) -> Result<&'a Map<String, Value>, Rejection> {
+fn object<'a>(
+    obj: &'a Map<String, Value>,
+    name: &str,
+    at: &str,
+) -> Result<&'a Map<String, Value>, Rejection> {
     match obj.get(name) {
         None | Some(Value::Null) => Err(reject("MISSING_FIELD", at, format!("{name} is required"))),
         Some(Value::Object(o)) => Ok(o),
@@ -347,8 +406,14 @@ fn opt_type(obj: &Map<String, Value>, at: &str) -> Result<Option<Option<String>>
     match obj.get("type") {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_TYPE_LEN => Ok(Some(Some(s.clone()))),
-        Some(Value::String(_)) => Err(reject("INVALID_VALUE", at, format!("type is 1-{MAX_TYPE_LEN} characters"))),
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_TYPE_LEN => {
+            Ok(Some(Some(s.clone())))
+        }
+        Some(Value::String(_)) => Err(reject(
+            "INVALID_VALUE",
+            at,
+            format!("type is 1-{MAX_TYPE_LEN} characters"),
+        )),
         Some(_) => Err(reject("INVALID_TYPE", at, "type is a string")),
     }
 }
@@ -360,7 +425,11 @@ fn number(obj: &Map<String, Value>, name: &str, at: &str) -> Result<Number, Reje
             if n.as_f64().is_some_and(f64::is_finite) {
                 Ok(n.clone())
             } else {
-                Err(reject("NOT_FINITE", at, format!("{name} must be a finite number")))
+                Err(reject(
+                    "NOT_FINITE",
+                    at,
+                    format!("{name} must be a finite number"),
+                ))
             }
         }
         Some(_) => Err(reject("INVALID_TYPE", at, format!("{name} is a number"))),
@@ -384,7 +453,11 @@ fn point(v: Option<&Value>, at: &str, required: bool) -> Result<Option<Point>, R
 
 /// `data`: an object whose values nest at most [`MAX_DATA_DEPTH`] deep.
 /// In a patch, `null` values mean "remove this key".
-fn data_object(v: Option<&Value>, at: &str, patch: bool) -> Result<Option<Map<String, Value>>, Rejection> {
+fn data_object(
+    v: Option<&Value>,
+    at: &str,
+    patch: bool,
+) -> Result<Option<Map<String, Value>>, Rejection> {
     let obj = match v {
         None => return Ok(None),
         Some(Value::Null) if patch => return Err(reject("INVALID_TYPE", at, "data is an object")),
@@ -394,7 +467,11 @@ fn data_object(v: Option<&Value>, at: &str, patch: bool) -> Result<Option<Map<St
     };
     for (k, val) in obj {
         if k.is_empty() || k.len() > 256 {
-            return Err(reject("INVALID_VALUE", format!("{at}.{k}"), "data keys are 1-256 bytes"));
+            return Err(reject(
+                "INVALID_VALUE",
+                format!("{at}.{k}"),
+                "data keys are 1-256 bytes",
+            ));
         }
         if !patch && val.is_null() {
             continue;
@@ -415,7 +492,11 @@ fn check_value(v: &Value, at: &str, depth: usize) -> Result<(), Rejection> {
         }
         Value::Array(items) => {
             if depth > MAX_DATA_DEPTH {
-                return Err(reject("TOO_DEEP", at, format!("data nests at most {MAX_DATA_DEPTH} levels")));
+                return Err(reject(
+                    "TOO_DEEP",
+                    at,
+                    format!("data nests at most {MAX_DATA_DEPTH} levels"),
+                ));
             }
             for (i, item) in items.iter().enumerate() {
                 check_value(item, &format!("{at}.{i}"), depth + 1)?;
@@ -424,7 +505,11 @@ fn check_value(v: &Value, at: &str, depth: usize) -> Result<(), Rejection> {
         }
         Value::Object(map) => {
             if depth > MAX_DATA_DEPTH {
-                return Err(reject("TOO_DEEP", at, format!("data nests at most {MAX_DATA_DEPTH} levels")));
+                return Err(reject(
+                    "TOO_DEEP",
+                    at,
+                    format!("data nests at most {MAX_DATA_DEPTH} levels"),
+                ));
             }
             for (k, item) in map {
                 check_value(item, &format!("{at}.{k}"), depth + 1)?;
@@ -469,11 +554,21 @@ impl Op {
     /// user values stay opaque text).
     pub fn script_op(&self) -> Value {
         match self {
-            Op::CreateNode { id, node_type, position, data } => {
+            Op::CreateNode {
+                id,
+                node_type,
+                position,
+                data,
+            } => {
                 let (set, _) = data_texts(data);
                 json!({"t": "CREATE_NODE", "id": id, "type": type_text(node_type), "position": point_text(position), "data": set})
             }
-            Op::UpdateNode { id, node_type, position, data } => {
+            Op::UpdateNode {
+                id,
+                node_type,
+                position,
+                data,
+            } => {
                 let (set, unset) = data.as_ref().map(data_texts).unwrap_or_default();
                 let mut op = json!({"t": "UPDATE_NODE", "id": id, "data": set, "unset": unset});
                 if let Some(t) = node_type {
@@ -486,11 +581,21 @@ impl Op {
                 op
             }
             Op::DeleteNode { id } => json!({"t": "DELETE_NODE", "id": id}),
-            Op::CreateEdge { id, source, target, edge_type, data } => {
+            Op::CreateEdge {
+                id,
+                source,
+                target,
+                edge_type,
+                data,
+            } => {
                 let (set, _) = data_texts(data);
                 json!({"t": "CREATE_EDGE", "id": id, "source": source, "target": target, "type": type_text(edge_type), "data": set})
             }
-            Op::UpdateEdge { id, edge_type, data } => {
+            Op::UpdateEdge {
+                id,
+                edge_type,
+                data,
+            } => {
                 let (set, unset) = data.as_ref().map(data_texts).unwrap_or_default();
                 let mut op = json!({"t": "UPDATE_EDGE", "id": id, "data": set, "unset": unset});
                 if let Some(t) = edge_type {
@@ -503,7 +608,9 @@ impl Op {
             Op::UpdateViewport { x, y, zoom } => {
                 json!({"t": "UPDATE_VIEWPORT", "viewport": canonical(&json!({"x": x, "y": y, "zoom": zoom}))})
             }
-            Op::Batch(ops) => json!({"t": "BATCH_UPDATE", "ops": ops.iter().map(Op::script_op).collect::<Vec<_>>()}),
+            Op::Batch(ops) => {
+                json!({"t": "BATCH_UPDATE", "ops": ops.iter().map(Op::script_op).collect::<Vec<_>>()})
+            }
             Op::Undo => json!({"t": "UNDO"}),
             Op::Redo => json!({"t": "REDO"}),
         }
@@ -523,7 +630,9 @@ mod tests {
         let c = parse(br#"{"operationId":"op-1","type":"UPDATE_NODE","payload":{"id":"n1","patch":{"position":{"x":10,"y":20.5},"data":{"a":1,"b":null}}},"baseVersion":41,"timestamp":1763800000000}"#).unwrap();
         assert_eq!(c.operation_id, "op-1");
         assert_eq!(c.base_version, Some(41));
-        let Op::UpdateNode { position, data, .. } = &c.op else { panic!() };
+        let Op::UpdateNode { position, data, .. } = &c.op else {
+            panic!()
+        };
         assert_eq!(position.as_ref().unwrap().y.as_f64(), Some(20.5));
         assert!(data.as_ref().unwrap()["b"].is_null());
         let s = c.op.script_op();
@@ -537,19 +646,71 @@ mod tests {
         let cases = [
             ("not json", "INVALID_JSON", ""),
             ("[]", "INVALID_TYPE", ""),
-            (r#"{"type":"DELETE_NODE","payload":{"id":"n"}}"#, "MISSING_FIELD", "operationId"),
-            (r#"{"operationId":"a b","type":"DELETE_NODE","payload":{"id":"n"}}"#, "INVALID_ID", "operationId"),
-            (r#"{"operationId":"o","type":"DROP_TABLE","payload":{}}"#, "UNKNOWN_COMMAND", "type"),
-            (r#"{"operationId":"o","type":"DELETE_NODE","payload":{"id":"{x}"}}"#, "INVALID_ID", "payload.id"),
-            (r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n","position":{"x":"1","y":2}}}}"#, "INVALID_TYPE", "payload.node.position.x"),
-            (r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n"}}}"#, "MISSING_FIELD", "payload.node.position"),
-            (r#"{"operationId":"o","type":"UPDATE_NODE","payload":{"id":"n","patch":{}}}"#, "EMPTY_PATCH", "payload.patch"),
-            (r#"{"operationId":"o","type":"UPDATE_NODE","payload":{"id":"n","patch":{"label":"x"}}}"#, "UNKNOWN_FIELD", "payload.patch.label"),
-            (r#"{"operationId":"o","type":"UPDATE_VIEWPORT","payload":{"x":0,"y":0,"zoom":0}}"#, "INVALID_VALUE", "payload.zoom"),
-            (r#"{"operationId":"o","type":"UPDATE_VIEWPORT","payload":{"x":1e999,"y":0,"zoom":1}}"#, "INVALID_JSON", ""),
-            (r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n","position":{"x":1,"y":2},"data":{"a":[[[[[[[[[1]]]]]]]]]}}}}"#, "TOO_DEEP", "payload.node.data.a.0.0.0.0.0.0.0"),
-            (r#"{"operationId":"o","type":"BATCH_UPDATE","payload":{"operations":[{"type":"UNDO"}]}}"#, "INVALID_VALUE", "payload.operations.0.type"),
-            (r#"{"operationId":"o","type":"DELETE_EDGE","payload":{"id":"e"},"baseVersion":-1}"#, "INVALID_TYPE", "baseVersion"),
+            (
+                r#"{"type":"DELETE_NODE","payload":{"id":"n"}}"#,
+                "MISSING_FIELD",
+                "operationId",
+            ),
+            (
+                r#"{"operationId":"a b","type":"DELETE_NODE","payload":{"id":"n"}}"#,
+                "INVALID_ID",
+                "operationId",
+            ),
+            (
+                r#"{"operationId":"o","type":"DROP_TABLE","payload":{}}"#,
+                "UNKNOWN_COMMAND",
+                "type",
+            ),
+            (
+                r#"{"operationId":"o","type":"DELETE_NODE","payload":{"id":"{x}"}}"#,
+                "INVALID_ID",
+                "payload.id",
+            ),
+            (
+                r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n","position":{"x":"1","y":2}}}}"#,
+                "INVALID_TYPE",
+                "payload.node.position.x",
+            ),
+            (
+                r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n"}}}"#,
+                "MISSING_FIELD",
+                "payload.node.position",
+            ),
+            (
+                r#"{"operationId":"o","type":"UPDATE_NODE","payload":{"id":"n","patch":{}}}"#,
+                "EMPTY_PATCH",
+                "payload.patch",
+            ),
+            (
+                r#"{"operationId":"o","type":"UPDATE_NODE","payload":{"id":"n","patch":{"label":"x"}}}"#,
+                "UNKNOWN_FIELD",
+                "payload.patch.label",
+            ),
+            (
+                r#"{"operationId":"o","type":"UPDATE_VIEWPORT","payload":{"x":0,"y":0,"zoom":0}}"#,
+                "INVALID_VALUE",
+                "payload.zoom",
+            ),
+            (
+                r#"{"operationId":"o","type":"UPDATE_VIEWPORT","payload":{"x":1e999,"y":0,"zoom":1}}"#,
+                "INVALID_JSON",
+                "",
+            ),
+            (
+                r#"{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"n","position":{"x":1,"y":2},"data":{"a":[[[[[[[[[1]]]]]]]]]}}}}"#,
+                "TOO_DEEP",
+                "payload.node.data.a.0.0.0.0.0.0.0",
+            ),
+            (
+                r#"{"operationId":"o","type":"BATCH_UPDATE","payload":{"operations":[{"type":"UNDO"}]}}"#,
+                "INVALID_VALUE",
+                "payload.operations.0.type",
+            ),
+            (
+                r#"{"operationId":"o","type":"DELETE_EDGE","payload":{"id":"e"},"baseVersion":-1}"#,
+                "INVALID_TYPE",
+                "baseVersion",
+            ),
         ];
         for (input, code, field) in cases {
             let e = err(input);
@@ -566,17 +727,26 @@ mod tests {
         assert_eq!(err(&big).code, "TOO_LARGE");
         let op = r#"{"type":"DELETE_NODE","payload":{"id":"n"}}"#;
         let ops = vec![op; MAX_BATCH_OPS + 1].join(",");
-        let batch = format!(r#"{{"operationId":"o","type":"BATCH_UPDATE","payload":{{"operations":[{ops}]}}}}"#);
+        let batch = format!(
+            r#"{{"operationId":"o","type":"BATCH_UPDATE","payload":{{"operations":[{ops}]}}}}"#
+        );
         assert_eq!(err(&batch).code, "TOO_MANY_OPERATIONS");
         let ops = vec![op; MAX_BATCH_OPS].join(",");
-        let batch = format!(r#"{{"operationId":"o","type":"BATCH_UPDATE","payload":{{"operations":[{ops}]}}}}"#);
+        let batch = format!(
+            r#"{{"operationId":"o","type":"BATCH_UPDATE","payload":{{"operations":[{ops}]}}}}"#
+        );
         assert!(parse(batch.as_bytes()).is_ok());
     }
 
     #[test]
     fn depth_eight_is_allowed_nine_is_not() {
         let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
-        let cmd = |n| format!(r#"{{"operationId":"o","type":"UPDATE_NODE","payload":{{"id":"n","patch":{{"data":{{"a":{}}}}}}}}}"#, nest(n));
+        let cmd = |n| {
+            format!(
+                r#"{{"operationId":"o","type":"UPDATE_NODE","payload":{{"id":"n","patch":{{"data":{{"a":{}}}}}}}}}"#,
+                nest(n)
+            )
+        };
         assert!(parse(cmd(7).as_bytes()).is_ok());
         assert_eq!(err(&cmd(8)).code, "TOO_DEEP");
     }

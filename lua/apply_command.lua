@@ -1,0 +1,766 @@
+-- Applies one graph command atomically: dedupe by operation id, check, resolve
+-- conflicts per field, mutate nodes/edges/viewport, bump the version, append to
+-- the change log, keep the checksum, record the outcome and publish it.
+-- docs/graph.md is the exact semantics; user values arrive as canonical JSON
+-- text and are spliced into stored entities, never re-encoded.
+-- KEYS[1]: graph meta hash (epoch, version, checksum, viewport)
+-- KEYS[2]: nodes hash (id -> node JSON)
+-- KEYS[3]: edges hash (id -> edge JSON)
+-- KEYS[4]: adjacency hash (node id -> JSON array of edge ids)
+-- KEYS[5]: per-field versions hash (n:ID / e:ID / viewport -> JSON)
+-- KEYS[6]: change log stream (entry id <version>-0)
+-- KEYS[7]: this operation's outcome (string with TTL)
+-- KEYS[8]: the sender's undo list
+-- KEYS[9]: the sender's redo list
+-- ARGV[1]: operation id
+-- ARGV[2]: user id (plain, [A-Za-z0-9_.:-])
+-- ARGV[3]: now, ms (worker clock; stamped as updatedAt)
+-- ARGV[4]: epoch for the graph if this command creates it
+-- ARGV[5]: settings JSON {maxNodes, maxEdges, logRetention, opTtl, strategies}
+-- ARGV[6]: the operation as JSON (Op::script_op)
+-- ARGV[7]: baseVersion, or "" when the client sent none
+-- ARGV[8]: client timestamp (integer text, 0 when absent)
+-- ARGV[9]: command type
+-- ARGV[10]: notification channel
+-- ARGV[11]: the command as received (canonical JSON), for subscribers
+-- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
+
+local OP_ID, USER, NOW = ARGV[1], ARGV[2], ARGV[3]
+local S = cjson.decode(ARGV[5])
+local CMD = cjson.decode(ARGV[6])
+local BASE = nil
+if ARGV[7] ~= '' then BASE = tonumber(ARGV[7]) end
+local QUSER = '"' .. USER .. '"'
+local STRAT = S['strategies']
+
+local prev = redis.call('GET', KEYS[7])
+if prev then
+  return '{"status":"duplicate","stored":' .. prev .. '}'
+end
+
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'version', 0, 'checksum', 0)
+end
+local V = tonumber(redis.call('HGET', KEYS[1], 'version')) + 1
+local VS = string.format('%d', V)
+
+---------------------------------------------------------------- JSON scanning
+-- Our JSON has no whitespace; these split it into raw texts without decoding.
+
+local function skip_string(s, i)
+  local j = i + 1
+  while true do
+    local k = string.find(s, '["\\]', j)
+    if string.byte(s, k) == 34 then return k + 1 end
+    j = k + 2
+  end
+end
+
+local function skip_value(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return skip_string(s, i) end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '[{}%[%]"]', j)
+      local b = string.byte(s, k)
+      if b == 34 then
+        j = skip_string(s, k)
+      else
+        if b == 123 or b == 91 then depth = depth + 1 else depth = depth - 1 end
+        j = k + 1
+        if depth == 0 then return j end
+      end
+    end
+  end
+  return string.find(s, '[,}%]]', i) or (#s + 1)
+end
+
+-- Object text -> list of {quoted key, raw value}, in document order.
+local function fields(s)
+  local out = {}
+  if s == '{}' then return out end
+  local i = 2
+  while true do
+    local kend = skip_string(s, i)
+    local vend = skip_value(s, kend + 1)
+    out[#out + 1] = {string.sub(s, i, kend - 1), string.sub(s, kend + 1, vend - 1)}
+    if string.byte(s, vend) == 125 then return out end
+    i = vend + 1
+  end
+end
+
+-- Array text -> list of raw values.
+local function items(s)
+  local out = {}
+  if s == '[]' then return out end
+  local i = 2
+  while true do
+    local vend = skip_value(s, i)
+    out[#out + 1] = string.sub(s, i, vend - 1)
+    if string.byte(s, vend) == 93 then return out end
+    i = vend + 1
+  end
+end
+
+local function field_map(s)
+  local m = {}
+  for _, kv in ipairs(fields(s)) do m[kv[1]] = kv[2] end
+  return m
+end
+
+local function unquote(s) return string.sub(s, 2, -2) end
+
+---------------------------------------------------------------- entities
+
+local function decode_data(text)
+  local d = {keys = {}, vals = {}}
+  for _, kv in ipairs(fields(text)) do
+    d.keys[#d.keys + 1] = kv[1]
+    d.vals[kv[1]] = kv[2]
+  end
+  return d
+end
+
+local function copy_data(d)
+  local c = {keys = {}, vals = {}}
+  for i, k in ipairs(d.keys) do c.keys[i] = k; c.vals[k] = d.vals[k] end
+  return c
+end
+
+local function decode_entity(kind, json)
+  local f = field_map(json)
+  local e = {kind = kind, id = unquote(f['"id"']), type = f['"type"'], data = decode_data(f['"data"']),
+    version = f['"version"'], createdBy = f['"createdBy"'], updatedBy = f['"updatedBy"'],
+    updatedAt = f['"updatedAt"']}
+  if kind == 'n' then
+    e.position = f['"position"']
+  else
+    e.source = unquote(f['"source"'])
+    e.target = unquote(f['"target"'])
+  end
+  return e
+end
+
+local function encode_data(d)
+  local parts = {}
+  for i, k in ipairs(d.keys) do parts[i] = k .. ':' .. d.vals[k] end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function encode_entity(e)
+  local tail = ',"type":' .. e.type
+  if e.kind == 'n' then
+    tail = tail .. ',"position":' .. e.position
+  end
+  local head = '{"id":"' .. e.id .. '"'
+  if e.kind == 'e' then
+    head = head .. ',"source":"' .. e.source .. '","target":"' .. e.target .. '"'
+  end
+  return head .. tail .. ',"data":' .. encode_data(e.data) .. ',"version":' .. e.version ..
+    ',"createdBy":' .. e.createdBy .. ',"updatedBy":' .. e.updatedBy .. ',"updatedAt":' .. e.updatedAt .. '}'
+end
+
+local function data_set(d, k, v)
+  if d.vals[k] == nil then d.keys[#d.keys + 1] = k end
+  d.vals[k] = v
+end
+
+local function data_unset(d, k)
+  if d.vals[k] == nil then return end
+  d.vals[k] = nil
+  for i, key in ipairs(d.keys) do
+    if key == k then table.remove(d.keys, i); break end
+  end
+end
+
+local function same_data(a, b)
+  if #a.keys ~= #b.keys then return false end
+  for _, k in ipairs(a.keys) do
+    if a.vals[k] ~= b.vals[k] then return false end
+  end
+  return true
+end
+
+local function same_content(a, b)
+  if a.type ~= b.type or not same_data(a.data, b.data) then return false end
+  if a.kind == 'n' then return a.position == b.position end
+  return a.source == b.source and a.target == b.target
+end
+
+---------------------------------------------------------------- working copy
+-- Nothing is written until the whole command succeeded.
+
+local HKEY = {n = KEYS[2], e = KEYS[3]}
+local cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
+local original = {n = {}, e = {}}    -- id -> stored JSON, or false
+local touched = {n = {}, e = {}}     -- ids in first-touch order
+local is_touched = {n = {}, e = {}}
+local targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
+local is_targeted = {n = {}, e = {}}
+local fvs = {}                       -- 'n:ID' -> per-field versions
+local adj = {}                       -- node id -> list of edge ids
+local adj_dirty = {}
+local counts = {}
+local conflicts = {}
+local vp = {loaded = false, touched = false, targeted = false}
+
+local function load(kind, id)
+  local c = cache[kind][id]
+  if c == nil then
+    local json = redis.call('HGET', HKEY[kind], id)
+    if json then c = decode_entity(kind, json) else c = false end
+    cache[kind][id] = c
+    original[kind][id] = json or false
+  end
+  return c
+end
+
+local function stored(kind, id)
+  load(kind, id)
+  return original[kind][id]
+end
+
+local function touch(kind, id)
+  if not is_touched[kind][id] then
+    is_touched[kind][id] = true
+    touched[kind][#touched[kind] + 1] = id
+  end
+end
+
+local function target(kind, id)
+  if not is_targeted[kind][id] then
+    is_targeted[kind][id] = true
+    targeted[kind][#targeted[kind] + 1] = id
+  end
+end
+
+local function fv_of(kind, id)
+  local k = kind .. ':' .. id
+  if fvs[k] == nil then
+    local raw = redis.call('HGET', KEYS[5], k)
+    if raw then fvs[k] = cjson.decode(raw) else fvs[k] = {} end
+    if fvs[k].data == nil then fvs[k].data = {} end
+  end
+  return fvs[k]
+end
+
+local function adj_of(id)
+  if adj[id] == nil then
+    local raw = redis.call('HGET', KEYS[4], id)
+    adj[id] = {}
+    if raw then
+      for _, eid in ipairs(cjson.decode(raw)) do adj[id][#adj[id] + 1] = eid end
+    end
+  end
+  return adj[id]
+end
+
+local function adj_remove(node_id, edge_id)
+  local list = adj_of(node_id)
+  for i, e in ipairs(list) do
+    if e == edge_id then table.remove(list, i); adj_dirty[node_id] = true; return end
+  end
+end
+
+local function count(kind)
+  if counts[kind] == nil then counts[kind] = redis.call('HLEN', HKEY[kind]) end
+  return counts[kind]
+end
+
+local function stamp(e)
+  e.version = VS
+  e.updatedBy = QUSER
+  e.updatedAt = NOW
+end
+
+local function fresh_fv(kind, id, e)
+  local f = {data = {}}
+  f.type = {V, USER}
+  if kind == 'n' then f.position = {V, USER} end
+  for _, k in ipairs(e.data.keys) do f.data[k] = {V, USER} end
+  fvs[kind .. ':' .. id] = f
+end
+
+local function fail(code, message, cur)
+  return {code = code, message = message, current = cur or {}}
+end
+
+local function add_conflict(field, client, server, strategy)
+  conflicts[#conflicts + 1] = '{"field":' .. cjson.encode(field) .. ',"clientValue":' .. (client or 'null') ..
+    ',"serverValue":' .. (server or 'null') .. ',"strategy":"' .. strategy .. '"}'
+end
+
+-- Was this field set after the client's base version by someone else?
+local function concurrent(entry)
+  return BASE ~= nil and entry ~= nil and entry[1] > BASE and entry[2] ~= USER
+end
+
+-- Decides one field under a strategy: returns whether to apply the new value.
+local function decide(strategy, is_concurrent, field, client, server)
+  if strategy == 'LAST_WRITE_WINS' then return true end
+  if strategy == 'CLIENT_WINS' then
+    if is_concurrent then add_conflict(field, client, server, strategy) end
+    return true
+  end
+  if is_concurrent then
+    add_conflict(field, client, server, strategy)
+    return false
+  end
+  return true
+end
+
+---------------------------------------------------------------- operations
+
+local function delete_edge_now(eid)
+  local e = load('e', eid)
+  if not e then return end
+  adj_remove(e.source, eid)
+  if e.target ~= e.source then adj_remove(e.target, eid) end
+  cache.e[eid] = false
+  counts.e = count('e') - 1
+  touch('e', eid)
+end
+
+local function delete_node_now(id)
+  cache.n[id] = false
+  touch('n', id)
+  local edges = {}
+  for i, eid in ipairs(adj_of(id)) do edges[i] = eid end
+  for _, eid in ipairs(edges) do delete_edge_now(eid) end
+  adj[id] = {}
+  adj_dirty[id] = true
+  counts.n = count('n') - 1
+end
+
+local function attach(e)
+  local list = adj_of(e.source)
+  list[#list + 1] = e.id
+  adj_dirty[e.source] = true
+  if e.target ~= e.source then
+    list = adj_of(e.target)
+    list[#list + 1] = e.id
+    adj_dirty[e.target] = true
+  end
+end
+
+local function new_entity(kind, id, op)
+  local e = {kind = kind, id = id, type = op.type, data = {keys = {}, vals = {}}, createdBy = QUSER}
+  for _, kv in ipairs(op.data) do data_set(e.data, kv[1], kv[2]) end
+  if kind == 'n' then e.position = op.position else e.source = op.source; e.target = op.target end
+  stamp(e)
+  return e
+end
+
+-- UPDATE_NODE / UPDATE_EDGE: field by field under the strategies.
+local function update(kind, op)
+  local word = kind == 'n' and 'node' or 'edge'
+  local id = op.id
+  local cur = load(kind, id)
+  if not cur then
+    return fail('NOT_FOUND', word .. ' ' .. id .. ' does not exist', {[kind] = {id}})
+  end
+  target(kind, id)
+  local fv = fv_of(kind, id)
+  local base_path = (kind == 'n' and '/nodes/' or '/edges/') .. id
+  local changed = false
+  local function scalar(name, value)
+    if value == nil then return end
+    local strategy = STRAT[word .. '.' .. name]
+    if decide(strategy, concurrent(fv[name]), base_path .. '/' .. name, value, cur[name]) then
+      cur[name] = value
+      fv[name] = {V, USER}
+      changed = true
+    end
+  end
+  scalar('type', op.type)
+  if kind == 'n' then scalar('position', op.position) end
+  if op.hasData then
+    local data_strategy = STRAT[word .. '.data']
+    if data_strategy == 'MERGE' then
+      local function key(qk, value)
+        local strategy = STRAT[word .. '.data.' .. unquote(qk)] or 'MERGE'
+        local path = base_path .. '/data/' .. unquote(qk)
+        if decide(strategy, concurrent(fv.data[qk]), path, value, cur.data.vals[qk]) then
+          if value == nil then data_unset(cur.data, qk) else data_set(cur.data, qk, value) end
+          fv.data[qk] = {V, USER}
+          changed = true
+        end
+      end
+      for _, kv in ipairs(op.data) do key(kv[1], kv[2]) end
+      for _, qk in ipairs(op.unset) do key(qk, nil) end
+    else
+      local any = false
+      for _, entry in pairs(fv.data) do
+        if concurrent(entry) then any = true end
+      end
+      local parts = {}
+      for _, kv in ipairs(op.data) do parts[#parts + 1] = kv[1] .. ':' .. kv[2] end
+      for _, qk in ipairs(op.unset) do parts[#parts + 1] = qk .. ':null' end
+      local patch = '{' .. table.concat(parts, ',') .. '}'
+      if decide(data_strategy, any, base_path .. '/data', patch, encode_data(cur.data)) then
+        for _, kv in ipairs(op.data) do data_set(cur.data, kv[1], kv[2]); fv.data[kv[1]] = {V, USER} end
+        for _, qk in ipairs(op.unset) do data_unset(cur.data, qk); fv.data[qk] = {V, USER} end
+        changed = true
+      end
+    end
+  end
+  if changed then
+    stamp(cur)
+    touch(kind, id)
+  end
+  return nil
+end
+
+local function viewport_now()
+  if not vp.loaded then
+    vp.loaded = true
+    vp.original = redis.call('HGET', KEYS[1], 'viewport') or false
+    vp.value = vp.original
+  end
+  return vp.value
+end
+
+local function vp_fv()
+  if vp.fv == nil then
+    local raw = redis.call('HGET', KEYS[5], 'viewport')
+    if raw then vp.fv = cjson.decode(raw) else vp.fv = false end
+  end
+  return vp.fv
+end
+
+local run_op
+
+local handlers = {}
+
+handlers.CREATE_NODE = function(op)
+  if load('n', op.id) then
+    return fail('ALREADY_EXISTS', 'node ' .. op.id .. ' already exists', {n = {op.id}})
+  end
+  if count('n') >= S.maxNodes then
+    return fail('LIMIT_EXCEEDED', 'the graph already has ' .. string.format('%d', S.maxNodes) .. ' nodes', {n = {op.id}})
+  end
+  local e = new_entity('n', op.id, op)
+  cache.n[op.id] = e
+  counts.n = count('n') + 1
+  fresh_fv('n', op.id, e)
+  touch('n', op.id)
+end
+
+handlers.UPDATE_NODE = function(op) return update('n', op) end
+
+handlers.DELETE_NODE = function(op)
+  if not load('n', op.id) then
+    return fail('NOT_FOUND', 'node ' .. op.id .. ' does not exist', {n = {op.id}})
+  end
+  delete_node_now(op.id)
+end
+
+handlers.CREATE_EDGE = function(op)
+  if load('e', op.id) then
+    return fail('ALREADY_EXISTS', 'edge ' .. op.id .. ' already exists', {e = {op.id}})
+  end
+  local ends = {op.source, op.target}
+  if op.source == op.target then ends = {op.source} end
+  if not load('n', op.source) then
+    return fail('NOT_FOUND', 'source node ' .. op.source .. ' does not exist', {n = ends})
+  end
+  if not load('n', op.target) then
+    return fail('NOT_FOUND', 'target node ' .. op.target .. ' does not exist', {n = ends})
+  end
+  if count('e') >= S.maxEdges then
+    return fail('LIMIT_EXCEEDED', 'the graph already has ' .. string.format('%d', S.maxEdges) .. ' edges', {e = {op.id}})
+  end
+  local e = new_entity('e', op.id, op)
+  cache.e[op.id] = e
+  counts.e = count('e') + 1
+  attach(e)
+  fresh_fv('e', op.id, e)
+  touch('e', op.id)
+end
+
+handlers.UPDATE_EDGE = function(op) return update('e', op) end
+
+handlers.DELETE_EDGE = function(op)
+  if not load('e', op.id) then
+    return fail('NOT_FOUND', 'edge ' .. op.id .. ' does not exist', {e = {op.id}})
+  end
+  delete_edge_now(op.id)
+end
+
+handlers.UPDATE_VIEWPORT = function(op)
+  local cur = viewport_now()
+  vp.targeted = true
+  if decide(STRAT['viewport'], concurrent(vp_fv() or nil), '/viewport', op.viewport, cur or nil) then
+    vp.value = op.viewport
+    vp.touched = true
+    vp.fv = {V, USER}
+  end
+end
+
+handlers.BATCH_UPDATE = function(op)
+  for i, inner in ipairs(op.ops) do
+    local err = run_op(inner)
+    if err then
+      err.message = 'operation ' .. (i - 1) .. ': ' .. err.message
+      return err
+    end
+  end
+end
+
+run_op = function(op) return handlers[op.t](op) end
+
+---------------------------------------------------------------- undo / redo
+
+-- Reverts change C where the graph still shows what C did (docs/graph.md).
+local function revert_change(text)
+  local c = field_map(text)
+  local after = {n = {}, e = {}}
+  for _, json in ipairs(items(c['"nodes"'])) do after.n[unquote(field_map(json)['"id"'])] = json end
+  for _, json in ipairs(items(c['"edges"'])) do after.e[unquote(field_map(json)['"id"'])] = json end
+  local undo = field_map(c['"undo"'])
+  local before = {n = fields(undo['"nodes"']), e = fields(undo['"edges"'])}
+  for kind, list in pairs(before) do
+    for _, kv in ipairs(list) do
+      target(kind, unquote(kv[1]))
+    end
+  end
+  local function path(kind, id) return (kind == 'n' and '/nodes/' or '/edges/') .. id end
+
+  local function recreate(kind, id, b)
+    local cur = load(kind, id)
+    if cur then
+      add_conflict(path(kind, id), b, stored(kind, id), 'SERVER_WINS')
+      return
+    end
+    local e = decode_entity(kind, b)
+    if kind == 'e' and (not load('n', e.source) or not load('n', e.target)) then
+      add_conflict(path(kind, id), b, nil, 'SERVER_WINS')
+      return
+    end
+    stamp(e)
+    cache[kind][id] = e
+    counts[kind] = count(kind) + 1
+    if kind == 'e' then attach(e) end
+    fresh_fv(kind, id, e)
+    touch(kind, id)
+  end
+
+  local function revert_update(kind, id, b, a)
+    local cur = load(kind, id)
+    if not cur then
+      add_conflict(path(kind, id), b, nil, 'SERVER_WINS')
+      return
+    end
+    local B, A = decode_entity(kind, b), decode_entity(kind, a)
+    local fv = fv_of(kind, id)
+    local changed = false
+    local function field(name)
+      if A[name] == B[name] then return end
+      if cur[name] == A[name] then
+        cur[name] = B[name]; fv[name] = {V, USER}; changed = true
+      elseif cur[name] ~= B[name] then
+        add_conflict(path(kind, id) .. '/' .. name, B[name], cur[name], 'SERVER_WINS')
+      end
+    end
+    field('type')
+    if kind == 'n' then field('position') end
+    local function key(qk)
+      local bv, av, cv = B.data.vals[qk], A.data.vals[qk], cur.data.vals[qk]
+      if av == bv then return end
+      if cv == av then
+        if bv == nil then data_unset(cur.data, qk) else data_set(cur.data, qk, bv) end
+        fv.data[qk] = {V, USER}
+        changed = true
+      elseif cv ~= bv then
+        add_conflict(path(kind, id) .. '/data/' .. unquote(qk), bv, cv, 'SERVER_WINS')
+      end
+    end
+    for _, qk in ipairs(B.data.keys) do key(qk) end
+    for _, qk in ipairs(A.data.keys) do
+      if B.data.vals[qk] == nil then key(qk) end
+    end
+    if changed then
+      stamp(cur)
+      touch(kind, id)
+    end
+  end
+
+  local function remove_created(kind, id, a)
+    local cur = load(kind, id)
+    if not cur then return end
+    if same_content(cur, decode_entity(kind, a)) then
+      if kind == 'n' then delete_node_now(id) else delete_edge_now(id) end
+    else
+      add_conflict(path(kind, id), nil, stored(kind, id), 'SERVER_WINS')
+    end
+  end
+
+  local function each(kind, want_before, want_after, fn)
+    for _, kv in ipairs(before[kind]) do
+      local id = unquote(kv[1])
+      local b = kv[2] ~= 'null' and kv[2] or nil
+      local a = after[kind][id]
+      if (b ~= nil) == want_before and (a ~= nil) == want_after then fn(kind, id, b, a) end
+    end
+  end
+  each('n', true, false, recreate)
+  each('n', true, true, revert_update)
+  each('e', true, true, revert_update)
+  each('e', true, false, recreate)
+  each('e', false, true, function(kind, id, _, a) remove_created(kind, id, a) end)
+  each('n', false, true, function(kind, id, _, a) remove_created(kind, id, a) end)
+
+  if undo['"viewport"'] ~= nil then
+    vp.targeted = true
+    local b = undo['"viewport"']
+    if b == 'null' then b = nil end
+    local a = c['"viewport"']
+    if a == 'null' then a = nil end
+    local cur = viewport_now() or nil
+    if a ~= b then
+      if cur == a then
+        vp.value = b or false
+        vp.touched = true
+        vp.fv = {V, USER}
+      elseif cur ~= b then
+        add_conflict('/viewport', b, cur, 'SERVER_WINS')
+      end
+    end
+  end
+end
+
+handlers.UNDO = function()
+  local text = redis.call('LPOP', KEYS[8])
+  if not text then return fail('INVALID', 'nothing to undo') end
+  revert_change(text)
+end
+
+handlers.REDO = function()
+  local text = redis.call('LPOP', KEYS[9])
+  if not text then return fail('INVALID', 'nothing to redo') end
+  revert_change(text)
+end
+
+---------------------------------------------------------------- outcome
+
+local function current_json(ids, with_viewport)
+  local parts = {}
+  for _, kind in ipairs({'n', 'e'}) do
+    local inner = {}
+    for _, id in ipairs((ids or {})[kind] or {}) do
+      inner[#inner + 1] = '"' .. id .. '":' .. (stored(kind, id) or 'null')
+    end
+    parts[#parts + 1] = (kind == 'n' and '"nodes":{' or '"edges":{') .. table.concat(inner, ',') .. '}'
+  end
+  if with_viewport then
+    viewport_now()
+    parts[#parts + 1] = '"viewport":' .. (vp.original or 'null')
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function publish(outcome)
+  redis.call('PUBLISH', ARGV[10], '{"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER ..
+    ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"command":' .. ARGV[11] ..
+    ',"outcome":' .. outcome .. '}')
+end
+
+local function revert(err, current)
+  local message = cjson.encode(err.message)
+  local outcome = '{"status":"reverted","code":"' .. err.code .. '","message":' .. message ..
+    ',"current":' .. current .. ',"conflicts":[' .. table.concat(conflicts, ',') .. ']}'
+  redis.call('SET', KEYS[7], '{"status":"reverted","code":"' .. err.code .. '","message":' .. message .. '}',
+    'EX', S.opTtl)
+  publish(outcome)
+  return outcome
+end
+
+local err = run_op(CMD)
+if err then
+  return revert(err, current_json(err.current, false))
+end
+
+local H48 = 281474976710656
+local function h(x) return tonumber(string.sub(redis.sha1hex(x), 1, 12), 16) end
+local checksum = tonumber(redis.call('HGET', KEYS[1], 'checksum'))
+
+local lists = {n = {}, e = {}}
+local removed = {n = {}, e = {}}
+local undo_parts = {n = {}, e = {}}
+for _, kind in ipairs({'n', 'e'}) do
+  for _, id in ipairs(touched[kind]) do
+    local old, now = original[kind][id], cache[kind][id]
+    if old or now then
+      undo_parts[kind][#undo_parts[kind] + 1] = '"' .. id .. '":' .. (old or 'null')
+      if old then checksum = (checksum - h(kind .. old)) % H48 end
+      if now then
+        local json = encode_entity(now)
+        redis.call('HSET', HKEY[kind], id, json)
+        redis.call('HSET', KEYS[5], kind .. ':' .. id, cjson.encode(fvs[kind .. ':' .. id]))
+        checksum = (checksum + h(kind .. json)) % H48
+        lists[kind][#lists[kind] + 1] = json
+      else
+        redis.call('HDEL', HKEY[kind], id)
+        redis.call('HDEL', KEYS[5], kind .. ':' .. id)
+        removed[kind][#removed[kind] + 1] = '"' .. id .. '"'
+      end
+    end
+  end
+end
+
+local vp_changed = vp.touched and vp.value ~= vp.original
+if vp.touched and not vp_changed then vp.touched = false end
+
+if #lists.n + #lists.e + #removed.n + #removed.e == 0 and not vp.touched then
+  -- Every field lost to a newer change: nothing to apply.
+  return revert(fail('CONFLICT', 'every change conflicted with a newer one'),
+    current_json(targeted, vp.targeted))
+end
+
+for id in pairs(adj_dirty) do
+  if load('n', id) and #adj[id] > 0 then
+    redis.call('HSET', KEYS[4], id, cjson.encode(adj[id]))
+  else
+    redis.call('HDEL', KEYS[4], id)
+  end
+end
+
+local vp_part, vp_undo = '', ''
+if vp.touched then
+  if vp.original then checksum = (checksum - h('v' .. vp.original)) % H48 end
+  if vp.value then
+    redis.call('HSET', KEYS[1], 'viewport', vp.value)
+    redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
+    checksum = (checksum + h('v' .. vp.value)) % H48
+  else
+    redis.call('HDEL', KEYS[1], 'viewport')
+    redis.call('HDEL', KEYS[5], 'viewport')
+  end
+  vp_part = ',"viewport":' .. (vp.value or 'null')
+  vp_undo = ',"viewport":' .. (vp.original or 'null')
+end
+
+local change = '{"nodes":[' .. table.concat(lists.n, ',') .. '],"edges":[' .. table.concat(lists.e, ',') ..
+  '],"removedNodes":[' .. table.concat(removed.n, ',') .. '],"removedEdges":[' .. table.concat(removed.e, ',') ..
+  ']' .. vp_part .. ',"undo":{"nodes":{' .. table.concat(undo_parts.n, ',') .. '},"edges":{' ..
+  table.concat(undo_parts.e, ',') .. '}' .. vp_undo .. '}}'
+
+redis.call('HSET', KEYS[1], 'version', V, 'checksum', string.format('%d', checksum))
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', S.logRetention, VS .. '-0', 'operationId', OP_ID, 'userId', USER,
+  'type', ARGV[9], 'timestamp', ARGV[8], 'change', change)
+
+if CMD.t == 'UNDO' then
+  redis.call('LPUSH', KEYS[9], change)
+  redis.call('LTRIM', KEYS[9], 0, 99)
+else
+  redis.call('LPUSH', KEYS[8], change)
+  redis.call('LTRIM', KEYS[8], 0, 99)
+  if CMD.t ~= 'REDO' then redis.call('DEL', KEYS[9]) end
+end
+
+local outcome = '{"status":"applied","version":' .. VS .. ',"change":' .. change .. ',"conflicts":[' ..
+  table.concat(conflicts, ',') .. ']}'
+redis.call('SET', KEYS[7], '{"status":"applied","version":' .. VS .. '}', 'EX', S.opTtl)
+publish(outcome)
+return outcome

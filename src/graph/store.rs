@@ -1,0 +1,551 @@
+//! [`GraphStore`]: applies commands with `lua/apply_command.lua` and reads
+//! graphs back (state, changes since a version, operation status, snapshot,
+//! verify). Only this module and the script touch graph keys.
+
+use std::collections::BTreeMap;
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::db::Redis;
+use crate::keys::Keys;
+use crate::scripts::SCRIPTS;
+
+use super::{
+    ApplyContext, ChangeEntry, Command, GraphSettings, GraphState, Outcome, RawGraph, checksum_hex,
+    checksum_of,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored data is not what graphq writes: {0}")]
+    Corrupt(String),
+}
+
+/// The graph store. Cheap to clone.
+#[derive(Clone)]
+pub struct GraphStore {
+    redis: Redis,
+    keys: Keys,
+    settings: GraphSettings,
+    /// `ARGV[5]` of apply_command.lua, built once.
+    settings_json: String,
+}
+
+/// Answer to "what changed since version N".
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Changes {
+    pub changes: Vec<ChangeEntry>,
+    pub current_version: u64,
+    pub epoch: String,
+    /// True when entries after `since` were trimmed: the client needs a snapshot.
+    #[serde(skip)]
+    pub too_old: bool,
+}
+
+/// Status of one operation (SPEC §4 `GET /api/v2/operations/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    pub operation_id: String,
+    pub graph_id: String,
+    /// pending | processing | completed | failed
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+/// What `graphq graph verify` found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub graph_id: String,
+    pub version: u64,
+    pub stored_checksum: String,
+    pub computed_checksum: String,
+    /// Where the replay started: "empty graph" or "snapshot at version N".
+    pub replayed_from: Option<String>,
+    pub replayed_entries: u64,
+    /// Everything that does not add up; empty when the graph is consistent.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The parts of a log entry's change that replay needs, as exact texts.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplayChange<'a> {
+    #[serde(borrow)]
+    nodes: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    edges: Vec<&'a RawValue>,
+    removed_nodes: Vec<String>,
+    removed_edges: Vec<String>,
+    #[serde(default, borrow)]
+    viewport: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// A stored snapshot: exact entity texts at one version.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    epoch: String,
+    version: u64,
+    nodes: BTreeMap<String, String>,
+    edges: BTreeMap<String, String>,
+    viewport: Option<String>,
+}
+
+impl GraphStore {
+    pub fn new(redis: Redis, keys: Keys, settings: GraphSettings) -> GraphStore {
+        let settings_json = serde_json::json!({
+            "maxNodes": settings.max_nodes,
+            "maxEdges": settings.max_edges,
+            "logRetention": settings.log_retention,
+            "opTtl": settings.op_ttl_s,
+            "strategies": settings.strategies(),
+        })
+        .to_string();
+        GraphStore {
+            redis,
+            keys,
+            settings,
+            settings_json,
+        }
+    }
+
+    pub fn settings(&self) -> &GraphSettings {
+        &self.settings
+    }
+
+    /// The script invocation that applies `cmd`, for callers that pipeline.
+    pub fn invocation(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &Command,
+    ) -> redis::ScriptInvocation<'static> {
+        let k = &self.keys;
+        let g = ctx.graph_id.as_str();
+        let mut inv = SCRIPTS.apply_command.prepare_invoke();
+        inv.key(k.graph_meta(g))
+            .key(k.graph_nodes(g))
+            .key(k.graph_edges(g))
+            .key(k.graph_adjacency(g))
+            .key(k.graph_field_versions(g))
+            .key(k.graph_log(g))
+            .key(k.graph_op(g, &cmd.operation_id))
+            .key(k.graph_undo(g, &ctx.user_id))
+            .key(k.graph_redo(g, &ctx.user_id))
+            .arg(&cmd.operation_id)
+            .arg(&ctx.user_id)
+            .arg(ctx.now_ms)
+            .arg(&ctx.new_epoch)
+            .arg(&self.settings_json)
+            .arg(cmd.op.script_op().to_string())
+            .arg(cmd.base_version.map(|v| v.to_string()).unwrap_or_default())
+            .arg(cmd.timestamp.unwrap_or(0))
+            .arg(cmd.op.type_name())
+            .arg(k.graph_channel(g))
+            .arg(&cmd.canonical);
+        inv
+    }
+
+    /// Applies one command atomically and returns what happened.
+    pub async fn apply(&self, ctx: &ApplyContext, cmd: &Command) -> Result<Outcome, StoreError> {
+        let raw: String = self
+            .invocation(ctx, cmd)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        parse_outcome(&raw)
+    }
+
+    /// The stored bytes of a graph, read atomically.
+    pub async fn raw(&self, graph_id: &str) -> Result<RawGraph, StoreError> {
+        let k = &self.keys;
+        let (meta, nodes, edges): (
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+        ) = redis::pipe()
+            .atomic()
+            .hgetall(k.graph_meta(graph_id))
+            .hgetall(k.graph_nodes(graph_id))
+            .hgetall(k.graph_edges(graph_id))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let num = |name: &str| {
+            meta.get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(RawGraph {
+            epoch: meta.get("epoch").cloned().unwrap_or_default(),
+            version: num("version"),
+            checksum: num("checksum"),
+            nodes,
+            edges,
+            viewport: meta.get("viewport").cloned(),
+        })
+    }
+
+    /// The full state as clients receive it.
+    pub async fn state(&self, graph_id: &str) -> Result<GraphState, StoreError> {
+        let raw = self.raw(graph_id).await?;
+        let parse = |json: &String| {
+            serde_json::from_str::<Value>(json)
+                .map_err(|e| StoreError::Corrupt(format!("entity: {e}")))
+        };
+        Ok(GraphState {
+            graph_id: graph_id.to_string(),
+            epoch: raw.epoch.clone(),
+            version: raw.version,
+            nodes: raw.nodes.values().map(parse).collect::<Result<_, _>>()?,
+            edges: raw.edges.values().map(parse).collect::<Result<_, _>>()?,
+            viewport: raw.viewport.as_ref().map(parse).transpose()?,
+            checksum: checksum_hex(raw.checksum),
+        })
+    }
+
+    /// Change-log entries after `since`, oldest first, at most `limit`.
+    /// `too_old` when an entry after `since` is no longer kept.
+    pub async fn changes_since(
+        &self,
+        graph_id: &str,
+        since: u64,
+        limit: u64,
+    ) -> Result<Changes, StoreError> {
+        let k = &self.keys;
+        let limit = limit.clamp(1, self.settings.max_changes);
+        let (meta, first, entries): (BTreeMap<String, String>, redis::Value, redis::Value) =
+            redis::pipe()
+                .atomic()
+                .hgetall(k.graph_meta(graph_id))
+                .cmd("XRANGE")
+                .arg(k.graph_log(graph_id))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("XRANGE")
+                .arg(k.graph_log(graph_id))
+                .arg(format!("{}-0", since + 1))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut self.redis.conn())
+                .await?;
+        let current = meta
+            .get("version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let epoch = meta.get("epoch").cloned().unwrap_or_default();
+        let oldest = crate::queue::parse_entries(&first)
+            .first()
+            .and_then(|(id, _)| entry_version(id));
+        let too_old = since < current
+            && match oldest {
+                Some(o) => o > since + 1,
+                None => true,
+            };
+        let changes = if too_old {
+            Vec::new()
+        } else {
+            crate::queue::parse_entries(&entries)
+                .into_iter()
+                .map(|(id, fields)| change_entry(&id, fields))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Changes {
+            changes,
+            current_version: current,
+            epoch,
+            too_old,
+        })
+    }
+
+    /// The status of an operation, from the operation index (written when it
+    /// was accepted) and the graph's outcome record (written when decided).
+    pub async fn operation(
+        &self,
+        operation_id: &str,
+    ) -> Result<Option<OperationStatus>, StoreError> {
+        let mut conn = self.redis.conn();
+        let index: BTreeMap<String, String> =
+            conn.hgetall(self.keys.operation(operation_id)).await?;
+        let Some(graph_id) = index.get("graphId").cloned() else {
+            return Ok(None);
+        };
+        let outcome: Option<String> = conn
+            .get(self.keys.graph_op(&graph_id, operation_id))
+            .await?;
+        let mut status = OperationStatus {
+            operation_id: operation_id.to_string(),
+            graph_id,
+            status: index
+                .get("status")
+                .cloned()
+                .unwrap_or_else(|| "pending".into()),
+            version: None,
+            result: None,
+            error: None,
+        };
+        if let Some(text) = outcome {
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if v["status"] == "applied" {
+                status.status = "completed".into();
+                status.version = v["version"].as_u64();
+                status.result =
+                    Some(serde_json::json!({"type": "COMMAND_APPLIED", "version": v["version"]}));
+            } else {
+                status.status = "failed".into();
+                status.error =
+                    Some(serde_json::json!({"code": v["code"], "message": v["message"]}));
+            }
+        }
+        Ok(Some(status))
+    }
+
+    /// Records where an operation went and that it is `status` (pending,
+    /// processing, failed), until its outcome says otherwise.
+    pub async fn mark_operation(
+        &self,
+        operation_id: &str,
+        graph_id: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.operation(operation_id);
+        let _: () = redis::pipe()
+            .hset_multiple(&key, &[("graphId", graph_id), ("status", status)])
+            .ignore()
+            .expire(&key, self.settings.op_ttl_s as i64)
+            .ignore()
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Saves the current state as the graph's snapshot (base for replay when
+    /// the log has been trimmed). Returns its version.
+    pub async fn snapshot(&self, graph_id: &str) -> Result<u64, StoreError> {
+        let raw = self.raw(graph_id).await?;
+        let snap = Snapshot {
+            epoch: raw.epoch,
+            version: raw.version,
+            nodes: raw.nodes,
+            edges: raw.edges,
+            viewport: raw.viewport,
+        };
+        let json = serde_json::to_string(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = self
+            .redis
+            .conn()
+            .set(self.keys.graph_snapshot(graph_id), json)
+            .await?;
+        Ok(snap.version)
+    }
+
+    /// Recomputes the checksum from the stored entities, and replays the
+    /// retained log from a snapshot (or from the empty graph) to check that
+    /// it reproduces the stored state exactly.
+    pub async fn verify(&self, graph_id: &str) -> Result<VerifyReport, StoreError> {
+        let raw = self.raw(graph_id).await?;
+        let computed = checksum_of(&raw);
+        let mut report = VerifyReport {
+            graph_id: graph_id.to_string(),
+            version: raw.version,
+            stored_checksum: checksum_hex(raw.checksum),
+            computed_checksum: checksum_hex(computed),
+            replayed_from: None,
+            replayed_entries: 0,
+            problems: Vec::new(),
+        };
+        if computed != raw.checksum {
+            report.problems.push(format!(
+                "checksum mismatch: stored {} but the entities sum to {}",
+                report.stored_checksum, report.computed_checksum
+            ));
+        }
+        let mut conn = self.redis.conn();
+        let snapshot: Option<String> = conn.get(self.keys.graph_snapshot(graph_id)).await?;
+        let log: redis::Value = redis::cmd("XRANGE")
+            .arg(self.keys.graph_log(graph_id))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        let entries = crate::queue::parse_entries(&log);
+        let oldest = entries.first().and_then(|(id, _)| entry_version(id));
+        let snapshot: Option<Snapshot> = snapshot
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .filter(|s: &Snapshot| {
+                s.epoch == raw.epoch && oldest.is_none_or(|o| s.version + 1 >= o)
+            });
+        let mut state = match snapshot {
+            Some(s) => {
+                report.replayed_from = Some(format!("snapshot at version {}", s.version));
+                RawGraph {
+                    epoch: s.epoch,
+                    version: s.version,
+                    checksum: 0,
+                    nodes: s.nodes,
+                    edges: s.edges,
+                    viewport: s.viewport,
+                }
+            }
+            None if oldest.is_none_or(|o| o == 1) => {
+                report.replayed_from = Some("empty graph".into());
+                RawGraph {
+                    epoch: raw.epoch.clone(),
+                    ..RawGraph::default()
+                }
+            }
+            None => {
+                report.problems.push(format!(
+                    "cannot replay: the log starts at version {} and no snapshot reaches it",
+                    oldest.unwrap_or(0)
+                ));
+                return Ok(report);
+            }
+        };
+        for (id, fields) in &entries {
+            let Some(v) = entry_version(id) else {
+                report
+                    .problems
+                    .push(format!("log entry {id} is not <version>-0"));
+                continue;
+            };
+            if v <= state.version {
+                continue;
+            }
+            if v != state.version + 1 {
+                report
+                    .problems
+                    .push(format!("log jumps from version {} to {v}", state.version));
+                return Ok(report);
+            }
+            let change = fields
+                .iter()
+                .find(|(f, _)| f == "change")
+                .map(|(_, c)| c.as_str());
+            let Some(change) = change else {
+                report
+                    .problems
+                    .push(format!("log entry {id} has no change"));
+                return Ok(report);
+            };
+            if let Err(e) = replay(&mut state, change) {
+                report.problems.push(format!("log entry {id}: {e}"));
+                return Ok(report);
+            }
+            state.version = v;
+            report.replayed_entries += 1;
+        }
+        if state.version != raw.version {
+            report.problems.push(format!(
+                "replay reached version {} but the graph is at {}",
+                state.version, raw.version
+            ));
+        }
+        for (what, replayed, stored) in [
+            ("node", &state.nodes, &raw.nodes),
+            ("edge", &state.edges, &raw.edges),
+        ] {
+            for (id, json) in stored {
+                match replayed.get(id) {
+                    None => report.problems.push(format!(
+                        "{what} {id} is stored but the log never created it"
+                    )),
+                    Some(r) if r != json => report
+                        .problems
+                        .push(format!("{what} {id} differs from what the log says")),
+                    Some(_) => {}
+                }
+            }
+            for id in replayed.keys().filter(|id| !stored.contains_key(*id)) {
+                report
+                    .problems
+                    .push(format!("{what} {id} should exist according to the log"));
+            }
+        }
+        if state.viewport != raw.viewport {
+            report
+                .problems
+                .push("viewport differs from what the log says".into());
+        }
+        if checksum_of(&state) != raw.checksum && report.problems.is_empty() {
+            report
+                .problems
+                .push("replayed state has a different checksum".into());
+        }
+        Ok(report)
+    }
+}
+
+/// Applies one change's upserts and removals to a raw state.
+fn replay(state: &mut RawGraph, change: &str) -> Result<(), String> {
+    let c: ReplayChange = serde_json::from_str(change).map_err(|e| e.to_string())?;
+    for id in &c.removed_edges {
+        state.edges.remove(id);
+    }
+    for id in &c.removed_nodes {
+        state.nodes.remove(id);
+    }
+    for (raw, map) in [(&c.nodes, &mut state.nodes), (&c.edges, &mut state.edges)] {
+        for entity in raw {
+            let id: IdOnly = serde_json::from_str(entity.get()).map_err(|e| e.to_string())?;
+            map.insert(id.id, entity.get().to_string());
+        }
+    }
+    if let Some(v) = c.viewport {
+        state.viewport = (v.get() != "null").then(|| v.get().to_string());
+    }
+    Ok(())
+}
+
+fn entry_version(id: &str) -> Option<u64> {
+    id.strip_suffix("-0")?.parse().ok()
+}
+
+fn change_entry(id: &str, fields: Vec<(String, String)>) -> Result<ChangeEntry, StoreError> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.clone())
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("log entry {id}: {what}"));
+    Ok(ChangeEntry {
+        version: entry_version(id).ok_or_else(|| corrupt("id is not <version>-0"))?,
+        operation_id: get("operationId").unwrap_or_default(),
+        user_id: get("userId").unwrap_or_default(),
+        kind: get("type").unwrap_or_default(),
+        timestamp: get("timestamp").and_then(|t| t.parse().ok()).unwrap_or(0),
+        change: serde_json::from_str(&get("change").ok_or_else(|| corrupt("no change"))?)
+            .map_err(|e| corrupt(&e.to_string()))?,
+    })
+}
+
+/// Parses what apply_command.lua returns.
+pub fn parse_outcome(raw: &str) -> Result<Outcome, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outcome {raw}: {e}")))
+}
