@@ -163,7 +163,11 @@ async fn run_queue_bench(
 
     let worker = Worker::new(
         queue.clone(),
-        GraphqProcessor::new(redis.clone(), keys.clone()),
+        GraphqProcessor::new(crate::graph::GraphStore::new(
+            redis.clone(),
+            keys.clone(),
+            Default::default(),
+        )),
     )
     .without_scheduler();
     let counters = worker.counters();

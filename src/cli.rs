@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::db::Redis;
+use crate::graph::GraphStore;
 use crate::keys::Keys;
 use crate::queue::{DeadLetter, Queue, QueueError, QueueStats, Worker};
 use crate::redis_server::{RedisServer, RedisServerError, RedisServerOptions};
@@ -189,7 +190,13 @@ pub async fn run_workers(
     } else {
         only.to_vec()
     };
-    let processor = GraphqProcessor::new(redis.clone(), Keys::new(config.prefix.clone()));
+    let keys = Keys::new(config.prefix.clone());
+    let store = GraphStore::new(redis.clone(), keys, config.graph.clone());
+    let mut processor = GraphqProcessor::new(store);
+    if config.queues.contains_key("analytics") {
+        let analytics = queue(config, &redis, "analytics")?;
+        processor = processor.with_snapshots(analytics, config.graph.snapshot_every);
+    }
     let tasks = TaskTracker::new();
     for name in &names {
         let q = queue(config, &redis, name)?;

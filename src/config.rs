@@ -8,6 +8,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::graph::GraphSettings;
 use crate::queue::QueueOptions;
 
 /// The defaults, as shipped in `config/default.toml`.
@@ -25,6 +26,9 @@ pub struct Config {
     pub log_format: String,
     /// Options of each queue, by name.
     pub queues: BTreeMap<String, QueueOptions>,
+    /// Graph store limits, retention and conflict strategies.
+    #[serde(default)]
+    pub graph: GraphSettings,
 }
 
 /// Values from command-line flags; `None` leaves the lower layers in charge.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use command::{Command, Op, Rejection};
-pub use store::{GraphStore, StoreError};
+pub use store::{Changes, GraphStore, OperationStatus, StoreError, VerifyReport, parse_outcome};
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct GraphSettings {
     pub op_ttl_s: u64,
     /// Most changes returned in one "changes since" answer or SYNC.
     pub max_changes: u64,
+    /// A snapshot (the base `verify` replays from) is taken every this many
+    /// versions; keep it below `log_retention`. 0 turns snapshots off.
+    pub snapshot_every: u64,
     /// Strategy per field path (`node.position`, `node.data.KEY`, ...);
     /// paths not listed use the defaults of docs/graph.md.
     pub conflicts: BTreeMap<String, Strategy>,
@@ -51,6 +54,7 @@ impl Default for GraphSettings {
             log_retention: 10_000,
             op_ttl_s: 3_600,
             max_changes: 1_000,
+            snapshot_every: 1_000,
             conflicts: BTreeMap::new(),
         }
     }

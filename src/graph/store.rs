@@ -136,6 +136,14 @@ impl GraphStore {
         &self.settings
     }
 
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
     /// The script invocation that applies `cmd`, for callers that pipeline.
     pub fn invocation(
         &self,
@@ -341,6 +349,39 @@ impl GraphStore {
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
+    }
+
+    /// Records a revert for an operation that never reached the script (not
+    /// a valid command, or dead-lettered) and notifies subscribers. Does
+    /// nothing when the operation already has an outcome.
+    pub async fn record_revert(
+        &self,
+        graph_id: &str,
+        user_id: &str,
+        operation_id: &str,
+        kind: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let stored = serde_json::json!({"status": "reverted", "code": code, "message": message});
+        let outcome = serde_json::json!({
+            "status": "reverted", "code": code, "message": message,
+            "current": {"nodes": {}, "edges": {}}, "conflicts": [],
+        });
+        let note = serde_json::json!({
+            "operationId": operation_id, "userId": user_id, "type": kind, "timestamp": 0,
+            "command": Value::Null, "outcome": outcome,
+        });
+        let recorded: u8 = SCRIPTS
+            .record_revert
+            .key(self.keys.graph_op(graph_id, operation_id))
+            .arg(stored.to_string())
+            .arg(self.settings.op_ttl_s)
+            .arg(self.keys.graph_channel(graph_id))
+            .arg(note.to_string())
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(recorded == 1)
     }
 
     /// Saves the current state as the graph's snapshot (base for replay when

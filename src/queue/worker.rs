@@ -38,6 +38,13 @@ pub trait Processor: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<(), JobError>>> + Send + 'a {
         process_in_order(self, jobs)
     }
+
+    /// Called after a job moved to the dead-letter stream, so the processor
+    /// can tell whoever waits for it (graph commands answer REVERT DEAD_LETTERED).
+    fn dead_lettered(&self, job: &Job, error: &str) -> impl Future<Output = ()> + Send {
+        let _ = (job, error);
+        async {}
+    }
 }
 
 /// Runs jobs one at a time, stopping after the first failure: the default
@@ -268,17 +275,22 @@ impl<P: Processor> Ctx<P> {
         attempts: u32,
     ) -> Result<(), QueueError> {
         let fields = job.fields(job.attempts_made);
-        self.dead_letter_raw(
-            conn,
-            stream,
-            job.partition,
-            &job.entry_id,
-            &job.id,
-            error,
-            attempts,
-            &fields,
-        )
-        .await
+        let moved = self
+            .dead_letter_raw(
+                conn,
+                stream,
+                job.partition,
+                &job.entry_id,
+                &job.id,
+                error,
+                attempts,
+                &fields,
+            )
+            .await?;
+        if moved {
+            self.processor.dead_lettered(job, error).await;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -292,7 +304,7 @@ impl<P: Processor> Ctx<P> {
         error: &str,
         attempts: u32,
         fields: &[(impl AsRef<str>, String)],
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let q = self.queue.name();
         let keys = self.queue.keys();
         let opts = self.queue.options();
@@ -324,7 +336,7 @@ impl<P: Processor> Ctx<P> {
                 },
             );
         }
-        Ok(())
+        Ok(moved.is_some())
     }
 
     /// Decodes entries read from `stream`; entries that are not jobs (written

@@ -1,0 +1,120 @@
+//! `bench.noop` and `bench.apply`: the synthetic jobs of `graphq bench queue`
+//! and of the engine's multi-process tests.
+//!
+//! `bench.apply` is one idempotent Lua write per job (`lua/bench_apply.lua`:
+//! bump a version, set a node, append to a per-graph log, publish). Its payload
+//! may ask it to sleep first (`{"sleepMs": N}`) to simulate slow work.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::db::Redis;
+use crate::keys::Keys;
+use crate::queue::{Job, JobError};
+use crate::scripts::{SCRIPTS, is_noscript};
+
+pub const BENCH_NOOP: &str = "bench.noop";
+pub const BENCH_APPLY: &str = "bench.apply";
+
+/// Change-log length kept per graph by `bench.apply`.
+const BENCH_LOG_MAX: u64 = 1_000;
+
+#[derive(Clone)]
+pub struct BenchHandler {
+    redis: Redis,
+    keys: Keys,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyPayload {
+    #[serde(default)]
+    node: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+fn payload(job: &Job) -> Result<ApplyPayload, JobError> {
+    if job.data.is_empty() {
+        return Ok(ApplyPayload::default());
+    }
+    job.json()
+        .map_err(|e| JobError::Permanent(format!("payload is not valid JSON: {e}")))
+}
+
+pub(crate) fn redis_error(e: redis::RedisError) -> JobError {
+    JobError::Retry(format!("redis: {e}"))
+}
+
+impl BenchHandler {
+    pub fn new(redis: Redis, keys: Keys) -> Self {
+        BenchHandler { redis, keys }
+    }
+
+    fn invocation(
+        &self,
+        job: &Job,
+        p: &ApplyPayload,
+    ) -> Result<redis::ScriptInvocation<'static>, JobError> {
+        let graph = job
+            .key
+            .as_deref()
+            .ok_or_else(|| JobError::Permanent("bench.apply needs a key (graph id)".into()))?;
+        let mut inv = SCRIPTS.bench_apply.prepare_invoke();
+        inv.key(self.keys.graph(graph, "bench:meta"))
+            .key(self.keys.graph(graph, "bench:nodes"))
+            .key(self.keys.graph(graph, "bench:log"))
+            .key(self.keys.graph(graph, "bench:applied"))
+            .arg(&job.id)
+            .arg(&p.node)
+            .arg(&p.value)
+            .arg(BENCH_LOG_MAX)
+            .arg(self.keys.graph(graph, "bench:events"));
+        Ok(inv)
+    }
+
+    pub async fn apply(&self, job: &Job) -> Result<(), JobError> {
+        let p = payload(job)?;
+        if p.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(p.sleep_ms)).await;
+        }
+        let _: u64 = self
+            .invocation(job, &p)?
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// Pipelines a batch of `bench.apply` jobs into one round trip (Redis runs
+    /// them in order). None when the batch cannot be pipelined (a job sleeps
+    /// or is malformed): the caller then runs it job by job.
+    pub async fn apply_pipelined(&self, jobs: &[Job]) -> Option<Vec<Result<(), JobError>>> {
+        let mut invocations = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let p = payload(job).ok().filter(|p| p.sleep_ms == 0)?;
+            invocations.push(self.invocation(job, &p).ok()?);
+        }
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let mut conn = self.redis.conn();
+        let mut reply: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut conn).await;
+        if matches!(&reply, Err(e) if is_noscript(e)) {
+            reply = match SCRIPTS.load_all(&mut conn).await {
+                Ok(()) => pipe.query_async(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        Some(match reply {
+            Ok(_) => jobs.iter().map(|_| Ok(())).collect(),
+            // Part of the pipeline may have run; the script is idempotent, so
+            // the engine retries from the first job.
+            Err(e) => vec![Err(redis_error(e))],
+        })
+    }
+}

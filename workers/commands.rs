@@ -1,0 +1,294 @@
+//! The `commands` processor: applies graph commands with the graph store's
+//! Lua script, in partition order, pipelining each batch into one round trip.
+//!
+//! A job is `{name: COMMAND_TYPE, key: GRAPH_ID, id: OPERATION_ID, data:
+//! {"graphId","userId","command"}}` ([`command_job`] builds it). Outcomes
+//! (applied or reverted) are business results: the script records them and
+//! publishes them on the graph's channel for broadcasters. Only failures to
+//! reach Redis are job errors (retried, then dead-lettered, which answers the
+//! sender with `REVERT DEAD_LETTERED`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::now_ms;
+use crate::graph::command::{self, Command, is_entity_id, is_graph_id};
+use crate::graph::{ApplyContext, GraphStore, Outcome};
+use crate::queue::{Job, JobError, NewJob, Queue};
+use crate::scripts::{SCRIPTS, is_noscript};
+
+use super::bench::redis_error;
+
+/// Job names the commands processor answers to.
+pub const COMMAND_TYPES: [&str; 10] = [
+    "CREATE_NODE",
+    "UPDATE_NODE",
+    "DELETE_NODE",
+    "CREATE_EDGE",
+    "UPDATE_EDGE",
+    "DELETE_EDGE",
+    "UPDATE_VIEWPORT",
+    "BATCH_UPDATE",
+    "UNDO",
+    "REDO",
+];
+
+/// Job name of the analytics job that snapshots a graph.
+pub const GENERATE_SNAPSHOT: &str = "GENERATE_SNAPSHOT";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    graph_id: String,
+    user_id: String,
+    command: Value,
+}
+
+/// The `commands` job for a validated command from `user_id` on `graph_id`.
+pub fn command_job(graph_id: &str, user_id: &str, cmd: &Command) -> NewJob {
+    let command: Value = serde_json::from_str(&cmd.canonical).unwrap_or(Value::Null);
+    let data = serde_json::to_string(&Envelope {
+        graph_id: graph_id.to_string(),
+        user_id: user_id.to_string(),
+        command,
+    })
+    .unwrap_or_default();
+    NewJob::new(cmd.op.type_name(), data)
+        .key(graph_id)
+        .id(cmd.operation_id.clone())
+        .rate_key(user_id)
+}
+
+/// A job made ready for the script, or the reason it cannot be.
+enum Prepared {
+    Ready(ApplyContext, Command),
+    /// Not a valid command: answered with REVERT INVALID, never retried.
+    Invalid {
+        graph_id: String,
+        user_id: String,
+        message: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct CommandsHandler {
+    store: GraphStore,
+    /// Where GENERATE_SNAPSHOT jobs go, and how often (in versions).
+    snapshots: Option<(Queue, u64)>,
+}
+
+impl CommandsHandler {
+    pub fn new(store: GraphStore) -> Self {
+        CommandsHandler {
+            store,
+            snapshots: None,
+        }
+    }
+
+    /// Asks for a snapshot of a graph every `every` versions on `analytics`.
+    pub fn with_snapshots(mut self, analytics: Queue, every: u64) -> Self {
+        if every > 0 {
+            self.snapshots = Some((analytics, every));
+        }
+        self
+    }
+
+    pub fn store(&self) -> &GraphStore {
+        &self.store
+    }
+
+    fn prepare(job: &Job) -> Prepared {
+        let envelope: Envelope = match job.json() {
+            Ok(e) => e,
+            Err(e) => {
+                return Prepared::Invalid {
+                    graph_id: job.key.clone().unwrap_or_default(),
+                    user_id: String::new(),
+                    message: format!("job is not a command envelope: {e}"),
+                };
+            }
+        };
+        let invalid = |message: String| Prepared::Invalid {
+            graph_id: envelope.graph_id.clone(),
+            user_id: envelope.user_id.clone(),
+            message,
+        };
+        if !is_graph_id(&envelope.graph_id) || !is_entity_id(&envelope.user_id) {
+            return invalid("graph or user id is malformed".into());
+        }
+        match command::from_value(&envelope.command) {
+            Ok(cmd) => Prepared::Ready(
+                ApplyContext {
+                    graph_id: envelope.graph_id.clone(),
+                    user_id: envelope.user_id.clone(),
+                    now_ms: now_ms(),
+                    new_epoch: uuid::Uuid::new_v4().simple().to_string(),
+                },
+                cmd,
+            ),
+            Err(r) => invalid(r.to_string()),
+        }
+    }
+
+    async fn reject(
+        &self,
+        job: &Job,
+        graph_id: &str,
+        user_id: &str,
+        message: &str,
+    ) -> Result<(), JobError> {
+        if !is_graph_id(graph_id) {
+            // No graph to answer on: nothing a client could be waiting for.
+            tracing::warn!(job_id = %job.id, message, "dropping a command job without a valid graph id");
+            return Ok(());
+        }
+        self.store
+            .record_revert(graph_id, user_id, &job.id, &job.name, "INVALID", message)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn after(&self, ctx: &ApplyContext, outcome: &Outcome) {
+        let (Some((analytics, every)), Outcome::Applied { version, .. }) =
+            (&self.snapshots, outcome)
+        else {
+            return;
+        };
+        if version % every == 0 {
+            let job = NewJob::new(GENERATE_SNAPSHOT, "")
+                .key(ctx.graph_id.clone())
+                .id(format!("snapshot:{}:{version}", ctx.graph_id));
+            if let Err(err) = analytics.add(job).await {
+                tracing::warn!(%err, graph_id = %ctx.graph_id, "snapshot job not queued");
+            }
+        }
+    }
+
+    pub async fn process(&self, job: &Job) -> Result<(), JobError> {
+        match Self::prepare(job) {
+            Prepared::Invalid {
+                graph_id,
+                user_id,
+                message,
+            } => self.reject(job, &graph_id, &user_id, &message).await,
+            Prepared::Ready(ctx, cmd) => {
+                self.store
+                    .mark_operation(&cmd.operation_id, &ctx.graph_id, "processing")
+                    .await
+                    .map_err(|e| JobError::Retry(e.to_string()))?;
+                let outcome = self
+                    .store
+                    .apply(&ctx, &cmd)
+                    .await
+                    .map_err(|e| JobError::Retry(e.to_string()))?;
+                self.after(&ctx, &outcome).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// One round trip for the whole batch: mark each operation processing and
+    /// apply it, in order. Invalid jobs are answered first, on their own.
+    pub async fn process_batch(&self, jobs: &[Job]) -> Vec<Result<(), JobError>> {
+        let prepared: Vec<Prepared> = jobs.iter().map(Self::prepare).collect();
+        let mut pipe = redis::pipe();
+        let mut invocations = Vec::new();
+        let mut ready = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            if let Prepared::Ready(ctx, cmd) = p {
+                invocations.push(self.store.invocation(ctx, cmd));
+                ready.push(i);
+            }
+        }
+        let keys = self.store_keys();
+        for (n, &i) in ready.iter().enumerate() {
+            let Prepared::Ready(ctx, cmd) = &prepared[i] else {
+                continue;
+            };
+            let index = keys.operation(&cmd.operation_id);
+            pipe.hset_multiple(
+                &index,
+                &[("graphId", ctx.graph_id.as_str()), ("status", "processing")],
+            )
+            .ignore()
+            .expire(&index, self.store.settings().op_ttl_s as i64)
+            .ignore()
+            .invoke_script(&invocations[n]);
+        }
+        let mut results: Vec<Result<(), JobError>> = Vec::with_capacity(jobs.len());
+        let outcomes: Vec<String> = if ready.is_empty() {
+            Vec::new()
+        } else {
+            let mut conn = self.store_conn();
+            let mut reply: redis::RedisResult<Vec<String>> = pipe.query_async(&mut conn).await;
+            if matches!(&reply, Err(e) if is_noscript(e)) {
+                reply = match SCRIPTS.load_all(&mut conn).await {
+                    Ok(()) => pipe.query_async(&mut conn).await,
+                    Err(e) => Err(e),
+                };
+            }
+            match reply {
+                Ok(o) => o,
+                // Part of the pipeline may have run; apply is idempotent per
+                // operation id, so the engine retries from the first job.
+                Err(e) => return vec![Err(redis_error(e))],
+            }
+        };
+        let mut outcomes = outcomes.into_iter();
+        for (job, p) in jobs.iter().zip(&prepared) {
+            match p {
+                Prepared::Invalid {
+                    graph_id,
+                    user_id,
+                    message,
+                } => {
+                    results.push(self.reject(job, graph_id, user_id, message).await);
+                }
+                Prepared::Ready(ctx, _) => {
+                    if let Some(Ok(outcome)) =
+                        outcomes.next().map(|o| crate::graph::parse_outcome(&o))
+                    {
+                        self.after(ctx, &outcome).await;
+                    }
+                    results.push(Ok(()));
+                }
+            }
+        }
+        results
+    }
+
+    /// Retries ran out: the sender hears REVERT DEAD_LETTERED.
+    pub async fn dead_lettered(&self, job: &Job, error: &str) {
+        let (graph_id, user_id) = match job.json::<Envelope>() {
+            Ok(e) => (e.graph_id, e.user_id),
+            Err(_) => (job.key.clone().unwrap_or_default(), String::new()),
+        };
+        if !is_graph_id(&graph_id) {
+            return;
+        }
+        let message = format!("gave up after retries: {error}");
+        if let Err(err) = self
+            .store
+            .record_revert(
+                &graph_id,
+                &user_id,
+                &job.id,
+                &job.name,
+                "DEAD_LETTERED",
+                &message,
+            )
+            .await
+        {
+            tracing::error!(%err, job_id = %job.id, "could not answer a dead-lettered command");
+        }
+    }
+
+    fn store_keys(&self) -> &crate::keys::Keys {
+        self.store.keys()
+    }
+
+    fn store_conn(&self) -> redis::aio::ConnectionManager {
+        self.store.redis().conn()
+    }
+}
