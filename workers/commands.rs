@@ -61,7 +61,7 @@ pub fn command_job(graph_id: &str, user_id: &str, cmd: &Command) -> NewJob {
 
 /// A job made ready for the script, or the reason it cannot be.
 enum Prepared {
-    Ready(ApplyContext, Command),
+    Ready(Box<(ApplyContext, Command)>),
     /// Not a valid command: answered with REVERT INVALID, never retried.
     Invalid {
         graph_id: String,
@@ -117,7 +117,7 @@ impl CommandsHandler {
             return invalid("graph or user id is malformed".into());
         }
         match command::from_value(&envelope.command) {
-            Ok(cmd) => Prepared::Ready(
+            Ok(cmd) => Prepared::Ready(Box::new((
                 ApplyContext {
                     graph_id: envelope.graph_id.clone(),
                     user_id: envelope.user_id.clone(),
@@ -125,7 +125,7 @@ impl CommandsHandler {
                     new_epoch: uuid::Uuid::new_v4().simple().to_string(),
                 },
                 cmd,
-            ),
+            ))),
             Err(r) => invalid(r.to_string()),
         }
     }
@@ -172,7 +172,8 @@ impl CommandsHandler {
                 user_id,
                 message,
             } => self.reject(job, &graph_id, &user_id, &message).await,
-            Prepared::Ready(ctx, cmd) => {
+            Prepared::Ready(ready) => {
+                let (ctx, cmd) = *ready;
                 self.store
                     .mark_operation(&cmd.operation_id, &ctx.graph_id, "processing")
                     .await
@@ -196,16 +197,17 @@ impl CommandsHandler {
         let mut invocations = Vec::new();
         let mut ready = Vec::new();
         for (i, p) in prepared.iter().enumerate() {
-            if let Prepared::Ready(ctx, cmd) = p {
-                invocations.push(self.store.invocation(ctx, cmd));
+            if let Prepared::Ready(r) = p {
+                invocations.push(self.store.invocation(&r.0, &r.1));
                 ready.push(i);
             }
         }
         let keys = self.store_keys();
         for (n, &i) in ready.iter().enumerate() {
-            let Prepared::Ready(ctx, cmd) = &prepared[i] else {
+            let Prepared::Ready(r) = &prepared[i] else {
                 continue;
             };
+            let (ctx, cmd) = (&r.0, &r.1);
             let index = keys.operation(&cmd.operation_id);
             pipe.hset_multiple(
                 &index,
@@ -245,11 +247,11 @@ impl CommandsHandler {
                 } => {
                     results.push(self.reject(job, graph_id, user_id, message).await);
                 }
-                Prepared::Ready(ctx, _) => {
+                Prepared::Ready(r) => {
                     if let Some(Ok(outcome)) =
                         outcomes.next().map(|o| crate::graph::parse_outcome(&o))
                     {
-                        self.after(ctx, &outcome).await;
+                        self.after(&r.0, &outcome).await;
                     }
                     results.push(Ok(()));
                 }
