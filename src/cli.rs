@@ -56,6 +56,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Graph state as JSON, or a consistency check of it.
+    Graph {
+        #[command(subcommand)]
+        action: GraphAction,
+    },
+    /// Status of one operation.
+    Op { operation_id: String },
     /// Load generators (JSON on stdout).
     Bench {
         #[command(subcommand)]
@@ -87,6 +94,19 @@ pub enum DlqAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum GraphAction {
+    /// The graph's full state (SPEC §4 state shape) on stdout.
+    Dump { graph_id: String },
+    /// Recompute the checksum and replay the retained log from a snapshot;
+    /// exits with status 1 when anything does not add up.
+    Verify {
+        graph_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Enqueue and processing throughput of the queue engine alone.
     Queue(crate::bench::QueueBenchArgs),
@@ -109,6 +129,10 @@ pub enum CliError {
     UnknownQueue(String, String),
     #[error("{0}")]
     NotFound(String),
+    #[error("graph {0} is inconsistent")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Store(#[from] crate::graph::StoreError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -142,6 +166,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq { action } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
             dlq(&config, &redis, action).await
+        }
+        Command::Graph { action } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let store = GraphStore::new(redis, Keys::new(config.prefix.clone()), config.graph.clone());
+            graph(&store, action).await
+        }
+        Command::Op { operation_id } => {
+            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let store = GraphStore::new(redis, Keys::new(config.prefix.clone()), config.graph.clone());
+            let status = store
+                .operation(&operation_id)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("no operation {operation_id}")))?;
+            println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            Ok(())
         }
         Command::Bench { which } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
@@ -243,6 +282,38 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         config.prefix
     );
     run_workers(&config, redis, &[], shutdown_signal()).await
+}
+
+async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> {
+    match action {
+        GraphAction::Dump { graph_id } => {
+            let state = store.state(&graph_id).await?;
+            if state.epoch.is_empty() {
+                return Err(CliError::NotFound(format!("graph {graph_id} does not exist")));
+            }
+            println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+            Ok(())
+        }
+        GraphAction::Verify { graph_id, json } => {
+            let report = store.verify(&graph_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("graph {} at version {}", report.graph_id, report.version);
+                println!("checksum: stored {} computed {}", report.stored_checksum, report.computed_checksum);
+                if let Some(from) = &report.replayed_from {
+                    println!("replayed {} log entries from the {from}", report.replayed_entries);
+                }
+                for p in &report.problems {
+                    println!("PROBLEM: {p}");
+                }
+                if report.ok() {
+                    println!("ok");
+                }
+            }
+            if report.ok() { Ok(()) } else { Err(CliError::Inconsistent(graph_id)) }
+        }
+    }
 }
 
 async fn dlq(config: &Config, redis: &Redis, action: DlqAction) -> Result<(), CliError> {
