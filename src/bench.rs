@@ -229,3 +229,169 @@ pub async fn cleanup(redis: &Redis, prefix: &str) {
         cursor = next;
     }
 }
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct GraphBenchArgs {
+    /// Commands to apply in the throughput phase.
+    #[arg(long, default_value_t = 100_000)]
+    pub commands: usize,
+    /// Graphs the commands are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub graphs: usize,
+    /// Commands per pipeline.
+    #[arg(long, default_value_t = 256)]
+    pub pipeline: usize,
+    /// Size of the graph whose full state is read.
+    #[arg(long, default_value_t = 10_000)]
+    pub state_nodes: usize,
+    #[arg(long, default_value_t = 20_000)]
+    pub state_edges: usize,
+    /// Timed reads of the state and of changes-since.
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<Duration>) -> Percentiles {
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len().max(1)) - 1;
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GraphBenchReport {
+    pub bench: &'static str,
+    pub graphs: usize,
+    pub commands: usize,
+    pub pipeline: usize,
+    pub apply_per_s: u64,
+    pub state_nodes: usize,
+    pub state_edges: usize,
+    pub state_ms: Percentiles,
+    pub changes_since_100_ms: Percentiles,
+}
+
+/// Graph-store benchmark: script applies per second, then latency of a full
+/// state read of a large graph and of a 100-entry changes-since.
+pub async fn graph(redis: Redis, base_prefix: &str, args: &GraphBenchArgs) -> Result<GraphBenchReport, crate::graph::StoreError> {
+    let prefix = format!("{base_prefix}:bench:{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let result = run_graph_bench(&redis, &prefix, args).await;
+    cleanup(&redis, &prefix).await;
+    result
+}
+
+fn bench_command(op_id: String, kind: &str, payload: serde_json::Value) -> crate::graph::Command {
+    let json = serde_json::json!({"operationId": op_id, "type": kind, "payload": payload});
+    crate::graph::command::from_value(&json).expect("benchmark commands are valid")
+}
+
+async fn run_graph_bench(redis: &Redis, prefix: &str, args: &GraphBenchArgs) -> Result<GraphBenchReport, crate::graph::StoreError> {
+    use crate::graph::{ApplyContext, GraphSettings, GraphStore};
+    use serde_json::json;
+    let settings = GraphSettings {
+        max_nodes: 1_000_000,
+        max_edges: 1_000_000,
+        ..GraphSettings::default()
+    };
+    let store = GraphStore::new(redis.clone(), Keys::new(prefix), settings);
+    crate::scripts::SCRIPTS.load_all(&mut redis.conn()).await?;
+    let ctx = |g: usize| ApplyContext {
+        graph_id: format!("g{g}"),
+        user_id: "bench".into(),
+        now_ms: crate::db::now_ms(),
+        new_epoch: "bench".into(),
+    };
+    let graphs = args.graphs.max(1);
+    // One node per graph to update, then the timed updates (data and position).
+    for g in 0..graphs {
+        store
+            .apply(&ctx(g), &bench_command(format!("seed-{g}"), "CREATE_NODE", json!({"node": {"id": "n", "position": {"x": 0, "y": 0}}})))
+            .await?;
+    }
+    let commands: Vec<(ApplyContext, crate::graph::Command)> = (0..args.commands)
+        .map(|i| {
+            let payload = json!({"id": "n", "patch": {"position": {"x": i, "y": i}, "data": {"step": i}}});
+            (ctx(i % graphs), bench_command(format!("op-{i}"), "UPDATE_NODE", payload))
+        })
+        .collect();
+    let mut conn = redis.conn();
+    let started = Instant::now();
+    for chunk in commands.chunks(args.pipeline.max(1)) {
+        let invocations: Vec<_> = chunk.iter().map(|(c, cmd)| store.invocation(c, cmd)).collect();
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
+    let apply = started.elapsed();
+
+    // A large graph, built in batches.
+    let big = ApplyContext {
+        graph_id: "big".into(),
+        ..ctx(0)
+    };
+    let node_ops: Vec<serde_json::Value> = (0..args.state_nodes)
+        .map(|i| json!({"type": "CREATE_NODE", "payload": {"node": {"id": format!("n{i}"), "type": "box",
+            "position": {"x": i % 100 * 120, "y": i / 100 * 80}, "data": {"label": format!("Node {i}")}}}}))
+        .collect();
+    let n = args.state_nodes.max(2);
+    let edge_ops: Vec<serde_json::Value> = (0..args.state_edges)
+        .map(|i| json!({"type": "CREATE_EDGE", "payload": {"edge": {"id": format!("e{i}"),
+            "source": format!("n{}", i % n), "target": format!("n{}", (i * 7 + 1) % n)}}}))
+        .collect();
+    for (b, ops) in node_ops.chunks(500).chain(edge_ops.chunks(500)).enumerate() {
+        let cmd = bench_command(format!("build-{b}"), "BATCH_UPDATE", json!({"operations": ops}));
+        store.apply(&big, &cmd).await?;
+    }
+    let mut state_samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let t = Instant::now();
+        let body = store.state_json("big").await?;
+        std::hint::black_box(body);
+        state_samples.push(t.elapsed());
+    }
+    let version = store.raw("big").await?.version;
+    // 100 small changes so changes-since returns typical entries.
+    for i in 0..100 {
+        let cmd = bench_command(format!("move-{i}"), "UPDATE_NODE", json!({"id": "n1", "patch": {"position": {"x": i, "y": 1}}}));
+        store.apply(&big, &cmd).await?;
+    }
+    let mut since_samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let t = Instant::now();
+        let ch = store.changes_since("big", version, 100).await?;
+        let body = serde_json::to_vec(&ch).unwrap_or_default();
+        std::hint::black_box(body);
+        since_samples.push(t.elapsed());
+    }
+    Ok(GraphBenchReport {
+        bench: "graph",
+        graphs,
+        commands: args.commands,
+        pipeline: args.pipeline,
+        apply_per_s: (args.commands as f64 / apply.as_secs_f64().max(1e-9)) as u64,
+        state_nodes: args.state_nodes,
+        state_edges: args.state_edges,
+        state_ms: Percentiles::of(state_samples),
+        changes_since_100_ms: Percentiles::of(since_samples),
+    })
+}

@@ -110,6 +110,8 @@ pub enum GraphAction {
 pub enum BenchCommand {
     /// Enqueue and processing throughput of the queue engine alone.
     Queue(crate::bench::QueueBenchArgs),
+    /// Graph store: script applies per second, state and changes-since latency.
+    Graph(crate::bench::GraphBenchArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +189,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             match which {
                 BenchCommand::Queue(args) => {
                     let report = crate::bench::queue(redis, &config.prefix, &args).await?;
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+                BenchCommand::Graph(args) => {
+                    let report = crate::bench::graph(redis, &config.prefix, &args).await?;
                     println!("{}", serde_json::to_string(&report).unwrap_or_default());
                 }
             }

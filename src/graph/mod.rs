@@ -139,7 +139,7 @@ pub struct GraphState {
 }
 
 /// One change-log entry as clients receive it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEntry {
     pub version: u64,
@@ -148,7 +148,15 @@ pub struct ChangeEntry {
     #[serde(rename = "type")]
     pub kind: String,
     pub timestamp: i64,
-    pub change: Value,
+    /// The change exactly as logged (see docs/graph.md).
+    pub change: Box<serde_json::value::RawValue>,
+}
+
+impl ChangeEntry {
+    /// The change as a JSON value, for callers that inspect it.
+    pub fn change_value(&self) -> Value {
+        serde_json::from_str(self.change.get()).unwrap_or(Value::Null)
+    }
 }
 
 /// The stored bytes of a graph, for exact comparison and checksums.

@@ -37,7 +37,7 @@ pub struct GraphStore {
 }
 
 /// Answer to "what changed since version N".
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub changes: Vec<ChangeEntry>,
@@ -230,6 +230,54 @@ impl GraphStore {
             viewport: raw.viewport.as_ref().map(parse).transpose()?,
             checksum: checksum_hex(raw.checksum),
         })
+    }
+
+    /// The full state as the JSON clients receive (SPEC §4), built by
+    /// splicing the stored entity texts (HVALS: each carries its id): no
+    /// parse, no re-encode. This is the
+    /// hot path of `GET state` and of `SYNC reset` for large graphs.
+    pub async fn state_json(&self, graph_id: &str) -> Result<String, StoreError> {
+        let k = &self.keys;
+        let (meta, nodes, edges): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
+            .atomic()
+            .hgetall(k.graph_meta(graph_id))
+            .hvals(k.graph_nodes(graph_id))
+            .hvals(k.graph_edges(graph_id))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let meta_get = |name: &str| {
+            meta.chunks(2)
+                .find(|kv| kv[0] == name)
+                .and_then(|kv| kv.get(1))
+                .map(String::as_str)
+        };
+        let checksum = meta_get("checksum").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let size = nodes.iter().chain(&edges).map(|s| s.len() + 1).sum::<usize>() + 256;
+        let mut out = String::with_capacity(size);
+        out.push_str("{\"graphId\":");
+        out.push_str(&Value::String(graph_id.to_string()).to_string());
+        out.push_str(",\"epoch\":");
+        out.push_str(&Value::String(meta_get("epoch").unwrap_or("").to_string()).to_string());
+        out.push_str(",\"version\":");
+        out.push_str(meta_get("version").unwrap_or("0"));
+        for (name, list) in [("nodes", &nodes), ("edges", &edges)] {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":[");
+            for (i, json) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(json);
+            }
+            out.push(']');
+        }
+        out.push_str(",\"viewport\":");
+        out.push_str(meta_get("viewport").unwrap_or("null"));
+        out.push_str(",\"checksum\":\"");
+        out.push_str(&checksum_hex(checksum));
+        out.push_str("\"}");
+        Ok(out)
     }
 
     /// Change-log entries after `since`, oldest first, at most `limit`.
@@ -581,7 +629,7 @@ fn change_entry(id: &str, fields: Vec<(String, String)>) -> Result<ChangeEntry, 
         user_id: get("userId").unwrap_or_default(),
         kind: get("type").unwrap_or_default(),
         timestamp: get("timestamp").and_then(|t| t.parse().ok()).unwrap_or(0),
-        change: serde_json::from_str(&get("change").ok_or_else(|| corrupt("no change"))?)
+        change: RawValue::from_string(get("change").ok_or_else(|| corrupt("no change"))?)
             .map_err(|e| corrupt(&e.to_string()))?,
     })
 }
