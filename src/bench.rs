@@ -291,8 +291,15 @@ pub struct GraphBenchReport {
 
 /// Graph-store benchmark: script applies per second, then latency of a full
 /// state read of a large graph and of a 100-entry changes-since.
-pub async fn graph(redis: Redis, base_prefix: &str, args: &GraphBenchArgs) -> Result<GraphBenchReport, crate::graph::StoreError> {
-    let prefix = format!("{base_prefix}:bench:{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+pub async fn graph(
+    redis: Redis,
+    base_prefix: &str,
+    args: &GraphBenchArgs,
+) -> Result<GraphBenchReport, crate::graph::StoreError> {
+    let prefix = format!(
+        "{base_prefix}:bench:{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let result = run_graph_bench(&redis, &prefix, args).await;
     cleanup(&redis, &prefix).await;
     result
@@ -303,7 +310,11 @@ fn bench_command(op_id: String, kind: &str, payload: serde_json::Value) -> crate
     crate::graph::command::from_value(&json).expect("benchmark commands are valid")
 }
 
-async fn run_graph_bench(redis: &Redis, prefix: &str, args: &GraphBenchArgs) -> Result<GraphBenchReport, crate::graph::StoreError> {
+async fn run_graph_bench(
+    redis: &Redis,
+    prefix: &str,
+    args: &GraphBenchArgs,
+) -> Result<GraphBenchReport, crate::graph::StoreError> {
     use crate::graph::{ApplyContext, GraphSettings, GraphStore};
     use serde_json::json;
     let settings = GraphSettings {
@@ -323,19 +334,33 @@ async fn run_graph_bench(redis: &Redis, prefix: &str, args: &GraphBenchArgs) -> 
     // One node per graph to update, then the timed updates (data and position).
     for g in 0..graphs {
         store
-            .apply(&ctx(g), &bench_command(format!("seed-{g}"), "CREATE_NODE", json!({"node": {"id": "n", "position": {"x": 0, "y": 0}}})))
+            .apply(
+                &ctx(g),
+                &bench_command(
+                    format!("seed-{g}"),
+                    "CREATE_NODE",
+                    json!({"node": {"id": "n", "position": {"x": 0, "y": 0}}}),
+                ),
+            )
             .await?;
     }
     let commands: Vec<(ApplyContext, crate::graph::Command)> = (0..args.commands)
         .map(|i| {
-            let payload = json!({"id": "n", "patch": {"position": {"x": i, "y": i}, "data": {"step": i}}});
-            (ctx(i % graphs), bench_command(format!("op-{i}"), "UPDATE_NODE", payload))
+            let payload =
+                json!({"id": "n", "patch": {"position": {"x": i, "y": i}, "data": {"step": i}}});
+            (
+                ctx(i % graphs),
+                bench_command(format!("op-{i}"), "UPDATE_NODE", payload),
+            )
         })
         .collect();
     let mut conn = redis.conn();
     let started = Instant::now();
     for chunk in commands.chunks(args.pipeline.max(1)) {
-        let invocations: Vec<_> = chunk.iter().map(|(c, cmd)| store.invocation(c, cmd)).collect();
+        let invocations: Vec<_> = chunk
+            .iter()
+            .map(|(c, cmd)| store.invocation(c, cmd))
+            .collect();
         let mut pipe = redis::pipe();
         for inv in &invocations {
             pipe.invoke_script(inv).ignore();
@@ -355,11 +380,17 @@ async fn run_graph_bench(redis: &Redis, prefix: &str, args: &GraphBenchArgs) -> 
         .collect();
     let n = args.state_nodes.max(2);
     let edge_ops: Vec<serde_json::Value> = (0..args.state_edges)
-        .map(|i| json!({"type": "CREATE_EDGE", "payload": {"edge": {"id": format!("e{i}"),
-            "source": format!("n{}", i % n), "target": format!("n{}", (i * 7 + 1) % n)}}}))
+        .map(|i| {
+            json!({"type": "CREATE_EDGE", "payload": {"edge": {"id": format!("e{i}"),
+            "source": format!("n{}", i % n), "target": format!("n{}", (i * 7 + 1) % n)}}})
+        })
         .collect();
     for (b, ops) in node_ops.chunks(500).chain(edge_ops.chunks(500)).enumerate() {
-        let cmd = bench_command(format!("build-{b}"), "BATCH_UPDATE", json!({"operations": ops}));
+        let cmd = bench_command(
+            format!("build-{b}"),
+            "BATCH_UPDATE",
+            json!({"operations": ops}),
+        );
         store.apply(&big, &cmd).await?;
     }
     let mut state_samples = Vec::with_capacity(args.samples);
@@ -372,7 +403,11 @@ async fn run_graph_bench(redis: &Redis, prefix: &str, args: &GraphBenchArgs) -> 
     let version = store.raw("big").await?.version;
     // 100 small changes so changes-since returns typical entries.
     for i in 0..100 {
-        let cmd = bench_command(format!("move-{i}"), "UPDATE_NODE", json!({"id": "n1", "patch": {"position": {"x": i, "y": 1}}}));
+        let cmd = bench_command(
+            format!("move-{i}"),
+            "UPDATE_NODE",
+            json!({"id": "n1", "patch": {"position": {"x": i, "y": 1}}}),
+        );
         store.apply(&big, &cmd).await?;
     }
     let mut since_samples = Vec::with_capacity(args.samples);

@@ -63,6 +63,19 @@ pub enum Command {
     },
     /// Status of one operation.
     Op { operation_id: String },
+    /// Mint an access token (printed alone on stdout). Needs GRAPHQ_AUTH_SECRET.
+    Token {
+        #[arg(long)]
+        user: String,
+        /// A graph the token reaches (repeatable); `*` for every graph.
+        #[arg(long = "graph", required = true)]
+        graphs: Vec<String>,
+        #[arg(long, value_enum, default_value_t = crate::auth::Role::Editor)]
+        role: crate::auth::Role,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
     /// Load generators (JSON on stdout).
     Bench {
         #[command(subcommand)]
@@ -135,6 +148,10 @@ pub enum CliError {
     Inconsistent(String),
     #[error(transparent)]
     Store(#[from] crate::graph::StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("GRAPHQ_AUTH_SECRET is not set; tokens cannot be minted or checked without it")]
+    NoSecret,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -171,17 +188,52 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Graph { action } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
-            let store = GraphStore::new(redis, Keys::new(config.prefix.clone()), config.graph.clone());
+            let store = GraphStore::new(
+                redis,
+                Keys::new(config.prefix.clone()),
+                config.graph.clone(),
+            );
             graph(&store, action).await
         }
         Command::Op { operation_id } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
-            let store = GraphStore::new(redis, Keys::new(config.prefix.clone()), config.graph.clone());
+            let store = GraphStore::new(
+                redis,
+                Keys::new(config.prefix.clone()),
+                config.graph.clone(),
+            );
             let status = store
                 .operation(&operation_id)
                 .await?
                 .ok_or_else(|| CliError::NotFound(format!("no operation {operation_id}")))?;
-            println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Token {
+            user,
+            graphs,
+            role,
+            ttl,
+        } => {
+            let secret = config.auth_secret.as_deref().ok_or(CliError::NoSecret)?;
+            let auth = crate::auth::Auth::new(secret)?;
+            let graphs = if graphs.iter().any(|g| g == "*") {
+                crate::auth::Graphs::All
+            } else {
+                if let Some(bad) = graphs
+                    .iter()
+                    .find(|g| !crate::graph::command::is_graph_id(g))
+                {
+                    return Err(CliError::Auth(crate::auth::AuthError::Invalid(format!(
+                        "`{bad}` is not a graph id"
+                    ))));
+                }
+                crate::auth::Graphs::Only(graphs)
+            };
+            println!("{}", auth.mint(&user, graphs, role, ttl)?);
             Ok(())
         }
         Command::Bench { which } => {
@@ -295,20 +347,34 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
         GraphAction::Dump { graph_id } => {
             let state = store.state(&graph_id).await?;
             if state.epoch.is_empty() {
-                return Err(CliError::NotFound(format!("graph {graph_id} does not exist")));
+                return Err(CliError::NotFound(format!(
+                    "graph {graph_id} does not exist"
+                )));
             }
-            println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&state).unwrap_or_default()
+            );
             Ok(())
         }
         GraphAction::Verify { graph_id, json } => {
             let report = store.verify(&graph_id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
             } else {
                 println!("graph {} at version {}", report.graph_id, report.version);
-                println!("checksum: stored {} computed {}", report.stored_checksum, report.computed_checksum);
+                println!(
+                    "checksum: stored {} computed {}",
+                    report.stored_checksum, report.computed_checksum
+                );
                 if let Some(from) = &report.replayed_from {
-                    println!("replayed {} log entries from the {from}", report.replayed_entries);
+                    println!(
+                        "replayed {} log entries from the {from}",
+                        report.replayed_entries
+                    );
                 }
                 for p in &report.problems {
                     println!("PROBLEM: {p}");
@@ -317,7 +383,11 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
                     println!("ok");
                 }
             }
-            if report.ok() { Ok(()) } else { Err(CliError::Inconsistent(graph_id)) }
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(CliError::Inconsistent(graph_id))
+            }
         }
     }
 }

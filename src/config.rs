@@ -24,6 +24,10 @@ pub struct Config {
     pub bind: String,
     /// "human" or "json".
     pub log_format: String,
+    /// Secret that signs access tokens (GRAPHQ_AUTH_SECRET). Never in a file
+    /// that is committed; `graphq dev` makes one up when it is missing.
+    #[serde(default)]
+    pub auth_secret: Option<String>,
     /// Options of each queue, by name.
     pub queues: BTreeMap<String, QueueOptions>,
     /// Graph store limits, retention and conflict strategies.

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: access tokens (HS256 JWT): mint, verify, what they grant.
 //! - [`config`]: settings from `config/default.toml`, a `--config` file,
 //!   `GRAPHQ_*` environment variables and flags, in that order.
 //! - [`db`]: the Redis connection handle.
@@ -20,6 +21,7 @@
 //! - [`cli`]: the `graphq` command line; `main.rs` only parses and dispatches.
 //! - [`bench`]: `graphq bench` load generators.
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;

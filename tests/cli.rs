@@ -10,13 +10,28 @@ use serde_json::{Value, json};
 
 async fn seeded() -> (TestEnv, GraphStore) {
     let env = TestEnv::start().await;
-    let store = GraphStore::new(env.redis.clone(), env.keys.clone(), GraphSettings::default());
+    let store = GraphStore::new(
+        env.redis.clone(),
+        env.keys.clone(),
+        GraphSettings::default(),
+    );
     for i in 0..5 {
         let c = json!({"operationId": format!("c{i}"), "type": "CREATE_NODE",
             "payload": {"node": {"id": format!("n{i}"), "position": {"x": i, "y": 0}}}});
-        let ctx = ApplyContext { graph_id: "g1".into(), user_id: "ops".into(), now_ms: 1, new_epoch: "e1".into() };
-        store.apply(&ctx, &parse(c.to_string().as_bytes()).unwrap()).await.unwrap();
-        store.mark_operation(&format!("c{i}"), "g1", "processing").await.unwrap();
+        let ctx = ApplyContext {
+            graph_id: "g1".into(),
+            user_id: "ops".into(),
+            now_ms: 1,
+            new_epoch: "e1".into(),
+        };
+        store
+            .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
+            .await
+            .unwrap();
+        store
+            .mark_operation(&format!("c{i}"), "g1", "processing")
+            .await
+            .unwrap();
     }
     (env, store)
 }
@@ -36,7 +51,10 @@ async fn graph_dump_prints_the_state_clients_would_get() {
     let (ok, stdout, stderr) = run(&env, &["graph", "dump", "g1"]);
     assert!(ok, "{stderr}");
     let dumped: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(dumped, serde_json::to_value(store.state("g1").await.unwrap()).unwrap());
+    assert_eq!(
+        dumped,
+        serde_json::to_value(store.state("g1").await.unwrap()).unwrap()
+    );
     let (ok, _, stderr) = run(&env, &["graph", "dump", "nope"]);
     assert!(!ok);
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -47,15 +65,28 @@ async fn graph_verify_passes_then_catches_a_hand_edit() {
     let (env, _store) = seeded().await;
     let (ok, stdout, _) = run(&env, &["graph", "verify", "g1"]);
     assert!(ok, "{stdout}");
-    assert!(stdout.contains("replayed 5 log entries from the empty graph"), "{stdout}");
+    assert!(
+        stdout.contains("replayed 5 log entries from the empty graph"),
+        "{stdout}"
+    );
     let mut conn = env.conn();
     let _: () = conn.hdel(env.keys.graph_nodes("g1"), "n3").await.unwrap();
     let (ok, stdout, _) = run(&env, &["graph", "verify", "g1", "--json"]);
     assert!(!ok, "a tampered graph fails verify");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let problems = report["problems"].as_array().unwrap();
-    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("checksum mismatch")), "{problems:?}");
-    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("node n3 should exist")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("checksum mismatch")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("node n3 should exist")),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -70,4 +101,35 @@ async fn op_shows_the_status_of_an_operation() {
     let (ok, _, stderr) = run(&env, &["op", "unknown-op"]);
     assert!(!ok);
     assert!(stderr.contains("no operation"), "{stderr}");
+}
+
+#[tokio::test]
+async fn token_prints_a_token_the_gateway_accepts_and_needs_the_secret() {
+    let env = TestEnv::start().await;
+    let secret = "cli-test-secret-0123456789";
+    let out = env
+        .graphq()
+        .env("GRAPHQ_AUTH_SECRET", secret)
+        .args([
+            "token", "--user", "alice", "--graph", "g1", "--role", "viewer", "--ttl", "30m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.lines().count(), 1, "the token alone on stdout");
+    let id = graphq::auth::Auth::new(secret)
+        .unwrap()
+        .verify(token)
+        .unwrap();
+    assert_eq!(id.user, "alice");
+    assert!(id.can_read("g1") && !id.can_write("g1") && !id.can_read("g2"));
+    let (ok, _, stderr) = run(&env, &["token", "--user", "alice", "--graph", "g1"]);
+    assert!(!ok);
+    assert!(stderr.contains("GRAPHQ_AUTH_SECRET"), "{stderr}");
 }

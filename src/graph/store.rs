@@ -251,8 +251,15 @@ impl GraphStore {
                 .and_then(|kv| kv.get(1))
                 .map(String::as_str)
         };
-        let checksum = meta_get("checksum").and_then(|c| c.parse().ok()).unwrap_or(0);
-        let size = nodes.iter().chain(&edges).map(|s| s.len() + 1).sum::<usize>() + 256;
+        let checksum = meta_get("checksum")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let size = nodes
+            .iter()
+            .chain(&edges)
+            .map(|s| s.len() + 1)
+            .sum::<usize>()
+            + 256;
         let mut out = String::with_capacity(size);
         out.push_str("{\"graphId\":");
         out.push_str(&Value::String(graph_id.to_string()).to_string());
