@@ -23,6 +23,8 @@
 -- ARGV[9]: command type
 -- ARGV[10]: notification channel
 -- ARGV[11]: the command as received (canonical JSON), for subscribers
+-- ARGV[12]: graph id
+-- ARGV[13]: the sender's notification channel (reverts and conflicts go there)
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
 
 local OP_ID, USER, NOW = ARGV[1], ARGV[2], ARGV[3]
@@ -660,10 +662,14 @@ local function current_json(ids, with_viewport)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
-local function publish(outcome)
-  redis.call('PUBLISH', ARGV[10], '{"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER ..
-    ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"command":' .. ARGV[11] ..
-    ',"outcome":' .. outcome .. '}')
+-- Applied outcomes go to the graph's subscribers; reverts, and applied
+-- outcomes with conflicts, also to the sender wherever it is connected.
+local function publish(outcome, applied)
+  local note = '{"graphId":"' .. ARGV[12] .. '","operationId":' .. cjson.encode(OP_ID) .. ',"userId":' ..
+    QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"command":' .. ARGV[11] ..
+    ',"outcome":' .. outcome .. '}'
+  if applied then redis.call('PUBLISH', ARGV[10], note) end
+  if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
 end
 
 local function revert(err, current)
@@ -672,7 +678,7 @@ local function revert(err, current)
     ',"current":' .. current .. ',"conflicts":[' .. table.concat(conflicts, ',') .. ']}'
   redis.call('SET', KEYS[7], '{"status":"reverted","code":"' .. err.code .. '","message":' .. message .. '}',
     'EX', S.opTtl)
-  publish(outcome)
+  publish(outcome, false)
   return outcome
 end
 
@@ -762,5 +768,5 @@ end
 local outcome = '{"status":"applied","version":' .. VS .. ',"change":' .. change .. ',"conflicts":[' ..
   table.concat(conflicts, ',') .. ']}'
 redis.call('SET', KEYS[7], '{"status":"applied","version":' .. VS .. '}', 'EX', S.opTtl)
-publish(outcome)
+publish(outcome, true)
 return outcome

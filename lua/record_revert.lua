@@ -4,7 +4,7 @@
 -- KEYS[1]: the operation's outcome key in its graph
 -- ARGV[1]: stored outcome JSON {"status":"reverted","code":...,"message":...}
 -- ARGV[2]: outcome TTL in seconds
--- ARGV[3]: the graph's notification channel
+-- ARGV[3]: the sender's notification channel
 -- ARGV[4]: notification JSON
 -- Returns: 1 when recorded, 0 when the operation had an outcome already
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then

@@ -172,6 +172,16 @@ impl Keys {
         self.graph(g, "events")
     }
 
+    /// Pub/sub channel of one user: reverts and conflicts of its commands.
+    pub fn user_channel(&self, user: &str) -> String {
+        format!("{}:{{u:{user}}}:events", self.prefix)
+    }
+
+    /// Pub/sub channel of a graph's presence (cursors, selections).
+    pub fn presence_channel(&self, g: &str) -> String {
+        self.graph(g, "presence")
+    }
+
     /// Operation index: graph id and pre-outcome status of an operation id.
     pub fn operation(&self, operation_id: &str) -> String {
         format!("{}:{{op:{operation_id}}}", self.prefix)

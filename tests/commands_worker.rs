@@ -40,13 +40,14 @@ fn cmd(op: &str, kind: &str, payload: Value) -> graphq::graph::Command {
     .unwrap()
 }
 
+/// Everything published about `graph`: its channel and its users' channels.
 async fn subscribe(env: &TestEnv, graph: &str) -> impl futures_util::Stream<Item = Value> {
     let client = redis::Client::open(env.server.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub
-        .subscribe(env.keys.graph_channel(graph))
-        .await
-        .unwrap();
+    pubsub.subscribe(env.keys.graph_channel(graph)).await.unwrap();
+    for user in ["alice", "bob"] {
+        pubsub.subscribe(env.keys.user_channel(user)).await.unwrap();
+    }
     pubsub
         .into_on_message()
         .map(|m| serde_json::from_str::<Value>(&m.get_payload::<String>().unwrap()).unwrap())
@@ -103,7 +104,7 @@ async fn commands_are_applied_in_order_and_their_outcomes_published() {
     while seen.len() < 52 {
         let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
-            .unwrap()
+            .unwrap_or_else(|_| panic!("only {} messages: {:?}", seen.len(), seen.last()))
             .unwrap();
         seen.push(m);
     }

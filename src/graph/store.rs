@@ -172,7 +172,9 @@ impl GraphStore {
             .arg(cmd.timestamp.unwrap_or(0))
             .arg(cmd.op.type_name())
             .arg(k.graph_channel(g))
-            .arg(&cmd.canonical);
+            .arg(&cmd.canonical)
+            .arg(g)
+            .arg(k.user_channel(&ctx.user_id));
         inv
     }
 
@@ -424,15 +426,15 @@ impl GraphStore {
             "current": {"nodes": {}, "edges": {}}, "conflicts": [],
         });
         let note = serde_json::json!({
-            "operationId": operation_id, "userId": user_id, "type": kind, "timestamp": 0,
-            "command": Value::Null, "outcome": outcome,
+            "graphId": graph_id, "operationId": operation_id, "userId": user_id, "type": kind,
+            "timestamp": 0, "command": Value::Null, "outcome": outcome,
         });
         let recorded: u8 = SCRIPTS
             .record_revert
             .key(self.keys.graph_op(graph_id, operation_id))
             .arg(stored.to_string())
             .arg(self.settings.op_ttl_s)
-            .arg(self.keys.graph_channel(graph_id))
+            .arg(self.keys.user_channel(user_id))
             .arg(note.to_string())
             .invoke_async(&mut self.redis.conn())
             .await?;
