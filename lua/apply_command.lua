@@ -113,6 +113,11 @@ end
 
 local function unquote(s) return string.sub(s, 2, -2) end
 
+-- A data key as a JSON pointer segment (RFC 6901: ~ as ~0, / as ~1).
+local function pointer_key(qk)
+  return (string.gsub(string.gsub(cjson.decode(qk), '~', '~0'), '/', '~1'))
+end
+
 ---------------------------------------------------------------- entities
 
 local function decode_data(text)
@@ -381,8 +386,8 @@ local function update(kind, op)
     local data_strategy = STRAT[word .. '.data']
     if data_strategy == 'MERGE' then
       local function key(qk, value)
-        local strategy = STRAT[word .. '.data.' .. unquote(qk)] or 'MERGE'
-        local path = base_path .. '/data/' .. unquote(qk)
+        local strategy = STRAT[word .. '.data.' .. cjson.decode(qk)] or 'MERGE'
+        local path = base_path .. '/data/' .. pointer_key(qk)
         if decide(strategy, concurrent(fv.data[qk]), path, value, cur.data.vals[qk]) then
           if value == nil then data_unset(cur.data, qk) else data_set(cur.data, qk, value) end
           fv.data[qk] = {V, USER}
@@ -575,7 +580,7 @@ local function revert_change(text)
         fv.data[qk] = {V, USER}
         changed = true
       elseif cv ~= bv then
-        add_conflict(path(kind, id) .. '/data/' .. unquote(qk), bv, cv, 'SERVER_WINS')
+        add_conflict(path(kind, id) .. '/data/' .. pointer_key(qk), bv, cv, 'SERVER_WINS')
       end
     end
     for _, qk in ipairs(B.data.keys) do key(qk) end
@@ -697,8 +702,8 @@ local undo_parts = {n = {}, e = {}}
 for _, kind in ipairs({'n', 'e'}) do
   for _, id in ipairs(touched[kind]) do
     local old, now = original[kind][id], cache[kind][id]
+    undo_parts[kind][#undo_parts[kind] + 1] = '"' .. id .. '":' .. (old or 'null')
     if old or now then
-      undo_parts[kind][#undo_parts[kind] + 1] = '"' .. id .. '":' .. (old or 'null')
       if old then checksum = (checksum - h(kind .. old)) % H48 end
       if now then
         local json = encode_entity(now)
@@ -715,13 +720,12 @@ for _, kind in ipairs({'n', 'e'}) do
   end
 end
 
-local vp_changed = vp.touched and vp.value ~= vp.original
-if vp.touched and not vp_changed then vp.touched = false end
-
-if #lists.n + #lists.e + #removed.n + #removed.e == 0 and not vp.touched then
-  -- Every field lost to a newer change: nothing to apply.
-  return revert(fail('CONFLICT', 'every change conflicted with a newer one'),
-    current_json(targeted, vp.targeted))
+if #touched.n + #touched.e == 0 and not vp.touched then
+  -- Nothing was applied: every field lost to a newer change, or an undo
+  -- found nothing of its change left.
+  local message = 'every change conflicted with a newer one'
+  if CMD.t == 'UNDO' or CMD.t == 'REDO' then message = 'the graph no longer shows that change' end
+  return revert(fail('CONFLICT', message), current_json(targeted, vp.targeted))
 end
 
 for id in pairs(adj_dirty) do
@@ -741,7 +745,7 @@ if vp.touched then
     checksum = (checksum + h('v' .. vp.value)) % H48
   else
     redis.call('HDEL', KEYS[1], 'viewport')
-    redis.call('HDEL', KEYS[5], 'viewport')
+    redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
   end
   vp_part = ',"viewport":' .. (vp.value or 'null')
   vp_undo = ',"viewport":' .. (vp.original or 'null')
