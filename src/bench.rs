@@ -397,7 +397,7 @@ async fn run_graph_bench(
     for _ in 0..args.samples {
         let t = Instant::now();
         let body = store.state_json("big").await?;
-        std::hint::black_box(body);
+        std::hint::black_box(body.json);
         state_samples.push(t.elapsed());
     }
     let version = store.raw("big").await?.version;

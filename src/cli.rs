@@ -39,7 +39,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process; starts a private redis-server when none is reachable.
-    Dev,
+    Dev {
+        /// Listen address (also GRAPHQ_BIND).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// HTTP API, WebSocket endpoint and broadcaster.
+    Gateway {
+        /// Listen address (also GRAPHQ_BIND).
+        #[arg(long)]
+        bind: Option<String>,
+    },
     /// Queue consumers for all queues, or the ones named.
     Worker {
         /// Only this queue (repeatable).
@@ -157,14 +167,25 @@ pub enum CliError {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let bind = match &cli.command {
+        Command::Dev { bind } | Command::Gateway { bind } => bind.clone(),
+        _ => None,
+    };
     let flags = Overrides {
         redis_url: cli.redis.clone(),
         prefix: cli.prefix.clone(),
-        bind: None,
+        bind,
     };
     let config = Config::from_process(cli.config.as_deref(), &flags)?;
     match cli.command {
-        Command::Dev => dev(config).await,
+        Command::Dev { .. } => dev(config).await,
+        Command::Gateway { .. } => {
+            let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
+            let auth = crate::auth::Auth::new(&secret)?;
+            let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
+            let shutdown = shutdown_signal();
+            run_gateway(&config, redis, auth, shutdown).await
+        }
         Command::Worker { queues } => {
             let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
             run_workers(&config, redis, &queues, shutdown_signal()).await
@@ -313,6 +334,45 @@ pub async fn run_workers(
     Ok(())
 }
 
+/// Serves the HTTP API and WebSocket endpoint on `config.bind` until `shutdown`.
+pub async fn run_gateway(
+    config: &Config,
+    redis: Redis,
+    auth: crate::auth::Auth,
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    let keys = Keys::new(config.prefix.clone());
+    let store = GraphStore::new(redis.clone(), keys, config.graph.clone());
+    let commands = queue(config, &redis, "commands")?;
+    let broadcaster = crate::gateway::Broadcaster::start(
+        redis.clone(),
+        store.clone(),
+        crate::gateway::BroadcastSettings {
+            max_changes: config.graph.max_changes,
+            presence_timeout: Duration::from_millis(config.gateway.presence_timeout_ms),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| CliError::Connect {
+        url: config.redis_url.clone(),
+        source,
+    })?;
+    let state = crate::gateway::AppState::new(
+        store,
+        commands,
+        auth,
+        broadcaster,
+        config.gateway.clone(),
+        shutdown,
+    );
+    let listener = tokio::net::TcpListener::bind(&config.bind).await?;
+    tracing::info!(bind = %config.bind, "gateway listening");
+    crate::gateway::serve(listener, state).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
 async fn dev(mut config: Config) -> Result<(), CliError> {
     let mut _private = None;
     if Redis::connect(&config.redis_url).await.is_err() {
@@ -333,13 +393,41 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         _private = Some(server);
     }
     let redis = connect(&config.redis_url, Duration::from_secs(5)).await?;
+    let secret = match config.auth_secret.clone() {
+        Some(s) => s,
+        None => {
+            // A fresh secret per run: dev tokens never outlive the dev server.
+            let s = format!("dev-{}", uuid::Uuid::new_v4().simple());
+            config.auth_secret = Some(s.clone());
+            s
+        }
+    };
+    let auth = crate::auth::Auth::new(&secret)?;
+    let token = auth.mint(
+        "dev",
+        crate::auth::Graphs::All,
+        crate::auth::Role::Editor,
+        Duration::from_secs(24 * 3600),
+    )?;
     eprintln!(
-        "graphq dev: workers for {} running against {} (prefix `{}`); Ctrl-C stops them",
+        "graphq dev: gateway on http://{} with workers for {} against {} (prefix `{}`)\n\
+         graphq dev: a token for user `dev` on every graph: {token}\n\
+         graphq dev: more tokens: GRAPHQ_AUTH_SECRET={secret} graphq token --user NAME --graph GRAPH\n\
+         graphq dev: Ctrl-C stops everything",
+        config.bind,
         config.queues.keys().cloned().collect::<Vec<_>>().join(", "),
         config.redis_url,
         config.prefix
     );
-    run_workers(&config, redis, &[], shutdown_signal()).await
+    let shutdown = shutdown_signal();
+    let workers = {
+        let (config, redis, shutdown) = (config.clone(), redis.clone(), shutdown.clone());
+        tokio::spawn(async move { run_workers(&config, redis, &[], shutdown).await })
+    };
+    let gateway = run_gateway(&config, redis, auth, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = workers.await;
+    gateway
 }
 
 async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> {

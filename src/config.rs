@@ -8,6 +8,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::gateway::GatewaySettings;
 use crate::graph::GraphSettings;
 use crate::queue::QueueOptions;
 
@@ -33,6 +34,9 @@ pub struct Config {
     /// Graph store limits, retention and conflict strategies.
     #[serde(default)]
     pub graph: GraphSettings,
+    /// WebSocket and HTTP limits and timeouts.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
 }
 
 /// Values from command-line flags; `None` leaves the lower layers in charge.

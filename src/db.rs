@@ -19,6 +19,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Redis {
     /// Kept to open dedicated connections for blocking reads.
     client: Client,
+    /// As configured; pub/sub connections are opened from it with RESP3.
+    url: String,
     /// Shared connection for everything that does not block.
     conn: ConnectionManager,
 }
@@ -29,7 +31,11 @@ impl Redis {
     pub async fn connect(url: &str) -> RedisResult<Self> {
         let client = Client::open(url)?;
         let conn = manager(&client, Some(RESPONSE_TIMEOUT)).await?;
-        Ok(Redis { client, conn })
+        Ok(Redis {
+            client,
+            conn,
+            url: url.to_string(),
+        })
     }
 
     /// Connects, retrying with capped exponential backoff until `give_up` passes.
@@ -52,6 +58,25 @@ impl Redis {
     /// The shared connection. Cloning it is cheap and shares the socket.
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection for pub/sub: RESP3, pushes delivered to `push`, channels
+    /// subscribed again by itself after a reconnect.
+    pub async fn subscriber(
+        &self,
+        push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> RedisResult<ConnectionManager> {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        let client = Client::open(format!("{}{sep}protocol=resp3", self.url))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(6)
+            .set_push_sender(push)
+            .set_automatic_resubscription();
+        ConnectionManager::new_with_config(client, config).await
     }
 
     /// A new connection of its own, without a response timeout, for commands

@@ -12,6 +12,7 @@
 //! - [`db`]: the Redis connection handle.
 //! - [`keys`]: every Redis key name, built in one place.
 //! - [`scripts`]: the Lua scripts of `lua/`, compiled in and invoked by SHA.
+//! - [`gateway`]: HTTP API, WebSocket protocol and the broadcaster.
 //! - [`graph`]: commands, their validation, and the graph store (Lua) with
 //!   state, change log, conflicts, undo/redo and verify.
 //! - [`queue`]: the job queue engine (ordered partitions, priorities, retries,
@@ -26,6 +27,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod gateway;
 pub mod graph;
 pub mod keys;
 pub mod queue;

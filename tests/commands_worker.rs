@@ -44,7 +44,10 @@ fn cmd(op: &str, kind: &str, payload: Value) -> graphq::graph::Command {
 async fn subscribe(env: &TestEnv, graph: &str) -> impl futures_util::Stream<Item = Value> {
     let client = redis::Client::open(env.server.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(env.keys.graph_channel(graph)).await.unwrap();
+    pubsub
+        .subscribe(env.keys.graph_channel(graph))
+        .await
+        .unwrap();
     for user in ["alice", "bob"] {
         pubsub.subscribe(env.keys.user_channel(user)).await.unwrap();
     }

@@ -130,14 +130,18 @@ async fn commands_change_the_graph_and_bump_the_version_by_one() {
     );
 
     // The spliced JSON of GET state says exactly what the parsed state says.
-    let mut fast: Value = serde_json::from_str(&g.store.state_json("g1").await.unwrap()).unwrap();
+    let mut fast: Value =
+        serde_json::from_str(&g.store.state_json("g1").await.unwrap().json).unwrap();
     for list in ["nodes", "edges"] {
         fast[list]
             .as_array_mut()
             .unwrap()
             .sort_by_key(|e| e["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(fast, serde_json::to_value(g.store.state("g1").await.unwrap()).unwrap());
+    assert_eq!(
+        fast,
+        serde_json::to_value(g.store.state("g1").await.unwrap()).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -464,23 +468,46 @@ async fn a_trimmed_log_is_too_old_and_a_snapshot_keeps_verify_possible() {
 #[tokio::test]
 async fn a_graph_whose_history_was_lost_comes_back_with_a_new_epoch() {
     let env = TestEnv::start().await;
-    let store = GraphStore::new(env.redis.clone(), env.keys.clone(), GraphSettings::default());
+    let store = GraphStore::new(
+        env.redis.clone(),
+        env.keys.clone(),
+        GraphSettings::default(),
+    );
     let apply = |op: &'static str, epoch: &'static str| {
         let store = store.clone();
         async move {
             let c = json!({"operationId": op, "type": "CREATE_NODE", "payload": {"node": {"id": op, "position": {"x": 0, "y": 0}}}});
-            let ctx = ApplyContext { graph_id: "g1".into(), user_id: "u".into(), now_ms: 1, new_epoch: epoch.into() };
-            store.apply(&ctx, &parse(c.to_string().as_bytes()).unwrap()).await.unwrap()
+            let ctx = ApplyContext {
+                graph_id: "g1".into(),
+                user_id: "u".into(),
+                now_ms: 1,
+                new_epoch: epoch.into(),
+            };
+            store
+                .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
+                .await
+                .unwrap()
         }
     };
-    assert_eq!(store.state("g1").await.unwrap().epoch, "", "a graph never written has no epoch");
+    assert_eq!(
+        store.state("g1").await.unwrap().epoch,
+        "",
+        "a graph never written has no epoch"
+    );
     apply("a", "first").await;
     apply("b", "ignored-graph-exists").await;
     let s = store.state("g1").await.unwrap();
     assert_eq!((s.epoch.as_str(), s.version), ("first", 2));
     // Redis loses everything (restart without persistence).
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut env.conn()).await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
     apply("c", "second").await;
     let s = store.state("g1").await.unwrap();
-    assert_eq!((s.epoch.as_str(), s.version), ("second", 1), "new epoch, history restarts");
+    assert_eq!(
+        (s.epoch.as_str(), s.version),
+        ("second", 1),
+        "new epoch, history restarts"
+    );
 }

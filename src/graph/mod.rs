@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use command::{Command, Op, Rejection};
-pub use store::{Changes, GraphStore, OperationStatus, StoreError, VerifyReport, parse_outcome};
+pub use store::{
+    Changes, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport, parse_outcome,
+};
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

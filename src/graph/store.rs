@@ -48,6 +48,14 @@ pub struct Changes {
     pub too_old: bool,
 }
 
+/// A graph's state as response-ready JSON, with what callers need from it.
+#[derive(Clone, Debug)]
+pub struct StateJson {
+    pub json: String,
+    pub version: u64,
+    pub epoch: String,
+}
+
 /// Status of one operation (SPEC §4 `GET /api/v2/operations/{id}`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -238,7 +246,7 @@ impl GraphStore {
     /// splicing the stored entity texts (HVALS: each carries its id): no
     /// parse, no re-encode. This is the
     /// hot path of `GET state` and of `SYNC reset` for large graphs.
-    pub async fn state_json(&self, graph_id: &str) -> Result<String, StoreError> {
+    pub async fn state_json(&self, graph_id: &str) -> Result<StateJson, StoreError> {
         let k = &self.keys;
         let (meta, nodes, edges): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
             .atomic()
@@ -286,7 +294,13 @@ impl GraphStore {
         out.push_str(",\"checksum\":\"");
         out.push_str(&checksum_hex(checksum));
         out.push_str("\"}");
-        Ok(out)
+        Ok(StateJson {
+            version: meta_get("version")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            epoch: meta_get("epoch").unwrap_or("").to_string(),
+            json: out,
+        })
     }
 
     /// Change-log entries after `since`, oldest first, at most `limit`.

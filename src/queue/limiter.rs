@@ -28,7 +28,7 @@ impl RateLimit {
 
 /// Takes up to `want` permits from the limiter at `key`. Returns how many were
 /// granted and, when fewer than asked, how long to wait before asking again.
-pub(crate) async fn take(
+pub async fn take(
     queue: &Queue,
     key: &str,
     limit: &RateLimit,

@@ -39,7 +39,7 @@ use crate::scripts::{SCRIPTS, is_noscript};
 pub use dlq::{DeadLetter, DeadLetters};
 pub use events::{CounterSnapshot, Counters, EventsMode, JobEvent, JobEventKind};
 pub use job::{AddOutcome, Job, JobError, NewJob, Priority};
-pub use limiter::RateLimit;
+pub use limiter::{RateLimit, take as take_permits};
 pub use retry::RetryPolicy;
 pub use stats::{PartitionStats, QueueStats};
 pub use worker::{FnProcessor, Processor, Worker, process_in_order};

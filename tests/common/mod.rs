@@ -127,3 +127,85 @@ pub fn fast(opts: QueueOptions) -> QueueOptions {
         ..opts
     }
 }
+
+/// A gateway and a worker in this process, on a free port, against `env`.
+pub struct Stack {
+    pub url: String,
+    pub ws: String,
+    pub auth: graphq::auth::Auth,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub store: graphq::graph::GraphStore,
+}
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+impl Stack {
+    pub async fn start(env: &TestEnv, gateway: graphq::gateway::GatewaySettings) -> Stack {
+        use graphq::gateway::{AppState, BroadcastSettings, Broadcaster};
+        use graphq::graph::{GraphSettings, GraphStore};
+        use graphq::queue::{QueueKind, Worker};
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let store = GraphStore::new(
+            env.redis.clone(),
+            env.keys.clone(),
+            GraphSettings::default(),
+        );
+        let commands = env.queue(
+            "commands",
+            fast(QueueOptions {
+                kind: QueueKind::Ordered,
+                partitions: 4,
+                ..QueueOptions::default()
+            }),
+        );
+        let worker = Worker::new(
+            commands.clone(),
+            graphq::workers::GraphqProcessor::new(store.clone()),
+        );
+        tokio::spawn(worker.run(shutdown.clone()));
+        let auth = graphq::auth::Auth::new(SECRET).unwrap();
+        let settings = BroadcastSettings {
+            max_changes: 1000,
+            presence_timeout: Duration::from_secs(30),
+        };
+        let broadcaster =
+            Broadcaster::start(env.redis.clone(), store.clone(), settings, shutdown.clone())
+                .await
+                .unwrap();
+        let state = AppState::new(
+            store.clone(),
+            commands,
+            auth.clone(),
+            broadcaster,
+            gateway,
+            shutdown.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(graphq::gateway::serve(listener, state));
+        Stack {
+            url: format!("http://{addr}"),
+            ws: format!("ws://{addr}"),
+            auth,
+            shutdown,
+            store,
+        }
+    }
+
+    pub fn token(&self, user: &str, graphs: &[&str], role: graphq::auth::Role) -> String {
+        let graphs = if graphs == ["*"] {
+            graphq::auth::Graphs::All
+        } else {
+            graphq::auth::Graphs::Only(graphs.iter().map(|g| g.to_string()).collect())
+        };
+        self.auth
+            .mint(user, graphs, role, Duration::from_secs(600))
+            .unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,856 @@
+//! The broadcaster: what one gateway hears from Redis and who it tells.
+//!
+//! One RESP3 connection per gateway carries every subscription (it
+//! resubscribes by itself after a reconnect). A graph's channels are
+//! subscribed only while this gateway has local subscribers or waiters for it
+//! (reference-counted), and a user's channel only while that user has a
+//! socket or a waiter here.
+//!
+//! Each subscribed graph has a feed actor that owns the graph's delivery
+//! order: it subscribes to the channel *before* reading any backlog, answers
+//! SUBSCRIBE / REQUEST_SYNC with `SYNC` (in_sync, behind with the exact missed
+//! changes, or reset with the full state), and forwards `COMMAND_APPLIED` to
+//! each subscriber in strictly increasing version order with no gaps and no
+//! duplicates. A gap in what pub/sub delivered (Redis restart, lost message)
+//! is filled from the change log; a gap the log cannot fill becomes a
+//! `SYNC reset`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value as RValue};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Redis, now_ms};
+use crate::graph::{ChangeEntry, GraphStore};
+use crate::keys::Keys;
+
+/// A frame queued for one socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Arc<str>),
+}
+
+/// The broadcaster's handle on one WebSocket connection.
+pub struct Conn {
+    pub id: u64,
+    pub user: String,
+    /// Bounded: a client that cannot keep up is closed rather than buffered.
+    tx: mpsc::Sender<Outgoing>,
+    /// Fired to close the socket; `close_code` says with which code.
+    pub kick: CancellationToken,
+    pub close_code: AtomicU16,
+}
+
+/// Close code for a client whose send queue overflowed (SPEC §5).
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+
+impl Conn {
+    pub fn new(id: u64, user: String, queue: usize) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let conn = Conn {
+            id,
+            user,
+            tx,
+            kick: CancellationToken::new(),
+            close_code: AtomicU16::new(0),
+        };
+        (Arc::new(conn), rx)
+    }
+
+    /// Queues a frame; a full queue closes the connection with 4008.
+    pub fn send(&self, frame: Arc<str>) {
+        if self.kick.is_cancelled() {
+            return;
+        }
+        if self.tx.try_send(Outgoing::Text(frame)).is_err() {
+            self.close(CLOSE_TOO_SLOW);
+        }
+    }
+
+    pub fn send_json(&self, v: &Value) {
+        self.send(Arc::from(v.to_string()));
+    }
+
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.kick.cancel();
+    }
+}
+
+/// What a subscriber said it has.
+#[derive(Clone, Debug, Default)]
+pub struct ClientPosition {
+    pub version: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+enum FeedCmd {
+    Note(Arc<Value>),
+    Presence(Value),
+    Subscribe {
+        conn: Arc<Conn>,
+        at: ClientPosition,
+        done: oneshot::Sender<()>,
+    },
+    Sync {
+        conn: Arc<Conn>,
+        at: ClientPosition,
+    },
+    Unsubscribe {
+        conn_id: u64,
+        user: String,
+    },
+    /// Pub/sub may have lost messages (reconnect): catch up from the log.
+    CatchUp,
+    /// Sent once the feed's channels are subscribed.
+    Ready(oneshot::Sender<()>),
+}
+
+struct FeedRef {
+    tx: mpsc::UnboundedSender<FeedCmd>,
+    /// Subscribed sockets plus waiters; at zero the feed stops.
+    refs: usize,
+}
+
+struct UserRef {
+    conns: HashMap<u64, Arc<Conn>>,
+    waiters: usize,
+}
+
+/// Settings the broadcaster needs.
+#[derive(Clone, Debug)]
+pub struct BroadcastSettings {
+    /// Most missed changes sent as `behind`; beyond it, a reset.
+    pub max_changes: u64,
+    /// A user whose presence was not refreshed for this long has left.
+    pub presence_timeout: Duration,
+}
+
+struct Inner {
+    store: GraphStore,
+    keys: Keys,
+    settings: BroadcastSettings,
+    /// The pub/sub connection (subscribe/unsubscribe only).
+    sub: ConnectionManager,
+    /// For PUBLISH of presence.
+    redis: Redis,
+    /// This is a std Mutex, not a tokio one: nothing is awaited while held.
+    feeds: Mutex<HashMap<String, FeedRef>>,
+    users: Mutex<HashMap<String, UserRef>>,
+    /// Operation id → callers waiting for its outcome (`?wait=MS`).
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Value>>>>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Broadcaster {
+    inner: Arc<Inner>,
+}
+
+impl Broadcaster {
+    pub async fn start(
+        redis: Redis,
+        store: GraphStore,
+        settings: BroadcastSettings,
+        shutdown: CancellationToken,
+    ) -> redis::RedisResult<Broadcaster> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let sub = redis.subscriber(push_tx).await?;
+        let keys = store.keys().clone();
+        let b = Broadcaster {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                settings,
+                sub,
+                redis,
+                feeds: Mutex::default(),
+                users: Mutex::default(),
+                waiters: Mutex::default(),
+            }),
+        };
+        tokio::spawn(b.clone().pushes(push_rx, shutdown));
+        Ok(b)
+    }
+
+    /// Routes every message Redis pushes to us.
+    async fn pushes(self, mut rx: mpsc::UnboundedReceiver<PushInfo>, shutdown: CancellationToken) {
+        loop {
+            let push = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            };
+            match push.kind {
+                PushKind::Message => {
+                    let (Some(channel), Some(payload)) = (push.data.first(), push.data.get(1))
+                    else {
+                        continue;
+                    };
+                    let (Some(channel), Some(payload)) = (text(channel), text(payload)) else {
+                        continue;
+                    };
+                    self.route(&channel, &payload);
+                }
+                PushKind::Disconnection => {
+                    // Messages published while we were away are lost; once
+                    // resubscribed, every feed checks the log.
+                    let b = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        b.catch_up_all();
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn route(&self, channel: &str, payload: &str) {
+        let Ok(note) = serde_json::from_str::<Value>(payload) else {
+            tracing::warn!(channel, "unreadable notification");
+            return;
+        };
+        let graph = note["graphId"].as_str().unwrap_or_default().to_string();
+        if channel.ends_with(":presence") {
+            if let Some(f) = self.feed_tx(&graph) {
+                let _ = f.send(FeedCmd::Presence(note));
+            }
+            return;
+        }
+        let is_user_channel = channel.contains(":{u:");
+        let note = Arc::new(note);
+        self.wake_waiters(&note);
+        if is_user_channel {
+            self.to_user(&note);
+        } else if let Some(f) = self.feed_tx(&graph) {
+            let _ = f.send(FeedCmd::Note(note));
+        }
+    }
+
+    fn feed_tx(&self, graph: &str) -> Option<mpsc::UnboundedSender<FeedCmd>> {
+        self.inner
+            .feeds
+            .lock()
+            .expect("feeds lock")
+            .get(graph)
+            .map(|f| f.tx.clone())
+    }
+
+    fn wake_waiters(&self, note: &Value) {
+        let Some(op) = note["operationId"].as_str() else {
+            return;
+        };
+        let waiting = self.inner.waiters.lock().expect("waiters lock").remove(op);
+        for w in waiting.into_iter().flatten() {
+            let _ = w.send(note["outcome"].clone());
+        }
+    }
+
+    /// REVERT and CONFLICT frames to every socket of the sender on this gateway.
+    fn to_user(&self, note: &Value) {
+        let Some(user) = note["userId"].as_str() else {
+            return;
+        };
+        let conns: Vec<Arc<Conn>> = match self.inner.users.lock().expect("users lock").get(user) {
+            Some(u) => u.conns.values().cloned().collect(),
+            None => return,
+        };
+        if conns.is_empty() {
+            return;
+        }
+        let mut frames = Vec::new();
+        let outcome = &note["outcome"];
+        if outcome["status"] == "reverted" {
+            frames.push(json!({
+                "type": "REVERT", "graphId": note["graphId"], "operationId": note["operationId"],
+                "error": {"code": outcome["code"], "message": outcome["message"]},
+                "current": outcome["current"],
+            }));
+        }
+        for c in outcome["conflicts"].as_array().into_iter().flatten() {
+            frames.push(json!({
+                "type": "CONFLICT", "graphId": note["graphId"], "operationId": note["operationId"],
+                "field": c["field"], "clientValue": c["clientValue"], "serverValue": c["serverValue"],
+                "strategy": c["strategy"],
+            }));
+        }
+        for f in frames {
+            let f: Arc<str> = Arc::from(f.to_string());
+            for c in &conns {
+                c.send(f.clone());
+            }
+        }
+    }
+
+    fn catch_up_all(&self) {
+        for f in self.inner.feeds.lock().expect("feeds lock").values() {
+            let _ = f.tx.send(FeedCmd::CatchUp);
+        }
+    }
+
+    /// A socket of `conn.user` is open: it hears the user's reverts.
+    pub async fn register(&self, conn: Arc<Conn>) {
+        let first = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            let u = users.entry(conn.user.clone()).or_insert_with(|| UserRef {
+                conns: HashMap::new(),
+                waiters: 0,
+            });
+            let first = u.conns.is_empty() && u.waiters == 0;
+            u.conns.insert(conn.id, conn.clone());
+            first
+        };
+        if first {
+            self.subscribe_channel(self.inner.keys.user_channel(&conn.user))
+                .await;
+        }
+    }
+
+    /// The socket closed: it leaves every graph and its user's channel.
+    pub async fn unregister(&self, conn: &Conn, graphs: &[String]) {
+        for g in graphs {
+            self.unsubscribe(conn, g).await;
+        }
+        let last = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            match users.get_mut(&conn.user) {
+                Some(u) => {
+                    u.conns.remove(&conn.id);
+                    let last = u.conns.is_empty() && u.waiters == 0;
+                    if last {
+                        users.remove(&conn.user);
+                    }
+                    last
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.unsubscribe_channel(self.inner.keys.user_channel(&conn.user))
+                .await;
+        }
+    }
+
+    async fn subscribe_channel(&self, channel: String) {
+        let mut sub = self.inner.sub.clone();
+        if let Err(err) = sub.subscribe(&channel).await {
+            tracing::warn!(channel, %err, "subscribe failed; it is retried after the next reconnect");
+        }
+    }
+
+    async fn unsubscribe_channel(&self, channel: String) {
+        let mut sub = self.inner.sub.clone();
+        if let Err(err) = sub.unsubscribe(&channel).await {
+            tracing::debug!(channel, %err, "unsubscribe failed");
+        }
+    }
+
+    /// Takes a reference on the graph's feed, starting it (and subscribing
+    /// its channels, before anything is read) when it is the first.
+    async fn acquire_feed(&self, graph: &str) -> mpsc::UnboundedSender<FeedCmd> {
+        let (tx, start) = {
+            let mut feeds = self.inner.feeds.lock().expect("feeds lock");
+            if let Some(f) = feeds.get_mut(graph) {
+                f.refs += 1;
+                (f.tx.clone(), None)
+            } else {
+                let (tx, rx) = mpsc::unbounded_channel();
+                feeds.insert(
+                    graph.to_string(),
+                    FeedRef {
+                        tx: tx.clone(),
+                        refs: 1,
+                    },
+                );
+                (tx, Some(rx))
+            }
+        };
+        if let Some(rx) = start {
+            let feed = Feed::new(self.clone(), graph.to_string());
+            tokio::spawn(feed.run(rx));
+        }
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let _ = tx.send(FeedCmd::Ready(ready_tx));
+        let _ = ready_rx.await;
+        tx
+    }
+
+    /// Drops a reference; the last one stops the feed and its subscriptions.
+    fn release_feed(&self, graph: &str) -> bool {
+        let mut feeds = self.inner.feeds.lock().expect("feeds lock");
+        if let Some(f) = feeds.get_mut(graph) {
+            f.refs = f.refs.saturating_sub(1);
+            if f.refs == 0 {
+                feeds.remove(graph);
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn stop_feed_channels(&self, graph: &str) {
+        self.unsubscribe_channel(self.inner.keys.graph_channel(graph))
+            .await;
+        self.unsubscribe_channel(self.inner.keys.presence_channel(graph))
+            .await;
+    }
+
+    /// Subscribes a socket to a graph; the feed answers with SYNC.
+    pub async fn subscribe(&self, conn: Arc<Conn>, graph: &str, at: ClientPosition) {
+        let tx = self.acquire_feed(graph).await;
+        let (done_tx, done_rx) = oneshot::channel();
+        let _ = tx.send(FeedCmd::Subscribe {
+            conn,
+            at,
+            done: done_tx,
+        });
+        let _ = done_rx.await;
+    }
+
+    /// Answers REQUEST_SYNC through the feed, so the socket's position stays exact.
+    pub fn request_sync(&self, conn: Arc<Conn>, graph: &str, at: ClientPosition) -> bool {
+        match self.feed_tx(graph) {
+            Some(tx) => tx.send(FeedCmd::Sync { conn, at }).is_ok(),
+            None => false,
+        }
+    }
+
+    pub async fn unsubscribe(&self, conn: &Conn, graph: &str) {
+        if let Some(tx) = self.feed_tx(graph) {
+            let _ = tx.send(FeedCmd::Unsubscribe {
+                conn_id: conn.id,
+                user: conn.user.clone(),
+            });
+        }
+        if self.release_feed(graph) {
+            self.stop_feed_channels(graph).await;
+        }
+    }
+
+    /// Publishes a cursor/selection update to every gateway serving the graph.
+    pub async fn publish_presence(
+        &self,
+        graph: &str,
+        user: &str,
+        cursor: &Value,
+        selection: &Value,
+    ) {
+        let note =
+            json!({"graphId": graph, "userId": user, "cursor": cursor, "selection": selection});
+        self.publish(self.inner.keys.presence_channel(graph), note)
+            .await;
+    }
+
+    pub async fn publish_leave(&self, graph: &str, user: &str) {
+        let note = json!({"graphId": graph, "userId": user, "leave": true});
+        self.publish(self.inner.keys.presence_channel(graph), note)
+            .await;
+    }
+
+    async fn publish(&self, channel: String, note: Value) {
+        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(note.to_string())
+            .query_async(&mut self.inner.redis.conn())
+            .await;
+        if let Err(err) = r {
+            tracing::debug!(%err, "presence not published");
+        }
+    }
+
+    /// Prepares to wait for an operation's outcome: subscribes what carries
+    /// it (the graph's feed, the user's channel) before the caller queues it.
+    pub async fn waiter(&self, graph: &str, user: &str, operation_id: &str) -> Waiter {
+        self.acquire_feed(graph).await;
+        let first = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            let u = users.entry(user.to_string()).or_insert_with(|| UserRef {
+                conns: HashMap::new(),
+                waiters: 0,
+            });
+            u.waiters += 1;
+            u.conns.is_empty() && u.waiters == 1
+        };
+        if first {
+            self.subscribe_channel(self.inner.keys.user_channel(user))
+                .await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .entry(operation_id.to_string())
+            .or_default()
+            .push(tx);
+        Waiter {
+            broadcaster: self.clone(),
+            graph: graph.to_string(),
+            user: user.to_string(),
+            operation_id: operation_id.to_string(),
+            rx: Some(rx),
+        }
+    }
+
+    async fn drop_waiter(&self, graph: &str, user: &str, operation_id: &str) {
+        self.inner
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .remove(operation_id);
+        if self.release_feed(graph) {
+            self.stop_feed_channels(graph).await;
+        }
+        let last = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            match users.get_mut(user) {
+                Some(u) => {
+                    u.waiters = u.waiters.saturating_sub(1);
+                    let last = u.conns.is_empty() && u.waiters == 0;
+                    if last {
+                        users.remove(user);
+                    }
+                    last
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.unsubscribe_channel(self.inner.keys.user_channel(user))
+                .await;
+        }
+    }
+
+    /// Sockets and graphs this gateway serves right now (for metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let graphs = self.inner.feeds.lock().expect("feeds lock").len();
+        let users = self.inner.users.lock().expect("users lock");
+        (users.values().map(|u| u.conns.len()).sum(), graphs)
+    }
+}
+
+/// A pending wait for one operation's outcome.
+pub struct Waiter {
+    broadcaster: Broadcaster,
+    graph: String,
+    user: String,
+    operation_id: String,
+    rx: Option<oneshot::Receiver<Value>>,
+}
+
+impl Waiter {
+    /// The outcome (`{"status":"applied",...}` or `{"status":"reverted",...}`),
+    /// or None when `timeout` passed first.
+    pub async fn wait(mut self, timeout: Duration) -> Option<Value> {
+        let rx = self.rx.take()?;
+        let got = tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.broadcaster
+            .drop_waiter(&self.graph, &self.user, &self.operation_id)
+            .await;
+        got
+    }
+}
+
+fn text(v: &RValue) -> Option<String> {
+    match v {
+        RValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        RValue::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// One socket subscribed to the feed.
+struct Sub {
+    conn: Arc<Conn>,
+    /// Highest version this socket has (from SYNC or COMMAND_APPLIED).
+    last: u64,
+}
+
+struct Presence {
+    last_seen: Instant,
+}
+
+/// The delivery actor of one graph.
+struct Feed {
+    b: Broadcaster,
+    graph: String,
+    /// Highest version delivered through this feed (None before the first SYNC).
+    last: Option<u64>,
+    subs: HashMap<u64, Sub>,
+    presence: HashMap<String, Presence>,
+}
+
+impl Feed {
+    fn new(b: Broadcaster, graph: String) -> Feed {
+        Feed {
+            b,
+            graph,
+            last: None,
+            subs: HashMap::new(),
+            presence: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<FeedCmd>) {
+        let keys = &self.b.inner.keys;
+        // Subscribe first: anything published from now on reaches us, so
+        // reading the backlog afterwards leaves no hole.
+        self.b
+            .subscribe_channel(keys.graph_channel(&self.graph))
+            .await;
+        self.b
+            .subscribe_channel(keys.presence_channel(&self.graph))
+            .await;
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let cmd = tokio::select! {
+                c = rx.recv() => match c { Some(c) => c, None => return },
+                _ = sweep.tick() => {
+                    self.expire_presence();
+                    if self.b.feed_tx(&self.graph).is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match cmd {
+                FeedCmd::Ready(done) => {
+                    let _ = done.send(());
+                }
+                FeedCmd::Subscribe { conn, at, done } => {
+                    self.sync(conn, at).await;
+                    let _ = done.send(());
+                }
+                FeedCmd::Sync { conn, at } => {
+                    if self.subs.contains_key(&conn.id) {
+                        self.sync(conn, at).await;
+                    }
+                }
+                FeedCmd::Unsubscribe { conn_id, user } => {
+                    self.subs.remove(&conn_id);
+                    if !self.subs.values().any(|s| s.conn.user == user)
+                        && self.presence.remove(&user).is_some()
+                    {
+                        self.b.publish_leave(&self.graph, &user).await;
+                    }
+                    if self.b.feed_tx(&self.graph).is_none() {
+                        return;
+                    }
+                }
+                FeedCmd::Note(note) => self.on_note(&note).await,
+                FeedCmd::CatchUp => self.catch_up().await,
+                FeedCmd::Presence(note) => self.on_presence(note),
+            }
+        }
+    }
+
+    /// Answers a (re)subscription with SYNC and records the socket's version.
+    async fn sync(&mut self, conn: Arc<Conn>, at: ClientPosition) {
+        let store = &self.b.inner.store;
+        let max = self.b.inner.settings.max_changes;
+        let (frame, version) = match self.sync_frame(store, &at, max).await {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::warn!(graph = %self.graph, %err, "SYNC failed");
+                conn.send_json(&json!({"type": "ERROR", "code": "UNAVAILABLE", "message": "could not read the graph; retry REQUEST_SYNC"}));
+                return;
+            }
+        };
+        conn.send(frame);
+        self.last = Some(self.last.map_or(version, |l| l.min(version)));
+        self.subs.insert(
+            conn.id,
+            Sub {
+                conn,
+                last: version,
+            },
+        );
+    }
+
+    async fn sync_frame(
+        &self,
+        store: &GraphStore,
+        at: &ClientPosition,
+        max: u64,
+    ) -> Result<(Arc<str>, u64), crate::graph::StoreError> {
+        let g = &self.graph;
+        // changes_since also says where the graph is now.
+        let ch = store.changes_since(g, at.version.unwrap_or(0), max).await?;
+        let current = ch.current_version;
+        let other_epoch = at.epoch.as_deref().is_some_and(|e| e != ch.epoch);
+        let status = match at.version {
+            _ if other_epoch => "reset",
+            None => "reset",
+            Some(v) if v > current => "reset",
+            Some(v) if v == current => "in_sync",
+            Some(v) if !ch.too_old && ch.changes.len() as u64 == current - v => "behind",
+            Some(_) => "reset",
+        };
+        if status == "in_sync" {
+            let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current, "status": "in_sync"});
+            return Ok((Arc::from(f.to_string()), current));
+        }
+        if status == "behind" {
+            let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current,
+                "status": "behind", "changes": ch.changes});
+            return Ok((Arc::from(f.to_string()), current));
+        }
+        // Unknown, ahead, other epoch, or further behind than the log or cap
+        // reaches: the full state.
+        let state = store.state_json(g).await?;
+        let f = format!(
+            r#"{{"type":"SYNC","graphId":{},"epoch":{},"version":{},"status":"reset","state":{}}}"#,
+            Value::String(g.clone()),
+            Value::String(state.epoch),
+            state.version,
+            state.json,
+        );
+        let version = state.version;
+        Ok((Arc::from(f), version))
+    }
+
+    async fn on_note(&mut self, note: &Value) {
+        let Some(v) = note["outcome"]["version"].as_u64() else {
+            return;
+        };
+        let Some(last) = self.last else {
+            // No subscriber yet (a waiter only): nothing to order.
+            return;
+        };
+        if v <= last {
+            return;
+        }
+        if v > last + 1 && !self.fill(last, v - 1).await {
+            return;
+        }
+        if self.last.is_some_and(|l| v <= l) {
+            return;
+        }
+        let frame = json!({
+            "type": "COMMAND_APPLIED", "graphId": self.graph, "operationId": note["operationId"],
+            "version": v, "userId": note["userId"], "command": note["command"],
+            "change": note["outcome"]["change"],
+        });
+        self.deliver(v, Arc::from(frame.to_string()));
+    }
+
+    /// Sends versions (from, to] from the log. Returns false when the log
+    /// could not fill the gap and everyone was reset instead.
+    async fn fill(&mut self, from: u64, to: u64) -> bool {
+        let store = self.b.inner.store.clone();
+        match store.changes_since(&self.graph, from, to - from).await {
+            Ok(ch) if !ch.too_old && ch.changes.len() as u64 >= to - from => {
+                for entry in ch.changes.into_iter().take((to - from) as usize) {
+                    let v = entry.version;
+                    self.deliver(v, Arc::from(applied_from_log(&self.graph, &entry)));
+                }
+                true
+            }
+            Ok(_) => {
+                self.reset_all().await;
+                false
+            }
+            Err(err) => {
+                tracing::warn!(graph = %self.graph, %err, "could not fill a gap from the log");
+                false
+            }
+        }
+    }
+
+    async fn reset_all(&mut self) {
+        let conns: Vec<Arc<Conn>> = self.subs.values().map(|s| s.conn.clone()).collect();
+        self.subs.clear();
+        self.last = None;
+        for c in conns {
+            self.sync(c, ClientPosition::default()).await;
+        }
+    }
+
+    async fn catch_up(&mut self) {
+        let Some(last) = self.last else { return };
+        let store = self.b.inner.store.clone();
+        if let Ok(ch) = store.changes_since(&self.graph, last, 1).await
+            && ch.current_version > last
+        {
+            self.fill(last, ch.current_version).await;
+        }
+    }
+
+    fn deliver(&mut self, v: u64, frame: Arc<str>) {
+        for s in self.subs.values_mut() {
+            if v == s.last + 1 {
+                s.conn.send(frame.clone());
+                s.last = v;
+            }
+        }
+        self.last = Some(v);
+    }
+
+    fn on_presence(&mut self, note: Value) {
+        let Some(user) = note["userId"].as_str().map(str::to_string) else {
+            return;
+        };
+        let frame = if note["leave"] == true {
+            if self.presence.remove(&user).is_none() {
+                return;
+            }
+            json!({"type": "PRESENCE_LEAVE", "graphId": self.graph, "userId": user})
+        } else {
+            self.presence.insert(
+                user.clone(),
+                Presence {
+                    last_seen: Instant::now(),
+                },
+            );
+            json!({"type": "PRESENCE", "graphId": self.graph, "userId": user,
+                "cursor": note["cursor"], "selection": note["selection"]})
+        };
+        let frame: Arc<str> = Arc::from(frame.to_string());
+        for s in self.subs.values() {
+            if s.conn.user != user {
+                s.conn.send(frame.clone());
+            }
+        }
+    }
+
+    fn expire_presence(&mut self) {
+        let timeout = self.b.inner.settings.presence_timeout;
+        let gone: Vec<String> = self
+            .presence
+            .iter()
+            .filter(|(_, p)| p.last_seen.elapsed() > timeout)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in gone {
+            self.on_presence(json!({"userId": user, "leave": true}));
+        }
+    }
+}
+
+/// COMMAND_APPLIED rebuilt from a log entry (the log keeps no command text).
+fn applied_from_log(graph: &str, e: &ChangeEntry) -> String {
+    format!(
+        r#"{{"type":"COMMAND_APPLIED","graphId":{},"operationId":{},"version":{},"userId":{},"command":null,"change":{}}}"#,
+        Value::String(graph.to_string()),
+        Value::String(e.operation_id.clone()),
+        e.version,
+        Value::String(e.user_id.clone()),
+        e.change.get()
+    )
+}
+
+/// Milliseconds, for HEARTBEAT frames.
+pub fn server_time() -> u64 {
+    now_ms()
+}

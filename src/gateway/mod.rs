@@ -1,0 +1,302 @@
+//! The gateway: the HTTP API (SPEC §4), the WebSocket protocol (§5) and the
+//! broadcaster, behind access tokens (§6).
+//!
+//! [`app`] builds the router from an [`AppState`], so tests can drive it
+//! without a socket; [`serve`] runs it until shutdown. Commands from HTTP and
+//! WebSocket take the same path ([`accept`]): validate, authorize,
+//! rate-limit per user, queue, answer.
+
+pub mod broadcast;
+mod http;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Auth, AuthError, Identity};
+use crate::db::Redis;
+use crate::graph::GraphStore;
+use crate::graph::command::{Command, Rejection, is_graph_id};
+use crate::queue::{AddOutcome, Queue, RateLimit};
+use crate::workers::command_job;
+
+pub use broadcast::{BroadcastSettings, Broadcaster};
+
+/// Settings of the gateway (`[gateway]` in the config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewaySettings {
+    /// Frames queued per socket before a client counts as too slow (4008).
+    pub send_queue: usize,
+    /// A socket that sent nothing for this long gets a HEARTBEAT.
+    pub heartbeat_ms: u64,
+    /// A socket silent for this long is closed (4002).
+    pub idle_timeout_ms: u64,
+    /// Largest WebSocket frame accepted; larger ones close the socket (1009).
+    pub max_frame_bytes: usize,
+    /// Upper bound of `?wait=MS`.
+    pub wait_max_ms: u64,
+    /// Presence updates of one socket closer together than this are dropped.
+    pub presence_interval_ms: u64,
+    /// Presence not refreshed for this long counts as gone.
+    pub presence_timeout_ms: u64,
+    /// Commands per user across every gateway (RATE_LIMITED beyond).
+    pub user_rate_limit: Option<RateLimit>,
+    /// Headers must arrive within this long, or the connection is dropped.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            send_queue: 1024,
+            heartbeat_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            max_frame_bytes: 128 * 1024,
+            wait_max_ms: 30_000,
+            presence_interval_ms: 50,
+            presence_timeout_ms: 30_000,
+            user_rate_limit: Some(RateLimit {
+                max: 200,
+                duration_ms: 1_000,
+            }),
+            header_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+pub struct Shared {
+    pub store: GraphStore,
+    pub commands: Queue,
+    pub auth: Auth,
+    pub broadcaster: Broadcaster,
+    pub settings: GatewaySettings,
+    pub redis: Redis,
+    /// Tells every socket to close with 1001.
+    pub shutdown: CancellationToken,
+    pub next_conn: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        store: GraphStore,
+        commands: Queue,
+        auth: Auth,
+        broadcaster: Broadcaster,
+        settings: GatewaySettings,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        let redis = store.redis().clone();
+        AppState {
+            inner: Arc::new(Shared {
+                store,
+                commands,
+                auth,
+                broadcaster,
+                settings,
+                redis,
+                shutdown,
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+/// The router: HTTP API, WebSocket endpoints, health.
+pub fn app(state: AppState) -> Router {
+    http::routes().merge(ws::routes()).with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let router = app(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// An error answered to an HTTP client: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug)]
+pub enum AppError {
+    Rejected(Rejection),
+    Unauthorized(AuthError),
+    Forbidden(String),
+    NotFound(String),
+    Gone(String),
+    TooLarge(usize),
+    RateLimited { retry_after_ms: u64 },
+    Unavailable(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> &str {
+        match self {
+            AppError::Rejected(r) => r.code,
+            AppError::Unauthorized(_) => "UNAUTHORIZED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Gone(_) => "TOO_OLD",
+            AppError::TooLarge(_) => "TOO_LARGE",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            AppError::Rejected(r) => r.message.clone(),
+            AppError::Unauthorized(e) => e.to_string(),
+            AppError::Forbidden(m) | AppError::NotFound(m) | AppError::Gone(m) => m.clone(),
+            AppError::TooLarge(limit) => format!("request body is larger than {limit} bytes"),
+            AppError::RateLimited { retry_after_ms } => {
+                format!("too many commands; retry in {retry_after_ms} ms")
+            }
+            // Details of server-side failures are logged, not shown.
+            AppError::Unavailable(_) => "the service is unavailable; retry later".into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::Rejected(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Gone(_) => StatusCode::GONE,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` object shared by HTTP bodies and WebSocket ERROR frames.
+    pub fn body(&self) -> serde_json::Value {
+        let mut e = json!({"code": self.code(), "message": self.message()});
+        if let AppError::Rejected(r) = self {
+            e["field"] = json!(r.field);
+        }
+        if let AppError::RateLimited { retry_after_ms } = self {
+            e["retryAfterMs"] = json!(retry_after_ms);
+        }
+        e
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Unavailable(detail) = &self {
+            tracing::error!(detail, "request failed");
+        }
+        let mut resp = (self.status(), axum::Json(json!({"error": self.body()}))).into_response();
+        if let AppError::RateLimited { retry_after_ms } = self {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(v) = secs.to_string().parse() {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<crate::graph::StoreError> for AppError {
+    fn from(e: crate::graph::StoreError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::queue::QueueError> for AppError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for AppError {
+    fn from(e: redis::RedisError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+pub(crate) fn check_graph(id: &Identity, graph: &str, write: bool) -> Result<(), AppError> {
+    if !is_graph_id(graph) {
+        return Err(AppError::Rejected(Rejection {
+            code: "INVALID_ID",
+            field: "graphId".into(),
+            message: "graph ids are 1-128 characters of A-Z a-z 0-9 _ . -".into(),
+        }));
+    }
+    if !id.can_read(graph) {
+        return Err(AppError::Forbidden(format!(
+            "the token does not grant graph {graph}"
+        )));
+    }
+    if write && !id.can_write(graph) {
+        return Err(AppError::Forbidden("viewers cannot send commands".into()));
+    }
+    Ok(())
+}
+
+/// Queues a validated command for `id` on `graph`: authorization, the
+/// per-user rate limit, the queue (idempotent by operation id), then the
+/// operation index. Returns whether it was new (false: a resend).
+pub async fn accept(
+    state: &AppState,
+    id: &Identity,
+    graph: &str,
+    cmd: &Command,
+) -> Result<bool, AppError> {
+    check_graph(id, graph, true)?;
+    if let Some(limit) = &state.settings.user_rate_limit {
+        let key = state.store.keys().key_limiter("gateway", &id.user);
+        let (granted, wait) = crate::queue::take_permits(&state.commands, &key, limit, 1).await?;
+        if granted == 0 {
+            return Err(AppError::RateLimited {
+                retry_after_ms: wait.as_millis() as u64,
+            });
+        }
+    }
+    let outcome = state
+        .commands
+        .add(command_job(graph, &id.user, cmd))
+        .await?;
+    let index = state.store.keys().operation(&cmd.operation_id);
+    let _: () = redis::pipe()
+        .cmd("HSETNX")
+        .arg(&index)
+        .arg("status")
+        .arg("pending")
+        .ignore()
+        .hset(&index, "graphId", graph)
+        .ignore()
+        .expire(&index, state.store.settings().op_ttl_s as i64)
+        .ignore()
+        .query_async(&mut state.redis.conn())
+        .await?;
+    Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
+}
+
+pub(crate) fn wait_bound(state: &AppState, ms: u64) -> Duration {
+    Duration::from_millis(ms.min(state.settings.wait_max_ms))
+}

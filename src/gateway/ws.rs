@@ -1,0 +1,365 @@
+//! WebSocket protocol (SPEC §5): one socket, many graphs.
+//!
+//! Each connection runs a send task (drains the bounded queue the
+//! broadcaster fills, sends heartbeats, closes with the right code) and a
+//! receive loop (parses client frames one at a time, so a client's commands
+//! are queued in the order it sent them), joined by `select!`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::auth::Identity;
+use crate::graph::command;
+
+use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
+use super::http::identity;
+use super::{AppError, AppState, accept, check_graph};
+
+/// Close code for a socket that stayed silent past the idle timeout.
+pub const CLOSE_IDLE: u16 = 4002;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade)).route(
+        "/api/v2/graphs/{graph_id}/subscribe",
+        get(upgrade_subscribed),
+    )
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    #[serde(rename = "clientVersion")]
+    client_version: Option<u64>,
+    epoch: Option<String>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let id = identity(&state, &headers, q.token.as_deref())?;
+    Ok(on_upgrade(state, id, ws, None))
+}
+
+async fn upgrade_subscribed(
+    State(state): State<AppState>,
+    Path(graph): Path<String>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let id = identity(&state, &headers, q.token.as_deref())?;
+    check_graph(&id, &graph, false)?;
+    let at = ClientPosition {
+        version: q.client_version,
+        epoch: q.epoch,
+    };
+    Ok(on_upgrade(state, id, ws, Some((graph, at))))
+}
+
+fn on_upgrade(
+    state: AppState,
+    id: Identity,
+    ws: WebSocketUpgrade,
+    first: Option<(String, ClientPosition)>,
+) -> Response {
+    let max = state.settings.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection(state, id, socket, first))
+        .into_response()
+}
+
+/// What one connection remembers.
+struct Session {
+    state: AppState,
+    id: Identity,
+    conn: Arc<Conn>,
+    graphs: HashSet<String>,
+    /// Last presence sent per graph, for throttling.
+    presence_at: HashMap<String, Instant>,
+}
+
+async fn connection(
+    state: AppState,
+    id: Identity,
+    socket: WebSocket,
+    first: Option<(String, ClientPosition)>,
+) {
+    let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (conn, rx) = Conn::new(conn_id, id.user.clone(), state.settings.send_queue);
+    state.broadcaster.register(conn.clone()).await;
+    let (sink, mut stream) = socket.split();
+    let sender = tokio::spawn(send_loop(state.clone(), conn.clone(), sink, rx));
+    let mut session = Session {
+        state: state.clone(),
+        id,
+        conn: conn.clone(),
+        graphs: HashSet::new(),
+        presence_at: HashMap::new(),
+    };
+    if let Some((graph, at)) = first {
+        session.subscribe(&graph, at).await;
+    }
+    let idle = Duration::from_millis(state.settings.idle_timeout_ms);
+    loop {
+        let next = tokio::select! {
+            _ = conn.kick.cancelled() => break,
+            _ = state.shutdown.cancelled() => { conn.close(1001); break }
+            n = tokio::time::timeout(idle, stream.next()) => n,
+        };
+        let frame = match next {
+            Err(_) => {
+                conn.close(CLOSE_IDLE);
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                // Oversized frames end here: tungstenite refuses them.
+                tracing::debug!(%err, "websocket read failed");
+                conn.close(1009);
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match frame {
+            Message::Text(t) => session.on_text(t.as_str()).await,
+            Message::Binary(_) => session.error("UNSUPPORTED_FRAME", "frames are JSON text", None),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    let graphs: Vec<String> = session.graphs.iter().cloned().collect();
+    state.broadcaster.unregister(&conn, &graphs).await;
+    conn.kick.cancel();
+    let _ = sender.await;
+}
+
+async fn send_loop(
+    state: AppState,
+    conn: Arc<Conn>,
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(state.settings.heartbeat_ms));
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.kick.cancelled() => break,
+            _ = state.shutdown.cancelled() => { conn.close(1001); break }
+            m = rx.recv() => match m {
+                Some(Outgoing::Text(t)) => {
+                    if sink.send(Message::Text(Utf8Bytes::from(t.as_ref()))).await.is_err() {
+                        conn.kick.cancel();
+                        return;
+                    }
+                }
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                let hb = json!({"type": "HEARTBEAT", "serverTime": server_time()}).to_string();
+                if sink.send(Message::Text(Utf8Bytes::from(hb))).await.is_err() {
+                    conn.kick.cancel();
+                    return;
+                }
+            }
+        }
+    }
+    let code = match conn.close_code.load(Ordering::SeqCst) {
+        0 => 1000,
+        c => c,
+    };
+    let reason = match code {
+        4008 => "too slow: send queue full; resubscribe",
+        CLOSE_IDLE => "silent for too long",
+        1001 => "server shutting down",
+        1009 => "frame too large",
+        _ => "",
+    };
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+impl Session {
+    fn error(&self, code: &str, message: &str, operation_id: Option<&str>) {
+        let mut e = json!({"type": "ERROR", "code": code, "message": message});
+        if let Some(op) = operation_id {
+            e["operationId"] = json!(op);
+        }
+        self.conn.send_json(&e);
+    }
+
+    fn app_error(&self, err: &AppError, operation_id: Option<&str>) {
+        let mut e = err.body();
+        e["type"] = json!("ERROR");
+        if let Some(op) = operation_id {
+            e["operationId"] = json!(op);
+        }
+        self.conn.send_json(&e);
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let msg: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return self.error("INVALID_JSON", &format!("not valid JSON: {e}"), None),
+        };
+        let Some(kind) = msg.get("type").and_then(Value::as_str) else {
+            return self.error("INVALID_MESSAGE", "every message has a string `type`", None);
+        };
+        let graph = msg
+            .get("graphId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let need_graph = |s: &Self| {
+            if graph.is_none() {
+                s.error(
+                    "INVALID_MESSAGE",
+                    &format!("{kind} needs a string `graphId`"),
+                    None,
+                );
+            }
+            graph.clone()
+        };
+        match kind {
+            "SUBSCRIBE" | "REQUEST_SYNC" => {
+                let Some(g) = need_graph(self) else { return };
+                let version = match msg.get("clientVersion") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => match v.as_u64() {
+                        Some(n) => Some(n),
+                        None => {
+                            return self.error(
+                                "INVALID_MESSAGE",
+                                "clientVersion is a non-negative integer",
+                                None,
+                            );
+                        }
+                    },
+                };
+                let epoch = match msg.get("epoch") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(e)) => Some(e.clone()),
+                    Some(_) => return self.error("INVALID_MESSAGE", "epoch is a string", None),
+                };
+                let at = ClientPosition { version, epoch };
+                if kind == "SUBSCRIBE" || !self.graphs.contains(&g) {
+                    self.subscribe(&g, at).await;
+                } else {
+                    self.state
+                        .broadcaster
+                        .request_sync(self.conn.clone(), &g, at);
+                }
+            }
+            "UNSUBSCRIBE" => {
+                let Some(g) = need_graph(self) else { return };
+                if self.graphs.remove(&g) {
+                    self.state.broadcaster.unsubscribe(&self.conn, &g).await;
+                }
+            }
+            "COMMAND" => {
+                let Some(g) = need_graph(self) else { return };
+                let Some(raw) = msg.get("command") else {
+                    return self.error("INVALID_MESSAGE", "COMMAND needs a `command` object", None);
+                };
+                let op = raw.get("operationId").and_then(Value::as_str);
+                let cmd = match command::from_value(raw) {
+                    Ok(c) => c,
+                    Err(r) => return self.app_error(&AppError::Rejected(r), op),
+                };
+                match accept(&self.state, &self.id, &g, &cmd).await {
+                    Ok(_) => self.conn.send_json(
+                        &json!({"type": "ACCEPTED", "graphId": g, "operationId": cmd.operation_id}),
+                    ),
+                    Err(e) => self.app_error(&e, Some(&cmd.operation_id)),
+                }
+            }
+            "PRESENCE" => {
+                let Some(g) = need_graph(self) else { return };
+                if !self.graphs.contains(&g) {
+                    return self.error(
+                        "NOT_SUBSCRIBED",
+                        "subscribe to the graph before sending presence",
+                        None,
+                    );
+                }
+                let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
+                let now = Instant::now();
+                if self
+                    .presence_at
+                    .get(&g)
+                    .is_some_and(|t| now.duration_since(*t) < interval)
+                {
+                    return;
+                }
+                self.presence_at.insert(g.clone(), now);
+                let cursor = msg.get("cursor").cloned().unwrap_or(Value::Null);
+                let selection = msg.get("selection").cloned().unwrap_or(Value::Null);
+                let cursor_ok = cursor.is_null()
+                    || (cursor["x"].as_f64().is_some_and(f64::is_finite)
+                        && cursor["y"].as_f64().is_some_and(f64::is_finite));
+                let selection_ok = selection.is_null()
+                    || selection.as_array().is_some_and(|a| {
+                        a.len() <= 1000
+                            && a.iter()
+                                .all(|s| s.as_str().is_some_and(command::is_entity_id))
+                    });
+                if !cursor_ok || !selection_ok {
+                    return self.error(
+                        "INVALID_MESSAGE",
+                        "cursor is {x, y}; selection is a list of ids",
+                        None,
+                    );
+                }
+                self.state
+                    .broadcaster
+                    .publish_presence(&g, &self.id.user, &cursor, &selection)
+                    .await;
+            }
+            "HEARTBEAT" => self
+                .conn
+                .send_json(&json!({"type": "HEARTBEAT", "serverTime": server_time()})),
+            other => self.error(
+                "UNKNOWN_TYPE",
+                &format!("unknown message type `{other}`"),
+                None,
+            ),
+        }
+    }
+
+    async fn subscribe(&mut self, graph: &str, at: ClientPosition) {
+        if let Err(e) = check_graph(&self.id, graph, false) {
+            return self.app_error(&e, None);
+        }
+        if self.graphs.insert(graph.to_string()) {
+            self.state
+                .broadcaster
+                .subscribe(self.conn.clone(), graph, at)
+                .await;
+        } else {
+            self.state
+                .broadcaster
+                .request_sync(self.conn.clone(), graph, at);
+        }
+    }
+}
