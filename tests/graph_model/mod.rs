@@ -1168,6 +1168,10 @@ fn revert(
     if let Some(before) = &change.undo_viewport {
         let after = change.viewport.clone().flatten();
         let current = g.viewport.clone();
+        // Like any field, the viewport is reverted only when C changed it.
+        if after == *before {
+            return;
+        }
         if current == after {
             // DOC CHOICE: setting back to "did not exist" removes the viewport,
             // and that write is stamped like any other (as a removed data key).
