@@ -639,8 +639,10 @@ impl Feed {
                 }
                 FeedCmd::Unsubscribe { conn_id, user } => {
                     self.subs.remove(&conn_id);
+                    // Every gateway (this one included) forgets the user's
+                    // presence when the leave note comes back.
                     if !self.subs.values().any(|s| s.conn.user == user)
-                        && self.presence.remove(&user).is_some()
+                        && self.presence.contains_key(&user)
                     {
                         self.b.publish_leave(&self.graph, &user).await;
                     }

@@ -1,0 +1,365 @@
+//! The WebSocket protocol (SPEC §5) against a real gateway, worker and redis-server.
+
+mod common;
+#[path = "common/ws.rs"]
+mod ws;
+
+use std::time::Duration;
+
+use common::{Stack, TestEnv};
+use graphq::auth::Role;
+use graphq::gateway::GatewaySettings;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use ws::Client;
+
+fn cmd(op: &str, kind: &str, payload: Value) -> Value {
+    json!({"operationId": op, "type": kind, "payload": payload})
+}
+
+fn create(op: &str, id: &str) -> Value {
+    cmd(
+        op,
+        "CREATE_NODE",
+        json!({"node": {"id": id, "position": {"x": 0, "y": 0}}}),
+    )
+}
+
+async fn client(s: &Stack, user: &str, role: Role) -> Client {
+    Client::connect(
+        &s.ws,
+        &format!("/ws?token={}", s.token(user, &["g1", "g2"], role)),
+    )
+    .await
+}
+
+async fn subscribed(s: &Stack, user: &str, version: u64) -> (Client, Value) {
+    let mut c = client(s, user, Role::Editor).await;
+    c.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": version}))
+        .await;
+    let sync = c.next_of("SYNC").await;
+    (c, sync)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_every_subscriber_in_version_order_and_reverts_reach_the_sender() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, sync) = subscribed(&s, "alice", 0).await;
+    assert_eq!(sync["status"], "in_sync");
+    assert_eq!(sync["version"], 0);
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    // A second socket of alice, not subscribed to g1: it still hears her reverts.
+    let mut a2 = client(&s, "alice", Role::Editor).await;
+
+    for i in 0..20 {
+        a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create(&format!("a{i}"), &format!("n{i}"))})).await;
+    }
+    let mut accepted = 0;
+    let mut versions = Vec::new();
+    while versions.len() < 20 {
+        let f = a.next().await;
+        match f["type"].as_str().unwrap() {
+            "ACCEPTED" => accepted += 1,
+            "COMMAND_APPLIED" => versions.push(f["version"].as_u64().unwrap()),
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+    let mut seen_by_b = Vec::new();
+    while seen_by_b.len() < 20 {
+        let f = b.next_of("COMMAND_APPLIED").await;
+        assert_eq!(f["userId"], "alice");
+        seen_by_b.push(f["version"].as_u64().unwrap());
+    }
+    assert_eq!(
+        seen_by_b,
+        (1..=20).collect::<Vec<_>>(),
+        "others see the edits in order"
+    );
+    while accepted < 20 {
+        assert_eq!(a.next().await["type"], "ACCEPTED");
+        accepted += 1;
+    }
+
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": cmd("bad", "DELETE_NODE", json!({"id": "missing"}))})).await;
+    let r = a.next_of("REVERT").await;
+    assert_eq!(r["operationId"], "bad");
+    assert_eq!(r["error"]["code"], "NOT_FOUND");
+    assert_eq!(r["current"]["nodes"]["missing"], Value::Null);
+    let r2 = a2.next_of("REVERT").await;
+    assert_eq!(
+        r2["operationId"], "bad",
+        "every socket of the sender hears it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_the_last_version_gets_exactly_the_missed_changes_or_a_reset() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    for i in 0..10 {
+        a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create(&format!("c{i}"), &format!("n{i}"))})).await;
+    }
+    let mut last = 0;
+    while last < 10 {
+        last = a.next_of("COMMAND_APPLIED").await["version"]
+            .as_u64()
+            .unwrap();
+    }
+    let epoch = s.store.state("g1").await.unwrap().epoch;
+
+    let (_b, sync) = subscribed(&s, "bob", 6).await;
+    assert_eq!(sync["status"], "behind");
+    let versions: Vec<u64> = sync["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        vec![7, 8, 9, 10],
+        "exactly the missed changes, in order"
+    );
+    assert_eq!(sync["changes"][0]["operationId"], "c6");
+
+    let (_c, sync) = subscribed(&s, "carol", 10).await;
+    assert_eq!(sync["status"], "in_sync");
+    let (_d, sync) = subscribed(&s, "dan", 99).await;
+    assert_eq!(
+        sync["status"], "reset",
+        "a client ahead of the server is reset"
+    );
+    assert_eq!(sync["state"]["nodes"].as_array().unwrap().len(), 10);
+    assert_eq!(sync["version"], 10);
+
+    let mut e = client(&s, "erin", Role::Editor).await;
+    e.send(
+        json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 3, "epoch": "another-epoch"}),
+    )
+    .await;
+    assert_eq!(
+        e.next_of("SYNC").await["status"],
+        "reset",
+        "another epoch is reset"
+    );
+    e.send(json!({"type": "REQUEST_SYNC", "graphId": "g1", "clientVersion": 3, "epoch": epoch}))
+        .await;
+    let sync = e.next_of("SYNC").await;
+    assert_eq!(sync["status"], "behind");
+    assert_eq!(sync["changes"].as_array().unwrap().len(), 7);
+
+    // Subscribed at once through the graph's subscribe URL.
+    let token = s.token("fay", &["g1"], Role::Viewer);
+    let mut f = Client::connect(
+        &s.ws,
+        &format!("/api/v2/graphs/g1/subscribe?clientVersion=8&token={token}"),
+    )
+    .await;
+    let sync = f.next_of("SYNC").await;
+    assert_eq!(sync["status"], "behind");
+    assert_eq!(sync["changes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_reads_and_who_writes() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let refused = tokio_tungstenite::connect_async(format!("{}/ws", s.ws)).await;
+    assert!(refused.is_err(), "no token, no upgrade");
+    let forged = graphq::auth::Auth::new("some-other-secret-1234")
+        .unwrap()
+        .mint(
+            "alice",
+            graphq::auth::Graphs::All,
+            Role::Editor,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(
+        tokio_tungstenite::connect_async(format!("{}/ws?token={forged}", s.ws))
+            .await
+            .is_err()
+    );
+    let mut v = client(&s, "vic", Role::Viewer).await;
+    v.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
+        .await;
+    assert_eq!(
+        v.next_of("SYNC").await["status"],
+        "in_sync",
+        "viewers may subscribe"
+    );
+    v.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("v1", "n1")}))
+        .await;
+    let e = v.next_of("ERROR").await;
+    assert_eq!(e["code"], "FORBIDDEN");
+    assert_eq!(e["operationId"], "v1");
+    v.send(json!({"type": "SUBSCRIBE", "graphId": "g3", "clientVersion": 0}))
+        .await;
+    assert_eq!(
+        v.next_of("ERROR").await["code"],
+        "FORBIDDEN",
+        "a graph the token does not name"
+    );
+    assert_eq!(s.store.state("g1").await.unwrap().version, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_errors_and_the_socket_keeps_working() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let cases = [
+        ("not json", "INVALID_JSON"),
+        (r#"{"no":"type"}"#, "INVALID_MESSAGE"),
+        (r#"{"type":"DANCE"}"#, "UNKNOWN_TYPE"),
+        (r#"{"type":"COMMAND","graphId":"g1"}"#, "INVALID_MESSAGE"),
+        (r#"{"type":"SUBSCRIBE"}"#, "INVALID_MESSAGE"),
+        (
+            r#"{"type":"SUBSCRIBE","graphId":"g1","clientVersion":"x"}"#,
+            "INVALID_MESSAGE",
+        ),
+        (
+            r#"{"type":"COMMAND","graphId":"g1","command":{"operationId":"o","type":"CREATE_NODE","payload":{"node":{"id":"a b","position":{"x":0,"y":0}}}}}"#,
+            "INVALID_ID",
+        ),
+        (
+            r#"{"type":"COMMAND","graphId":"g:1","command":{"operationId":"o","type":"DELETE_NODE","payload":{"id":"n"}}}"#,
+            "INVALID_ID",
+        ),
+        (
+            r#"{"type":"PRESENCE","graphId":"g1","cursor":{"x":"far"}}"#,
+            "INVALID_MESSAGE",
+        ),
+    ];
+    for (frame, code) in cases {
+        a.send_raw(Message::Text(frame.into())).await;
+        let e = a.next_of("ERROR").await;
+        assert_eq!(e["code"], code, "{frame}");
+    }
+    a.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(a.next_of("ERROR").await["code"], "UNSUPPORTED_FRAME");
+    // Still working: a valid command goes through.
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("ok", "n1")}))
+        .await;
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 1);
+    assert_eq!(
+        s.store.state("g1").await.unwrap().version,
+        1,
+        "no bad frame changed anything"
+    );
+    // An oversized frame closes the socket with 1009.
+    let big = "x".repeat(200 * 1024);
+    a.send_raw(Message::Text(big.into())).await;
+    assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_4008_and_others_keep_receiving() {
+    let env = TestEnv::start().await;
+    let settings = GatewaySettings {
+        send_queue: 16,
+        ..GatewaySettings::default()
+    };
+    let s = Stack::start(&env, settings).await;
+    // The slow client subscribes, then never reads again.
+    let (mut slow, _) = subscribed(&s, "slow", 0).await;
+    let (mut fine, _) = subscribed(&s, "fine", 0).await;
+    let n = 200;
+    // The fine client reads all along.
+    let reader = tokio::spawn(async move {
+        let mut last = 0;
+        while last < n {
+            last = fine.next_of("COMMAND_APPLIED").await["version"]
+                .as_u64()
+                .unwrap();
+        }
+        last
+    });
+    // The writer is not subscribed and reads its ACCEPTED frames as it goes.
+    let mut writer = client(&s, "writer", Role::Editor).await;
+    // About 12 MB in all: more than loopback socket buffers absorb.
+    let big = "y".repeat(60 * 1024);
+    for i in 0..n {
+        let c = cmd(
+            &format!("w{i}"),
+            "CREATE_NODE",
+            json!({"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}, "data": {"pad": big}}}),
+        );
+        writer
+            .send(json!({"type": "COMMAND", "graphId": "g1", "command": c}))
+            .await;
+        assert_eq!(writer.next().await["type"], "ACCEPTED");
+    }
+    let last = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last, n, "a fast subscriber got everything");
+    // Now drain the slow one: it was cut off with 4008 after its queue filled.
+    assert_eq!(slow.close_code(Duration::from_secs(10)).await, Some(4008));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_others_and_leaving_is_announced() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": 10, "y": 20}, "selection": ["n1"]})).await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(p["userId"], "alice");
+    assert_eq!(p["cursor"], json!({"x": 10, "y": 20}));
+    assert_eq!(p["selection"], json!(["n1"]));
+    drop(a);
+    let leave = b.next_of("PRESENCE_LEAVE").await;
+    assert_eq!(leave["userId"], "alice");
+    // Presence is never stored or versioned.
+    assert_eq!(s.store.state("g1").await.unwrap().version, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_editors_converge_to_the_same_state_and_checksum() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let mut clients = Vec::new();
+    for u in ["u1", "u2", "u3"] {
+        clients.push(subscribed(&s, u, 0).await.0);
+    }
+    clients[0]
+        .send(json!({"type": "COMMAND", "graphId": "g1", "command": create("seed", "shared")}))
+        .await;
+    // Everyone edits the node once it exists.
+    for c in clients.iter_mut() {
+        assert_eq!(c.next_of("COMMAND_APPLIED").await["version"], 1);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for k in 0..30 {
+            let patch =
+                json!({"position": {"x": i * 100 + k, "y": k}, "data": {format!("k{}", k % 3): i}});
+            c.send(json!({"type": "COMMAND", "graphId": "g1",
+                "command": cmd(&format!("u{i}-{k}"), "UPDATE_NODE", json!({"id": "shared", "patch": patch}))})).await;
+        }
+    }
+    let expected = 91;
+    for c in clients.iter_mut() {
+        let mut want = 2;
+        while want <= expected {
+            let f = c.next_of("COMMAND_APPLIED").await;
+            assert_eq!(
+                f["version"].as_u64().unwrap(),
+                want,
+                "strictly increasing, no gaps, no duplicates"
+            );
+            want += 1;
+        }
+    }
+    let state = s.store.state("g1").await.unwrap();
+    assert_eq!(state.version, expected);
+    let raw = s.store.raw("g1").await.unwrap();
+    assert_eq!(raw.checksum, graphq::graph::checksum_of(&raw));
+    let report = s.store.verify("g1").await.unwrap();
+    assert!(report.ok(), "{report:?}");
+}
