@@ -47,7 +47,10 @@ impl TestEnv {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_graphq"));
         cmd.env("GRAPHQ_REDIS_URL", self.server.url())
             .env("GRAPHQ_PREFIX", &self.prefix)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null());
         cmd
     }
@@ -61,6 +64,9 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(mut cmd: Command) -> Proc {
         cmd.stdout(Stdio::null());
+        if std::env::var("TEST_CHILD_LOG").is_err() {
+            cmd.stderr(Stdio::null());
+        }
         Proc {
             child: cmd.spawn().expect("spawn graphq"),
         }
