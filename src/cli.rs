@@ -135,6 +135,10 @@ pub enum BenchCommand {
     Queue(crate::bench::QueueBenchArgs),
     /// Graph store: script applies per second, state and changes-since latency.
     Graph(crate::bench::GraphBenchArgs),
+    /// WebSocket clients sending at a steady rate through a running gateway.
+    E2e(crate::bench::ws::E2eArgs),
+    /// One change reaching N subscribers of a running gateway.
+    Fanout(crate::bench::ws::FanoutArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Dev { .. } => dev(config).await,
         Command::Gateway { .. } => {
+            crate::bench::ws::raise_fd_limit();
             let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
             let auth = crate::auth::Auth::new(&secret)?;
             let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
@@ -258,8 +263,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Bench { which } => {
+            let ws_error = |e: crate::bench::ws::WsBenchError| CliError::NotFound(e.to_string());
+            match &which {
+                BenchCommand::E2e(args) => {
+                    let secret = config.auth_secret.as_deref().ok_or(CliError::NoSecret)?;
+                    let report = crate::bench::ws::e2e(secret, args)
+                        .await
+                        .map_err(ws_error)?;
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    return Ok(());
+                }
+                BenchCommand::Fanout(args) => {
+                    let secret = config.auth_secret.as_deref().ok_or(CliError::NoSecret)?;
+                    let report = crate::bench::ws::fanout(secret, args)
+                        .await
+                        .map_err(ws_error)?;
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    return Ok(());
+                }
+                _ => {}
+            }
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
             match which {
+                BenchCommand::E2e(_) | BenchCommand::Fanout(_) => {}
                 BenchCommand::Queue(args) => {
                     let report = crate::bench::queue(redis, &config.prefix, &args).await?;
                     println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -1,8 +1,12 @@
 //! `graphq bench`: load generators whose JSON output BENCHMARKS.md records.
+//! `queue` and `graph` measure the engine and the store alone; [`ws`] holds
+//! `e2e` and `fanout`, which drive a running gateway over WebSocket.
 //!
 //! `bench queue` measures the engine alone: it enqueues N jobs (pipelined,
 //! several producers), then runs one in-process worker until all are done.
 //! It works under its own throwaway key prefix and deletes it afterwards.
+
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

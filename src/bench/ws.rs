@@ -1,0 +1,525 @@
+//! `graphq bench e2e` and `graphq bench fanout`: WebSocket load against a
+//! running gateway (SPEC §8). Tokens are minted with GRAPHQ_AUTH_SECRET.
+//!
+//! Every operation id carries its submit time (µs since the run started),
+//! so any client that receives COMMAND_APPLIED knows the latency without a
+//! shared map: submit-to-own-APPLIED for the sender, submit-to-others-APPLIED
+//! for everyone else.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::auth::{Auth, Graphs, Role};
+
+use super::Percentiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WsBenchError {
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct E2eArgs {
+    /// Gateway base URL, e.g. ws://127.0.0.1:3000 (http:// works too).
+    #[arg(long, default_value = "ws://127.0.0.1:3000")]
+    pub url: String,
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 20)]
+    pub graphs: usize,
+    /// Commands per second across all clients.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u64,
+    /// Seconds of steady sending.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Also try these rates (comma-separated) and report the highest one
+    /// sustained (achieved ≥ 95 % of target, nothing lost).
+    #[arg(long, value_delimiter = ',')]
+    pub ramp: Vec<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct E2eReport {
+    pub bench: &'static str,
+    pub clients: usize,
+    pub graphs: usize,
+    pub rate: u64,
+    pub duration_s: u64,
+    pub sent: u64,
+    pub applied: u64,
+    pub reverted: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub achieved_per_s: u64,
+    pub own_applied_ms: Percentiles,
+    pub others_applied_ms: Percentiles,
+    /// Highest rate of `--ramp` (or `--rate`) sustained, commands/s.
+    pub highest_sustained_rate: u64,
+    pub ramp: Vec<RampStep>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RampStep {
+    pub rate: u64,
+    pub achieved_per_s: u64,
+    pub lost: u64,
+    pub own_p99_ms: f64,
+}
+
+fn ws_base(url: &str) -> String {
+    url.replacen("http://", "ws://", 1)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Shared tallies of one run.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    applied: AtomicU64,
+    reverted: AtomicU64,
+    duplicated: AtomicU64,
+    /// Latencies in µs; a std Mutex because nothing is awaited while held.
+    own: Mutex<Vec<u64>>,
+    others: Mutex<Vec<u64>>,
+}
+
+/// `client-seq-micros` → (client, micros).
+fn decode_op(op: &str) -> Option<(usize, u64)> {
+    let mut parts = op.split('-');
+    let client = parts.next()?.strip_prefix('c')?.parse().ok()?;
+    let _seq = parts.next()?;
+    let micros = parts.next()?.parse().ok()?;
+    Some((client, micros))
+}
+
+pub async fn e2e(secret: &str, args: &E2eArgs) -> Result<E2eReport, WsBenchError> {
+    raise_fd_limit();
+    let mut rates = vec![args.rate];
+    rates.extend(args.ramp.iter().copied().filter(|r| *r != args.rate));
+    let mut main = None;
+    let mut ramp = Vec::new();
+    let mut highest = 0;
+    for (round, rate) in rates.into_iter().enumerate() {
+        let r = e2e_round(secret, args, rate, round).await?;
+        let sustained = r.lost == 0 && r.achieved_per_s as f64 >= rate as f64 * 0.95;
+        if sustained {
+            highest = highest.max(rate);
+        }
+        ramp.push(RampStep {
+            rate,
+            achieved_per_s: r.achieved_per_s,
+            lost: r.lost,
+            own_p99_ms: r.own_applied_ms.p99,
+        });
+        if main.is_none() {
+            main = Some(r);
+        }
+    }
+    let mut report = main.ok_or_else(|| WsBenchError::Protocol("no round ran".into()))?;
+    report.highest_sustained_rate = highest;
+    report.ramp = ramp;
+    Ok(report)
+}
+
+async fn e2e_round(
+    secret: &str,
+    args: &E2eArgs,
+    rate: u64,
+    round: usize,
+) -> Result<E2eReport, WsBenchError> {
+    let auth = Auth::new(secret)?;
+    let base = ws_base(&args.url);
+    let run = format!(
+        "{}r{round}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let started = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let clients = args.clients.max(1);
+    let graphs = args.graphs.max(1);
+    let per_client = Duration::from_secs_f64(clients as f64 / rate.max(1) as f64);
+    let duration = Duration::from_secs(args.duration);
+    let ready = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..clients {
+        let token = auth.mint(
+            &format!("bench-{i}"),
+            Graphs::All,
+            Role::Editor,
+            Duration::from_secs(3600),
+        )?;
+        let url = format!("{base}/ws?token={token}");
+        let graph = format!("bench-{run}-{}", i % graphs);
+        let (tally, ready) = (tally.clone(), ready.clone());
+        tasks.spawn(async move {
+            let r = e2e_client(
+                i,
+                &url,
+                &graph,
+                per_client,
+                duration,
+                started,
+                tally,
+                ready.clone(),
+            )
+            .await;
+            if r.is_err() {
+                // Do not leave the others waiting at the barrier.
+                ready.wait().await;
+            }
+            r
+        });
+    }
+    ready.wait().await;
+    let send_started = Instant::now();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(%e, "bench client failed");
+        }
+    }
+    let elapsed = send_started.elapsed().as_secs_f64().max(1e-9);
+    let us = |v: &Mutex<Vec<u64>>| {
+        let list = v.lock().map(|l| l.clone()).unwrap_or_default();
+        Percentiles::of(list.into_iter().map(Duration::from_micros).collect())
+    };
+    let sent = tally.sent.load(Ordering::Relaxed);
+    let applied = tally.applied.load(Ordering::Relaxed);
+    let reverted = tally.reverted.load(Ordering::Relaxed);
+    Ok(E2eReport {
+        bench: "e2e",
+        clients,
+        graphs,
+        rate,
+        duration_s: args.duration,
+        sent,
+        applied,
+        reverted,
+        lost: sent.saturating_sub(applied + reverted),
+        duplicated: tally.duplicated.load(Ordering::Relaxed),
+        achieved_per_s: (applied as f64
+            / elapsed
+                .min(args.duration as f64 + 5.0)
+                .max(args.duration as f64)) as u64,
+        own_applied_ms: us(&tally.own),
+        others_applied_ms: us(&tally.others),
+        highest_sustained_rate: 0,
+        ramp: Vec::new(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn e2e_client(
+    i: usize,
+    url: &str,
+    graph: &str,
+    every: Duration,
+    duration: Duration,
+    started: Instant,
+    tally: Arc<Tally>,
+    ready: Arc<tokio::sync::Barrier>,
+) -> Result<(), WsBenchError> {
+    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let (mut tx, mut rx) = socket.split();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    tx.send(send(
+        json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}),
+    ))
+    .await?;
+    let node = format!("n{i}");
+    let create = json!({"operationId": format!("c{i}-init-0"), "type": "CREATE_NODE",
+        "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
+    tx.send(send(
+        json!({"type": "COMMAND", "graphId": graph, "command": create}),
+    ))
+    .await?;
+    // Wait until our node exists, reading what arrives meanwhile.
+    loop {
+        let Some(m) = rx.next().await else {
+            return Err(WsBenchError::Protocol("closed before start".into()));
+        };
+        if let Message::Text(t) = m? {
+            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+            if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
+                && v["operationId"] == format!("c{i}-init-0")
+            {
+                break;
+            }
+        }
+    }
+    ready.wait().await;
+    let tally_rx = tally.clone();
+    let reader = tokio::spawn(async move {
+        let mut last_version = 0u64;
+        while let Some(Ok(m)) = rx.next().await {
+            let Message::Text(t) = m else { continue };
+            let v: Value = match serde_json::from_str(&t) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let now = started.elapsed().as_micros() as u64;
+            match v["type"].as_str() {
+                Some("COMMAND_APPLIED") => {
+                    let version = v["version"].as_u64().unwrap_or(0);
+                    if version <= last_version {
+                        tally_rx.duplicated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_version = last_version.max(version);
+                    if let Some((client, t0)) = v["operationId"].as_str().and_then(decode_op) {
+                        let lat = now.saturating_sub(t0);
+                        if client == i {
+                            tally_rx.applied.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut l) = tally_rx.own.lock() {
+                                l.push(lat);
+                            }
+                        } else if let Ok(mut l) = tally_rx.others.lock() {
+                            l.push(lat);
+                        }
+                    }
+                }
+                Some("REVERT") => {
+                    if v["operationId"]
+                        .as_str()
+                        .and_then(decode_op)
+                        .is_some_and(|(c, _)| c == i)
+                    {
+                        tally_rx.reverted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Spread the clients' ticks over one interval.
+    tokio::time::sleep(every.mul_f64(i as f64 / 200.0 % 1.0)).await;
+    let begin = Instant::now();
+    let mut seq = 0u64;
+    while begin.elapsed() < duration {
+        tick.tick().await;
+        seq += 1;
+        let t0 = started.elapsed().as_micros() as u64;
+        let c = json!({"operationId": format!("c{i}-{seq}-{t0}"), "type": "UPDATE_NODE",
+            "payload": {"id": node, "patch": {"position": {"x": seq, "y": i}}}});
+        tx.send(send(
+            json!({"type": "COMMAND", "graphId": graph, "command": c}),
+        ))
+        .await?;
+        tally.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    // Drain: wait (bounded) for the outcomes of what everyone sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let done = tally.applied.load(Ordering::Relaxed) + tally.reverted.load(Ordering::Relaxed);
+        if done >= tally.sent.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reader.abort();
+    let _ = tx.close().await;
+    Ok(())
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct FanoutArgs {
+    #[arg(long, default_value = "ws://127.0.0.1:3000")]
+    pub url: String,
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Changes sent, one every 200 ms.
+    #[arg(long, default_value_t = 20)]
+    pub messages: usize,
+    /// PID of the gateway, to measure its memory per idle connection.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FanoutReport {
+    pub bench: &'static str,
+    pub subscribers: usize,
+    pub connected: usize,
+    pub messages: usize,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    pub latency_ms: Percentiles,
+    pub connect_s: f64,
+    /// Gateway resident memory growth per idle subscribed connection.
+    pub gateway_kib_per_connection: Option<f64>,
+}
+
+pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsBenchError> {
+    raise_fd_limit();
+    let auth = Auth::new(secret)?;
+    let base = ws_base(&args.url);
+    let graph = format!("fanout-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let token = auth.mint(
+        "fanout",
+        Graphs::All,
+        Role::Editor,
+        Duration::from_secs(3600),
+    )?;
+    let url = format!("{base}/ws?token={token}");
+    let started = Instant::now();
+    let rss_before = args.gateway_pid.and_then(rss_kib);
+    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(AtomicU64::new(0));
+    let mut subs = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let connect_started = Instant::now();
+    let (done_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    for _ in 0..args.subscribers {
+        let (url, graph, lat, delivered, connected, gate) = (
+            url.clone(),
+            graph.clone(),
+            latencies.clone(),
+            delivered.clone(),
+            connected.clone(),
+            gate.clone(),
+        );
+        let mut done = done_tx.subscribe();
+        subs.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let Ok((socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+                return;
+            };
+            let (mut tx, mut rx) = socket.split();
+            let sub =
+                json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}).to_string();
+            if tx.send(Message::Text(sub.into())).await.is_err() {
+                return;
+            }
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Text(t))) if t.contains("\"SYNC\"") => break,
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            connected.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            loop {
+                tokio::select! {
+                    _ = done.recv() => break,
+                    m = rx.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let now = started.elapsed().as_micros() as u64;
+                            if let Ok(v) = serde_json::from_str::<Value>(&t)
+                                && v["type"] == "COMMAND_APPLIED"
+                                && let Some((_, t0)) = v["operationId"].as_str().and_then(decode_op)
+                            {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                                if let Ok(mut l) = lat.lock() {
+                                    l.push(now.saturating_sub(t0));
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            let _ = tx.close().await;
+        });
+    }
+    // Wait until every subscriber is in (or stops making progress).
+    let mut last = (0, Instant::now());
+    loop {
+        let n = connected.load(Ordering::Relaxed) as usize;
+        if n >= args.subscribers {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_s = connect_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = args.gateway_pid.and_then(rss_kib);
+    let n = connected.load(Ordering::Relaxed) as usize;
+
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
+    let (mut tx, _rx) = socket.split();
+    for k in 0..args.messages {
+        let t0 = started.elapsed().as_micros() as u64;
+        let c = if k == 0 {
+            json!({"operationId": format!("c0-{k}-{t0}"), "type": "CREATE_NODE",
+                "payload": {"node": {"id": "n", "position": {"x": 0, "y": 0}}}})
+        } else {
+            json!({"operationId": format!("c0-{k}-{t0}"), "type": "UPDATE_NODE",
+                "payload": {"id": "n", "patch": {"position": {"x": k, "y": 0}}}})
+        };
+        tx.send(Message::Text(
+            json!({"type": "COMMAND", "graphId": graph, "command": c})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let expected = (n * args.messages) as u64;
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = done_tx.send(());
+    let list = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if n > 0 => Some((a.saturating_sub(b)) as f64 / n as f64),
+        _ => None,
+    };
+    subs.abort_all();
+    Ok(FanoutReport {
+        bench: "fanout",
+        subscribers: args.subscribers,
+        connected: n,
+        messages: args.messages,
+        deliveries_expected: expected,
+        deliveries: delivered.load(Ordering::Relaxed),
+        latency_ms: Percentiles::of(list.into_iter().map(Duration::from_micros).collect()),
+        connect_s,
+        gateway_kib_per_connection: per_conn,
+    })
+}
+
+/// Resident memory of a process, KiB (Linux /proc).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Lets this process open as many sockets as the hard limit allows.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
