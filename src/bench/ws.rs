@@ -289,14 +289,13 @@ async fn e2e_client(
                         }
                     }
                 }
-                Some("REVERT") => {
+                Some("REVERT")
                     if v["operationId"]
                         .as_str()
                         .and_then(decode_op)
-                        .is_some_and(|(c, _)| c == i)
-                    {
-                        tally_rx.reverted.fetch_add(1, Ordering::Relaxed);
-                    }
+                        .is_some_and(|(c, _)| c == i) =>
+                {
+                    tally_rx.reverted.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
