@@ -231,7 +231,7 @@ async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     let (mut tx, mut rx) = socket.split();
     let send = |v: Value| Message::Text(v.to_string().into());
     tx.send(send(
@@ -395,7 +395,9 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
         let mut done = done_tx.subscribe();
         subs.spawn(async move {
             let permit = gate.acquire_owned().await;
-            let Ok((socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            let Ok((socket, _)) =
+                tokio_tungstenite::connect_async_with_config(&url, None, true).await
+            else {
                 return;
             };
             let (mut tx, mut rx) = socket.split();
@@ -456,7 +458,7 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
     let rss_after = args.gateway_pid.and_then(rss_kib);
     let n = connected.load(Ordering::Relaxed) as usize;
 
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
     let (mut tx, _rx) = socket.split();
     for k in 0..args.messages {
         let t0 = started.elapsed().as_micros() as u64;

@@ -130,8 +130,17 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves `app` on `listener` until `shutdown` fires.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let shutdown = state.shutdown.clone();
     let router = app(state);
+    // Small frames must leave at once: with Nagle's algorithm a frame sent
+    // right after another (ACCEPTED, then COMMAND_APPLIED) waits for the
+    // client's delayed ACK, about 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
