@@ -511,3 +511,29 @@ async fn a_graph_whose_history_was_lost_comes_back_with_a_new_epoch() {
         "new epoch, history restarts"
     );
 }
+
+#[tokio::test]
+async fn undo_history_keeps_the_last_hundred_changes() {
+    let mut g = G::new(GraphSettings::default()).await;
+    for i in 0..105 {
+        g.send("alice", create_node(&format!("n{i}"), i)).await;
+    }
+    for k in 0..100 {
+        let o = g
+            .send("alice", json!({"type": "UNDO", "payload": {}}))
+            .await;
+        assert_eq!(code(&o), "APPLIED", "undo number {k}");
+    }
+    let o = g
+        .send("alice", json!({"type": "UNDO", "payload": {}}))
+        .await;
+    assert_eq!(
+        code(&o),
+        "INVALID",
+        "the 101st undo finds nothing: history is capped at 100"
+    );
+    // The five oldest creations were beyond the cap and stay.
+    let s = g.store.state("g1").await.unwrap();
+    let ids: Vec<&str> = s.nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["n0", "n1", "n2", "n3", "n4"]);
+}
