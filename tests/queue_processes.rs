@@ -292,3 +292,28 @@ async fn sigterm_drains_the_worker_and_hands_its_partitions_back() {
     .await;
     assert_logs_in_order_exactly_once(&env, 4, 5).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_worker_promptly_even_when_redis_is_gone() {
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::start().await;
+    let mut w = worker(&env, &[]);
+    eventually(
+        Duration::from_secs(20),
+        "worker owns every partition",
+        || async { lease_owners(&env).await.values().sum::<usize>() == PARTITIONS as usize },
+    )
+    .await;
+    env.server.stop();
+    let asked = std::time::Instant::now();
+    let status = w
+        .terminate(Duration::from_secs(20))
+        .expect("worker exits after SIGTERM without Redis");
+    assert!(status.success(), "{status:?}");
+    // Leases and registration simply expire; nothing waits on reconnects.
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+}

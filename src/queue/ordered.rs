@@ -69,13 +69,13 @@ pub(crate) async fn run<P: Processor>(ctx: Arc<Ctx<P>>) -> Result<(), QueueError
         tasks.abort_all();
     }
     release(&ctx, &mut conn, owned.keys().copied()).await;
-    let _: Result<Vec<String>, _> = SCRIPTS
-        .register_worker
+    let mut deregister = SCRIPTS.register_worker.prepare_invoke();
+    deregister
         .key(ctx.queue.keys().workers(ctx.queue.name()))
         .arg(&ctx.id)
-        .arg(0)
-        .invoke_async(&mut conn)
-        .await;
+        .arg(0);
+    let call = deregister.invoke_async::<Vec<String>>(&mut conn);
+    let _ = tokio::time::timeout(CLEANUP_DEADLINE, call).await;
     Ok(())
 }
 
@@ -162,17 +162,31 @@ async fn heartbeat<P: Processor>(
     Ok(())
 }
 
+/// Best-effort cleanup calls get this long: when Redis is gone, a lease
+/// expires by itself and shutdown must not wait on reconnect backoff.
+const CLEANUP_DEADLINE: Duration = Duration::from_millis(500);
+
 async fn release<P>(ctx: &Ctx<P>, conn: &mut ConnectionManager, parts: impl Iterator<Item = u16>) {
-    for p in parts {
-        let r: Result<u8, _> = SCRIPTS
-            .lease_release
-            .key(ctx.queue.keys().lease(ctx.queue.name(), p))
-            .arg(&ctx.id)
-            .invoke_async(conn)
-            .await;
-        if let Err(err) = r {
-            tracing::warn!(partition = p, %err, "could not release lease; it will expire");
-        }
+    let invocations: Vec<_> = parts
+        .map(|p| {
+            let mut inv = SCRIPTS.lease_release.prepare_invoke();
+            inv.key(ctx.queue.keys().lease(ctx.queue.name(), p))
+                .arg(&ctx.id);
+            inv
+        })
+        .collect();
+    if invocations.is_empty() {
+        return;
+    }
+    // One round trip, one deadline for all of them.
+    let mut pipe = redis::pipe();
+    for inv in &invocations {
+        pipe.invoke_script(inv).ignore();
+    }
+    match tokio::time::timeout(CLEANUP_DEADLINE, pipe.exec_async(conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "could not release leases; they will expire"),
+        Err(_) => tracing::warn!("redis did not answer; the leases will expire"),
     }
 }
 

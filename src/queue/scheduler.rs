@@ -84,7 +84,11 @@ pub(crate) async fn promote_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellat
     }
     loop {
         let mut next = interval;
-        match pipe.query_async::<Vec<(u64, i64)>>(&mut conn).await {
+        let reply = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = pipe.query_async::<Vec<(u64, i64)>>(&mut conn) => r,
+        };
+        match reply {
             Ok(replies) => {
                 for (moved, wait) in replies {
                     if moved as usize >= opts.batch_size {
@@ -112,15 +116,21 @@ pub(crate) async fn repeat_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellati
     let mut conn = ctx.queue.redis().conn();
     let mut tick = Duration::from_millis(opts.heartbeat_ms);
     loop {
-        let leader: Result<u8, _> = SCRIPTS
-            .lease_claim
+        let mut claim = SCRIPTS.lease_claim.prepare_invoke();
+        claim
             .key(keys.scheduler_leader(q))
             .arg(&ctx.id)
-            .arg(opts.lease_ttl_ms)
-            .invoke_async(&mut conn)
-            .await;
+            .arg(opts.lease_ttl_ms);
+        let leader = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = claim.invoke_async::<u8>(&mut conn) => r,
+        };
         if matches!(leader, Ok(1)) {
-            match run_due(&ctx.queue, &mut conn).await {
+            let due = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = run_due(&ctx.queue, &mut conn) => r,
+            };
+            match due {
                 Ok(shortest) => {
                     if let Some(every) = shortest {
                         tick = Duration::from_millis((every / 4).clamp(10, opts.heartbeat_ms));
@@ -130,12 +140,10 @@ pub(crate) async fn repeat_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellati
             }
         }
         if !sleep_or_stop(tick, &stop).await {
-            let _: Result<u8, _> = SCRIPTS
-                .lease_release
-                .key(keys.scheduler_leader(q))
-                .arg(&ctx.id)
-                .invoke_async(&mut conn)
-                .await;
+            let mut release = SCRIPTS.lease_release.prepare_invoke();
+            release.key(keys.scheduler_leader(q)).arg(&ctx.id);
+            let call = release.invoke_async::<u8>(&mut conn);
+            let _ = tokio::time::timeout(Duration::from_millis(500), call).await;
             return;
         }
     }

@@ -179,7 +179,12 @@ async fn watch_pause<P>(ctx: Arc<Ctx<P>>, tx: watch::Sender<bool>, stop: Cancell
     let every = Duration::from_millis(ctx.queue.options().pause_poll_ms);
     let mut conn = ctx.queue.redis().conn();
     loop {
-        let paused: Result<bool, _> = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await;
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&key);
+        let paused: Result<bool, _> = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = exists.query_async(&mut conn) => r,
+        };
         if let Ok(p) = paused {
             tx.send_if_modified(|old| std::mem::replace(old, p) != p);
         }
