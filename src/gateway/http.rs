@@ -129,12 +129,24 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// A rough guess in ms: a few ms per partition batch already waiting.
+/// A rough guess in ms from the backlog: a few ms, plus about 1 ms per 200
+/// jobs waiting. The backlog is read at most once a second (reading every
+/// partition's stats per request would cost more than the request).
 async fn estimated_ms(state: &AppState) -> u64 {
-    match state.commands.stats().await {
+    {
+        let cached = state.estimate.lock().expect("estimate lock");
+        if let Some((at, ms)) = *cached
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return ms;
+        }
+    }
+    let fresh = match state.commands.stats().await {
         Ok(s) => 5 + s.total(|p| p.lag) / 200,
         Err(_) => 5,
-    }
+    };
+    *state.estimate.lock().expect("estimate lock") = Some((std::time::Instant::now(), fresh));
+    fresh
 }
 
 async fn post_batch(

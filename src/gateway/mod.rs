@@ -89,6 +89,9 @@ pub struct Shared {
     /// Tells every socket to close with 1001.
     pub shutdown: CancellationToken,
     pub next_conn: AtomicU64,
+    /// Last `estimatedProcessingTime` and when it was computed. A std Mutex:
+    /// nothing is awaited while it is held.
+    pub estimate: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl AppState {
@@ -111,6 +114,7 @@ impl AppState {
                 redis,
                 shutdown,
                 next_conn: AtomicU64::new(1),
+                estimate: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -286,13 +290,11 @@ pub async fn accept(
             });
         }
     }
-    let outcome = state
-        .commands
-        .add(command_job(graph, &id.user, cmd))
-        .await?;
+    // The index write runs beside the enqueue: HSETNX never overwrites the
+    // worker's "processing", whichever lands first.
     let index = state.store.keys().operation(&cmd.operation_id);
-    let _: () = redis::pipe()
-        .cmd("HSETNX")
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSETNX")
         .arg(&index)
         .arg("status")
         .arg("pending")
@@ -300,9 +302,22 @@ pub async fn accept(
         .hset(&index, "graphId", graph)
         .ignore()
         .expire(&index, state.store.settings().op_ttl_s as i64)
-        .ignore()
-        .query_async(&mut state.redis.conn())
-        .await?;
+        .ignore();
+    let mut conn = state.redis.conn();
+    let (outcome, ()) = tokio::try_join!(
+        async {
+            state
+                .commands
+                .add(command_job(graph, &id.user, cmd))
+                .await
+                .map_err(AppError::from)
+        },
+        async {
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(AppError::from)
+        },
+    )?;
     Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
 }
 
