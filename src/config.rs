@@ -23,8 +23,6 @@ pub struct Config {
     pub prefix: String,
     /// HTTP/WebSocket listen address.
     pub bind: String,
-    /// "human" or "json".
-    pub log_format: String,
     /// Secret that signs access tokens (GRAPHQ_AUTH_SECRET). Never in a file
     /// that is committed; `graphq dev` makes one up when it is missing.
     #[serde(default)]
