@@ -363,3 +363,47 @@ async fn concurrent_editors_converge_to_the_same_state_and_checksum() {
     let report = s.store.verify("g1").await.unwrap();
     assert!(report.ok(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_get_heartbeats_and_silent_ones_are_closed() {
+    use futures_util::StreamExt;
+    let env = TestEnv::start().await;
+    let settings = GatewaySettings {
+        heartbeat_ms: 100,
+        idle_timeout_ms: 600,
+        ..GatewaySettings::default()
+    };
+    let s = Stack::start(&env, settings).await;
+    let mut c = client(&s, "quiet", Role::Viewer).await;
+    // The server's heartbeats arrive on their own.
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), c.socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["type"], "HEARTBEAT");
+            assert!(v["serverTime"].as_u64().unwrap() > 0);
+            heartbeats += 1;
+        }
+    }
+    // A client that keeps sending HEARTBEAT stays open past the idle timeout...
+    let mut talker = client(&s, "talker", Role::Viewer).await;
+    for _ in 0..8 {
+        talker.send(json!({"type": "HEARTBEAT"})).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    talker
+        .send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
+        .await;
+    assert_eq!(
+        talker.next_of("SYNC").await["status"],
+        "in_sync",
+        "still open after 1.2 s"
+    );
+    // ...while the silent one is closed with 4002.
+    assert_eq!(c.close_code(Duration::from_secs(5)).await, Some(4002));
+}

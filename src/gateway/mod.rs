@@ -50,8 +50,6 @@ pub struct GatewaySettings {
     pub presence_timeout_ms: u64,
     /// Commands per user across every gateway (RATE_LIMITED beyond).
     pub user_rate_limit: Option<RateLimit>,
-    /// Headers must arrive within this long, or the connection is dropped.
-    pub header_timeout_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -68,7 +66,6 @@ impl Default for GatewaySettings {
                 max: 200,
                 duration_ms: 1_000,
             }),
-            header_timeout_ms: 10_000,
         }
     }
 }
