@@ -407,3 +407,101 @@ async fn idle_sockets_get_heartbeats_and_silent_ones_are_closed() {
     // ...while the silent one is closed with 4002.
     assert_eq!(c.close_code(Duration::from_secs(5)).await, Some(4002));
 }
+
+/// Makes version `v` exist without publishing it, as if its notification
+/// was lost on the way (Redis restart, network blip).
+async fn silent_version(env: &TestEnv, v: u64, change: &str) {
+    let mut conn = env.conn();
+    let _: () = redis::pipe()
+        .hset(env.keys.graph_meta("g1"), "version", v)
+        .ignore()
+        .cmd("XADD")
+        .arg(env.keys.graph_log("g1"))
+        .arg(format!("{v}-0"))
+        .arg("operationId")
+        .arg(format!("lost-{v}"))
+        .arg("userId")
+        .arg("ghost")
+        .arg("type")
+        .arg("UPDATE_VIEWPORT")
+        .arg("timestamp")
+        .arg(0)
+        .arg("change")
+        .arg(change)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_filled_from_the_log_or_turns_into_a_reset() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("c1", "n1")}))
+        .await;
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 1);
+
+    // Version 2 happens without a notification; version 3 reveals the gap.
+    let change = r#"{"nodes":[],"edges":[],"removedNodes":[],"removedEdges":[],"undo":{"nodes":{},"edges":{}}}"#;
+    silent_version(&env, 2, change).await;
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("c3", "n3")}))
+        .await;
+    let filled = a.next_of("COMMAND_APPLIED").await;
+    assert_eq!(
+        filled["version"], 2,
+        "the missing version comes first, from the log"
+    );
+    assert_eq!(filled["operationId"], "lost-2");
+    assert_eq!(filled["command"], Value::Null);
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 3);
+
+    // Version 4 is lost and the log was trimmed past it: a reset.
+    silent_version(&env, 4, change).await;
+    let _: () = redis::cmd("XTRIM")
+        .arg(env.keys.graph_log("g1"))
+        .arg("MINID")
+        .arg("5-0")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("c5", "n5")}))
+        .await;
+    let sync = a.next_of("SYNC").await;
+    assert_eq!(sync["status"], "reset");
+    assert!(sync["version"].as_u64().unwrap() >= 5);
+    assert!(sync["state"]["nodes"].as_array().unwrap().len() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_reaches_the_sender_with_both_values() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("c1", "n1")}))
+        .await;
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 1);
+    assert_eq!(b.next_of("COMMAND_APPLIED").await["version"], 1);
+    let patch = |op: &str, color: &str, size: Option<i64>| {
+        let mut data = json!({"color": color});
+        if let Some(sz) = size {
+            data["size"] = json!(sz);
+        }
+        json!({"type": "COMMAND", "graphId": "g1", "command":
+            {"operationId": op, "type": "UPDATE_NODE", "baseVersion": 1, "payload": {"id": "n1", "patch": {"data": data}}}})
+    };
+    b.send(patch("b2", "blue", None)).await;
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 2);
+    // Alice, still at version 1, changes the same key and another one.
+    a.send(patch("a3", "red", Some(3))).await;
+    let c = a.next_of("CONFLICT").await;
+    assert_eq!(c["operationId"], "a3");
+    assert_eq!(c["field"], "/nodes/n1/data/color");
+    assert_eq!(c["clientValue"], "red");
+    assert_eq!(c["serverValue"], "blue");
+    assert_eq!(c["strategy"], "MERGE");
+    let state = s.store.state("g1").await.unwrap();
+    assert_eq!(state.nodes[0]["data"], json!({"color": "blue", "size": 3}));
+}

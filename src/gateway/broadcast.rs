@@ -752,7 +752,18 @@ impl Feed {
     async fn fill(&mut self, from: u64, to: u64) -> bool {
         let store = self.b.inner.store.clone();
         match store.changes_since(&self.graph, from, to - from).await {
-            Ok(ch) if !ch.too_old && ch.changes.len() as u64 >= to - from => {
+            // Exactly from+1..=to, in order; anything else (trimmed, a hole)
+            // is a gap the log cannot fill.
+            Ok(ch)
+                if !ch.too_old
+                    && ch.changes.len() as u64 >= to - from
+                    && ch
+                        .changes
+                        .iter()
+                        .take((to - from) as usize)
+                        .zip(from + 1..)
+                        .all(|(e, want)| e.version == want) =>
+            {
                 for entry in ch.changes.into_iter().take((to - from) as usize) {
                     let v = entry.version;
                     self.deliver(v, Arc::from(applied_from_log(&self.graph, &entry)));
