@@ -30,10 +30,14 @@ use crate::db::{Redis, now_ms};
 use crate::graph::{ChangeEntry, GraphStore};
 use crate::keys::Keys;
 
+/// A text frame. Shared by every subscriber it goes to: cloning it bumps a
+/// reference count instead of copying the text.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
 /// A frame queued for one socket.
 #[derive(Debug)]
 pub enum Outgoing {
-    Text(Arc<str>),
+    Text(Frame),
 }
 
 /// The broadcaster's handle on one WebSocket connection.
@@ -64,7 +68,7 @@ impl Conn {
     }
 
     /// Queues a frame; a full queue closes the connection with 4008.
-    pub fn send(&self, frame: Arc<str>) {
+    pub fn send(&self, frame: Frame) {
         if self.kick.is_cancelled() {
             return;
         }
@@ -74,7 +78,7 @@ impl Conn {
     }
 
     pub fn send_json(&self, v: &Value) {
-        self.send(Arc::from(v.to_string()));
+        self.send(Frame::from(v.to_string()));
     }
 
     pub fn close(&self, code: u16) {
@@ -283,7 +287,7 @@ impl Broadcaster {
             }));
         }
         for f in frames {
-            let f: Arc<str> = Arc::from(f.to_string());
+            let f = Frame::from(f.to_string());
             for c in &conns {
                 c.send(f.clone());
             }
@@ -685,7 +689,7 @@ impl Feed {
         store: &GraphStore,
         at: &ClientPosition,
         max: u64,
-    ) -> Result<(Arc<str>, u64), crate::graph::StoreError> {
+    ) -> Result<(Frame, u64), crate::graph::StoreError> {
         let g = &self.graph;
         // changes_since also says where the graph is now.
         let ch = store.changes_since(g, at.version.unwrap_or(0), max).await?;
@@ -701,12 +705,12 @@ impl Feed {
         };
         if status == "in_sync" {
             let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current, "status": "in_sync"});
-            return Ok((Arc::from(f.to_string()), current));
+            return Ok((Frame::from(f.to_string()), current));
         }
         if status == "behind" {
             let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current,
                 "status": "behind", "changes": ch.changes});
-            return Ok((Arc::from(f.to_string()), current));
+            return Ok((Frame::from(f.to_string()), current));
         }
         // Unknown, ahead, other epoch, or further behind than the log or cap
         // reaches: the full state.
@@ -719,7 +723,7 @@ impl Feed {
             state.json,
         );
         let version = state.version;
-        Ok((Arc::from(f), version))
+        Ok((Frame::from(f), version))
     }
 
     async fn on_note(&mut self, note: &Value) {
@@ -744,7 +748,7 @@ impl Feed {
             "version": v, "userId": note["userId"], "command": note["command"],
             "change": note["outcome"]["change"],
         });
-        self.deliver(v, Arc::from(frame.to_string()));
+        self.deliver(v, Frame::from(frame.to_string()));
     }
 
     /// Sends versions (from, to] from the log. Returns false when the log
@@ -766,7 +770,7 @@ impl Feed {
             {
                 for entry in ch.changes.into_iter().take((to - from) as usize) {
                     let v = entry.version;
-                    self.deliver(v, Arc::from(applied_from_log(&self.graph, &entry)));
+                    self.deliver(v, Frame::from(applied_from_log(&self.graph, &entry)));
                 }
                 true
             }
@@ -800,7 +804,7 @@ impl Feed {
         }
     }
 
-    fn deliver(&mut self, v: u64, frame: Arc<str>) {
+    fn deliver(&mut self, v: u64, frame: Frame) {
         for s in self.subs.values_mut() {
             if v == s.last + 1 {
                 s.conn.send(frame.clone());
@@ -829,7 +833,7 @@ impl Feed {
             json!({"type": "PRESENCE", "graphId": self.graph, "userId": user,
                 "cursor": note["cursor"], "selection": note["selection"]})
         };
-        let frame: Arc<str> = Arc::from(frame.to_string());
+        let frame = Frame::from(frame.to_string());
         for s in self.subs.values() {
             if s.conn.user != user {
                 s.conn.send(frame.clone());

@@ -170,7 +170,7 @@ async fn send_loop(
             _ = state.shutdown.cancelled() => { conn.close(1001); break }
             m = rx.recv() => match m {
                 Some(Outgoing::Text(t)) => {
-                    if sink.send(Message::Text(Utf8Bytes::from(t.as_ref()))).await.is_err() {
+                    if sink.send(Message::Text(t)).await.is_err() {
                         conn.kick.cancel();
                         return;
                     }
