@@ -505,3 +505,27 @@ async fn a_conflict_reaches_the_sender_with_both_values() {
     let state = s.store.state("g1").await.unwrap();
     assert_eq!(state.nodes[0]["data"], json!({"color": "blue", "size": 3}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_not_refreshed_in_time_is_announced_gone() {
+    let env = TestEnv::start().await;
+    let settings = GatewaySettings {
+        presence_timeout_ms: 600,
+        ..GatewaySettings::default()
+    };
+    let s = Stack::start(&env, settings).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": 1, "y": 1}}))
+        .await;
+    assert_eq!(b.next_of("PRESENCE").await["userId"], "alice");
+    // Alice stays connected but sends no presence: after the timeout she is gone.
+    let started = std::time::Instant::now();
+    let leave = b.next_of("PRESENCE_LEAVE").await;
+    assert_eq!(leave["userId"], "alice");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "not before the timeout"
+    );
+    a.send(json!({"type": "HEARTBEAT"})).await;
+}

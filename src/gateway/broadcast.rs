@@ -616,7 +616,10 @@ impl Feed {
         self.b
             .subscribe_channel(keys.presence_channel(&self.graph))
             .await;
-        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        let timeout = self.b.inner.settings.presence_timeout;
+        let mut sweep = tokio::time::interval(
+            (timeout / 3).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+        );
         loop {
             let cmd = tokio::select! {
                 c = rx.recv() => match c { Some(c) => c, None => return },

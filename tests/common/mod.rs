@@ -172,7 +172,7 @@ impl Stack {
         let auth = graphq::auth::Auth::new(SECRET).unwrap();
         let settings = BroadcastSettings {
             max_changes: 1000,
-            presence_timeout: Duration::from_secs(30),
+            presence_timeout: Duration::from_millis(gateway.presence_timeout_ms),
         };
         let broadcaster =
             Broadcaster::start(env.redis.clone(), store.clone(), settings, shutdown.clone())
