@@ -646,6 +646,12 @@ impl Feed {
                 }
                 FeedCmd::Unsubscribe { conn_id, user } => {
                     self.subs.remove(&conn_id);
+                    if self.subs.is_empty() {
+                        // Nobody to keep in order: the next subscriber's SYNC
+                        // sets the position afresh (a stale one would make it
+                        // fill, or even reset, for nothing).
+                        self.last = None;
+                    }
                     // Every gateway (this one included) forgets the user's
                     // presence when the leave note comes back.
                     if !self.subs.values().any(|s| s.conn.user == user)
