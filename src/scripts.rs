@@ -2,8 +2,8 @@
 //!
 //! Each script is loaded once per Redis (lazily, by SHA) and invoked with
 //! `EVALSHA`; [`redis::Script`] reloads it on `NOSCRIPT`, e.g. after a Redis
-//! restart. Pipelines cannot reload mid-flight, so [`Scripts::load_all`] runs
-//! before the first pipeline and again when one reports `NOSCRIPT`.
+//! restart. Pipelines cannot reload mid-flight: send them with
+//! [`query_pipeline`], which loads every script and resends on `NOSCRIPT`.
 
 use std::sync::LazyLock;
 
@@ -79,8 +79,25 @@ impl Scripts {
 }
 
 /// True when a pipeline failed because Redis forgot our scripts (restart, SCRIPT FLUSH).
-pub fn is_noscript(err: &redis::RedisError) -> bool {
+fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Sends a pipeline of script invocations; when Redis has forgotten the
+/// scripts, loads them all and sends the pipeline once more. Nothing ran the
+/// first time: every EVALSHA failed the same way.
+pub async fn query_pipeline<T, C>(pipe: &redis::Pipeline, conn: &mut C) -> redis::RedisResult<T>
+where
+    T: redis::FromRedisValue,
+    C: ConnectionLike,
+{
+    match pipe.query_async(conn).await {
+        Err(e) if is_noscript(&e) => {
+            SCRIPTS.load_all(conn).await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -974,3 +974,32 @@ async fn purge_empties_every_dead_letter_stream_of_the_queue() {
     assert!(dlq.list(100).await.unwrap().is_empty());
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_forgotten_by_redis_are_loaded_again() {
+    let env = TestEnv::start().await;
+    let q = env.queue("commands", ordered(2));
+    q.add(NewJob::new("x", "").key("g")).await.unwrap();
+    let w = start(&q, FnProcessor(|_job| async { Ok(()) }));
+    eventually(Duration::from_secs(5), "first job", || async {
+        processed(&w) == 1
+    })
+    .await;
+    // As after a Redis restart: the script cache is empty.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..10)
+        .map(|i| NewJob::new("x", "").key(format!("g{i}")))
+        .collect();
+    q.add_bulk(jobs)
+        .await
+        .expect("the enqueue pipeline reloads the scripts");
+    eventually(Duration::from_secs(10), "the worker goes on", || async {
+        processed(&w) == 11
+    })
+    .await;
+    w.shutdown().await;
+}

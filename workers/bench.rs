@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::db::Redis;
 use crate::keys::Keys;
 use crate::queue::{Job, JobError};
-use crate::scripts::{SCRIPTS, is_noscript};
+use crate::scripts::{SCRIPTS, query_pipeline};
 
 pub const BENCH_NOOP: &str = "bench.noop";
 pub const BENCH_APPLY: &str = "bench.apply";
@@ -102,19 +102,13 @@ impl BenchHandler {
         for inv in &invocations {
             pipe.invoke_script(inv);
         }
-        let mut conn = self.redis.conn();
-        let mut reply: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut conn).await;
-        if matches!(&reply, Err(e) if is_noscript(e)) {
-            reply = match SCRIPTS.load_all(&mut conn).await {
-                Ok(()) => pipe.query_async(&mut conn).await,
-                Err(e) => Err(e),
-            };
-        }
-        Some(match reply {
-            Ok(_) => jobs.iter().map(|_| Ok(())).collect(),
-            // Part of the pipeline may have run; the script is idempotent, so
-            // the engine retries from the first job.
-            Err(e) => vec![Err(redis_error(e))],
-        })
+        Some(
+            match query_pipeline::<Vec<u64>, _>(&pipe, &mut self.redis.conn()).await {
+                Ok(_) => jobs.iter().map(|_| Ok(())).collect(),
+                // Part of the pipeline may have run; the script is idempotent, so
+                // the engine retries from the first job.
+                Err(e) => vec![Err(redis_error(e))],
+            },
+        )
     }
 }

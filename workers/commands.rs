@@ -15,7 +15,7 @@ use crate::db::now_ms;
 use crate::graph::command::{self, Command, is_entity_id, is_graph_id};
 use crate::graph::{ApplyContext, GraphStore, Outcome};
 use crate::queue::{Job, JobError, NewJob, Queue};
-use crate::scripts::{SCRIPTS, is_noscript};
+use crate::scripts::query_pipeline;
 
 use super::bench::redis_error;
 
@@ -222,15 +222,7 @@ impl CommandsHandler {
         let outcomes: Vec<String> = if ready.is_empty() {
             Vec::new()
         } else {
-            let mut conn = self.store_conn();
-            let mut reply: redis::RedisResult<Vec<String>> = pipe.query_async(&mut conn).await;
-            if matches!(&reply, Err(e) if is_noscript(e)) {
-                reply = match SCRIPTS.load_all(&mut conn).await {
-                    Ok(()) => pipe.query_async(&mut conn).await,
-                    Err(e) => Err(e),
-                };
-            }
-            match reply {
+            match query_pipeline::<Vec<String>, _>(&pipe, &mut self.store_conn()).await {
                 Ok(o) => o,
                 // Part of the pipeline may have run; apply is idempotent per
                 // operation id, so the engine retries from the first job.

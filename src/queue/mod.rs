@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Redis, now_ms};
 use crate::keys::Keys;
-use crate::scripts::{SCRIPTS, is_noscript};
+use crate::scripts::{SCRIPTS, query_pipeline};
 
 pub use dlq::{DeadLetter, DeadLetters};
 pub use events::{CounterSnapshot, Counters, EventsMode, JobEvent, JobEventKind};
@@ -293,16 +293,8 @@ impl Queue {
         for inv in &invocations {
             pipe.invoke_script(inv);
         }
-        let mut conn = self.inner.redis.conn();
-        let replies: Vec<(String, String)> = match pipe.query_async(&mut conn).await {
-            Ok(r) => r,
-            Err(e) if is_noscript(&e) => {
-                // Nothing ran: every EVALSHA failed the same way. Load and resend.
-                SCRIPTS.load_all(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let replies: Vec<(String, String)> =
+            query_pipeline(&pipe, &mut self.inner.redis.conn()).await?;
         Ok(replies
             .into_iter()
             .zip(ids)

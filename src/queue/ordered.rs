@@ -127,14 +127,7 @@ async fn heartbeat<P: Processor>(
     for inv in &invocations {
         pipe.invoke_script(inv);
     }
-    let held: Vec<u8> = match pipe.query_async(conn).await {
-        Ok(h) => h,
-        Err(e) if crate::scripts::is_noscript(&e) => {
-            SCRIPTS.load_all(conn).await?;
-            pipe.query_async(conn).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let held: Vec<u8> = crate::scripts::query_pipeline(&pipe, conn).await?;
     for (p, ok) in wanted.into_iter().zip(held) {
         match (owned.get(&p), ok == 1) {
             (Some(o), false) => {

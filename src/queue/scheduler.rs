@@ -86,7 +86,7 @@ pub(crate) async fn promote_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellat
         let mut next = interval;
         let reply = tokio::select! {
             _ = stop.cancelled() => return,
-            r = pipe.query_async::<Vec<(u64, i64)>>(&mut conn) => r,
+            r = crate::scripts::query_pipeline::<Vec<(u64, i64)>, _>(&pipe, &mut conn) => r,
         };
         match reply {
             Ok(replies) => {
@@ -97,9 +97,6 @@ pub(crate) async fn promote_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellat
                         next = next.min(Duration::from_millis(wait as u64));
                     }
                 }
-            }
-            Err(e) if crate::scripts::is_noscript(&e) => {
-                let _ = SCRIPTS.load_all(&mut conn).await;
             }
             Err(err) => tracing::debug!(%err, "promotion failed, retrying"),
         }
