@@ -68,12 +68,7 @@ impl Redis {
     ) -> RedisResult<ConnectionManager> {
         let sep = if self.url.contains('?') { '&' } else { '?' };
         let client = Client::open(format!("{}{sep}protocol=resp3", self.url))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(6)
+        let config = manager_config(Some(RESPONSE_TIMEOUT))
             .set_push_sender(push)
             .set_automatic_resubscription();
         ConnectionManager::new_with_config(client, config).await
@@ -87,13 +82,17 @@ impl Redis {
 }
 
 async fn manager(client: &Client, timeout: Option<Duration>) -> RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(timeout)
+    ConnectionManager::new_with_config(client.clone(), manager_config(timeout)).await
+}
+
+/// Timeouts and reconnect backoff shared by every connection graphq opens.
+fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(response_timeout)
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_secs(2))
-        .set_number_of_retries(6);
-    ConnectionManager::new_with_config(client.clone(), config).await
+        .set_number_of_retries(6)
 }
 
 /// Milliseconds since the Unix epoch by this machine's clock.

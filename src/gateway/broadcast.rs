@@ -302,20 +302,8 @@ impl Broadcaster {
 
     /// A socket of `conn.user` is open: it hears the user's reverts.
     pub async fn register(&self, conn: Arc<Conn>) {
-        let first = {
-            let mut users = self.inner.users.lock().expect("users lock");
-            let u = users.entry(conn.user.clone()).or_insert_with(|| UserRef {
-                conns: HashMap::new(),
-                waiters: 0,
-            });
-            let first = u.conns.is_empty() && u.waiters == 0;
-            u.conns.insert(conn.id, conn.clone());
-            first
-        };
-        if first {
-            self.subscribe_channel(self.inner.keys.user_channel(&conn.user))
-                .await;
-        }
+        let user = conn.user.clone();
+        self.hold_user(&user, Some(conn)).await;
     }
 
     /// The socket closed: it leaves every graph and its user's channel.
@@ -323,14 +311,48 @@ impl Broadcaster {
         for g in graphs {
             self.unsubscribe(conn, g).await;
         }
+        self.release_user(&conn.user, Some(conn.id)).await;
+    }
+
+    /// Takes a reference on a user's channel for a socket (or, with None, a
+    /// waiter); the first one subscribes it.
+    async fn hold_user(&self, user: &str, conn: Option<Arc<Conn>>) {
+        let first = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            let u = users.entry(user.to_string()).or_insert_with(|| UserRef {
+                conns: HashMap::new(),
+                waiters: 0,
+            });
+            let first = u.conns.is_empty() && u.waiters == 0;
+            match conn {
+                Some(c) => {
+                    u.conns.insert(c.id, c);
+                }
+                None => u.waiters += 1,
+            }
+            first
+        };
+        if first {
+            self.subscribe_channel(self.inner.keys.user_channel(user))
+                .await;
+        }
+    }
+
+    /// Drops what [`Self::hold_user`] took; the last one unsubscribes.
+    async fn release_user(&self, user: &str, conn_id: Option<u64>) {
         let last = {
             let mut users = self.inner.users.lock().expect("users lock");
-            match users.get_mut(&conn.user) {
+            match users.get_mut(user) {
                 Some(u) => {
-                    u.conns.remove(&conn.id);
+                    match conn_id {
+                        Some(id) => {
+                            u.conns.remove(&id);
+                        }
+                        None => u.waiters = u.waiters.saturating_sub(1),
+                    }
                     let last = u.conns.is_empty() && u.waiters == 0;
                     if last {
-                        users.remove(&conn.user);
+                        users.remove(user);
                     }
                     last
                 }
@@ -338,7 +360,7 @@ impl Broadcaster {
             }
         };
         if last {
-            self.unsubscribe_channel(self.inner.keys.user_channel(&conn.user))
+            self.unsubscribe_channel(self.inner.keys.user_channel(user))
                 .await;
         }
     }
@@ -474,19 +496,7 @@ impl Broadcaster {
     /// it (the graph's feed, the user's channel) before the caller queues it.
     pub async fn waiter(&self, graph: &str, user: &str, operation_id: &str) -> Waiter {
         self.acquire_feed(graph).await;
-        let first = {
-            let mut users = self.inner.users.lock().expect("users lock");
-            let u = users.entry(user.to_string()).or_insert_with(|| UserRef {
-                conns: HashMap::new(),
-                waiters: 0,
-            });
-            u.waiters += 1;
-            u.conns.is_empty() && u.waiters == 1
-        };
-        if first {
-            self.subscribe_channel(self.inner.keys.user_channel(user))
-                .await;
-        }
+        self.hold_user(user, None).await;
         let (tx, rx) = oneshot::channel();
         self.inner
             .waiters
@@ -513,31 +523,7 @@ impl Broadcaster {
         if self.release_feed(graph) {
             self.stop_feed_channels(graph).await;
         }
-        let last = {
-            let mut users = self.inner.users.lock().expect("users lock");
-            match users.get_mut(user) {
-                Some(u) => {
-                    u.waiters = u.waiters.saturating_sub(1);
-                    let last = u.conns.is_empty() && u.waiters == 0;
-                    if last {
-                        users.remove(user);
-                    }
-                    last
-                }
-                None => false,
-            }
-        };
-        if last {
-            self.unsubscribe_channel(self.inner.keys.user_channel(user))
-                .await;
-        }
-    }
-
-    /// Sockets and graphs this gateway serves right now (for metrics).
-    pub fn counts(&self) -> (usize, usize) {
-        let graphs = self.inner.feeds.lock().expect("feeds lock").len();
-        let users = self.inner.users.lock().expect("users lock");
-        (users.values().map(|u| u.conns.len()).sum(), graphs)
+        self.release_user(user, None).await;
     }
 }
 
