@@ -214,20 +214,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Graph { action } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
-            let store = GraphStore::new(
-                redis,
-                Keys::new(config.prefix.clone()),
-                config.graph.clone(),
-            );
+            let store = graph_store(&config, redis);
             graph(&store, action).await
         }
         Command::Op { operation_id } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
-            let store = GraphStore::new(
-                redis,
-                Keys::new(config.prefix.clone()),
-                config.graph.clone(),
-            );
+            let store = graph_store(&config, redis);
             let status = store
                 .operation(&operation_id)
                 .await?
@@ -309,6 +301,14 @@ async fn connect(url: &str, patience: Duration) -> Result<Redis, CliError> {
         })
 }
 
+fn graph_store(config: &Config, redis: Redis) -> GraphStore {
+    GraphStore::new(
+        redis,
+        Keys::new(config.prefix.clone()),
+        config.graph.clone(),
+    )
+}
+
 fn queue(config: &Config, redis: &Redis, name: &str) -> Result<Queue, CliError> {
     let opts = config.queues.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.queues.keys().map(String::as_str).collect();
@@ -334,8 +334,7 @@ pub async fn run_workers(
     } else {
         only.to_vec()
     };
-    let keys = Keys::new(config.prefix.clone());
-    let store = GraphStore::new(redis.clone(), keys, config.graph.clone());
+    let store = graph_store(config, redis.clone());
     let mut processor = GraphqProcessor::new(store);
     if config.queues.contains_key("analytics") {
         let analytics = queue(config, &redis, "analytics")?;
@@ -367,8 +366,7 @@ pub async fn run_gateway(
     auth: crate::auth::Auth,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
-    let keys = Keys::new(config.prefix.clone());
-    let store = GraphStore::new(redis.clone(), keys, config.graph.clone());
+    let store = graph_store(config, redis.clone());
     let commands = queue(config, &redis, "commands")?;
     let broadcaster = crate::gateway::Broadcaster::start(
         redis.clone(),

@@ -120,21 +120,16 @@ impl Job {
 
     /// The stream-entry fields of this job, with `attempts` as given.
     pub(crate) fn fields(&self, attempts: u32) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            ("id", self.id.clone()),
-            ("name", self.name.clone()),
-            ("data", self.data.clone()),
-            ("priority", self.priority.as_str().to_string()),
-            ("attempts", attempts.to_string()),
-            ("ts", self.enqueued_at.to_string()),
-        ];
-        if let Some(k) = &self.key {
-            f.push(("key", k.clone()));
-        }
-        if let Some(k) = &self.rate_key {
-            f.push(("rk", k.clone()));
-        }
-        f
+        entry_fields(
+            &self.id,
+            &self.name,
+            &self.data,
+            self.priority,
+            attempts,
+            self.enqueued_at,
+            self.key.as_deref(),
+            self.rate_key.as_deref(),
+        )
     }
 
     /// Decodes a stream entry. Entries written by hand (redis-cli) may lack
@@ -165,19 +160,43 @@ impl Job {
 
 /// Fields of a new job as they go into a stream entry.
 pub(crate) fn new_job_fields(job: &NewJob, id: &str, now_ms: u64) -> Vec<(&'static str, String)> {
+    entry_fields(
+        id,
+        &job.name,
+        &job.data,
+        job.priority,
+        0,
+        now_ms,
+        job.key.as_deref(),
+        job.rate_key.as_deref(),
+    )
+}
+
+/// The one layout of a job in a stream entry; [`Job::from_entry`] reads it back.
+#[allow(clippy::too_many_arguments)]
+fn entry_fields(
+    id: &str,
+    name: &str,
+    data: &str,
+    priority: Priority,
+    attempts: u32,
+    ts: u64,
+    key: Option<&str>,
+    rate_key: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("id", id.to_string()),
-        ("name", job.name.clone()),
-        ("data", job.data.clone()),
-        ("priority", job.priority.as_str().to_string()),
-        ("attempts", "0".to_string()),
-        ("ts", now_ms.to_string()),
+        ("name", name.to_string()),
+        ("data", data.to_string()),
+        ("priority", priority.as_str().to_string()),
+        ("attempts", attempts.to_string()),
+        ("ts", ts.to_string()),
     ];
-    if let Some(k) = &job.key {
-        f.push(("key", k.clone()));
+    if let Some(k) = key {
+        f.push(("key", k.to_string()));
     }
-    if let Some(k) = &job.rate_key {
-        f.push(("rk", k.clone()));
+    if let Some(k) = rate_key {
+        f.push(("rk", k.to_string()));
     }
     f
 }
