@@ -149,10 +149,10 @@ impl CommandsHandler {
         Ok(())
     }
 
-    async fn after(&self, ctx: &ApplyContext, outcome: &Outcome) {
-        let (Some((analytics, every)), Outcome::Applied { version, .. }) =
-            (&self.snapshots, outcome)
-        else {
+    /// Queues a snapshot when an applied command reached a multiple of
+    /// `snapshot_every`.
+    async fn after(&self, ctx: &ApplyContext, applied_version: Option<u64>) {
+        let (Some((analytics, every)), Some(version)) = (&self.snapshots, applied_version) else {
             return;
         };
         if version % every == 0 {
@@ -183,7 +183,11 @@ impl CommandsHandler {
                     .apply(&ctx, &cmd)
                     .await
                     .map_err(|e| JobError::Retry(e.to_string()))?;
-                self.after(&ctx, &outcome).await;
+                let version = match outcome {
+                    Outcome::Applied { version, .. } => Some(version),
+                    _ => None,
+                };
+                self.after(&ctx, version).await;
                 Ok(())
             }
         }
@@ -202,7 +206,7 @@ impl CommandsHandler {
                 ready.push(i);
             }
         }
-        let keys = self.store_keys();
+        let keys = self.store.keys();
         for (n, &i) in ready.iter().enumerate() {
             let Prepared::Ready(r) = &prepared[i] else {
                 continue;
@@ -222,7 +226,7 @@ impl CommandsHandler {
         let outcomes: Vec<String> = if ready.is_empty() {
             Vec::new()
         } else {
-            match query_pipeline::<Vec<String>, _>(&pipe, &mut self.store_conn()).await {
+            match query_pipeline::<Vec<String>, _>(&pipe, &mut self.store.redis().conn()).await {
                 Ok(o) => o,
                 // Part of the pipeline may have run; apply is idempotent per
                 // operation id, so the engine retries from the first job.
@@ -240,10 +244,10 @@ impl CommandsHandler {
                     results.push(self.reject(job, graph_id, user_id, message).await);
                 }
                 Prepared::Ready(r) => {
-                    if let Some(Ok(outcome)) =
-                        outcomes.next().map(|o| crate::graph::parse_outcome(&o))
-                    {
-                        self.after(&r.0, &outcome).await;
+                    let outcome = outcomes.next();
+                    if self.snapshots.is_some() {
+                        self.after(&r.0, outcome.as_deref().and_then(applied_version))
+                            .await;
                     }
                     results.push(Ok(()));
                 }
@@ -277,12 +281,33 @@ impl CommandsHandler {
             tracing::error!(%err, job_id = %job.id, "could not answer a dead-lettered command");
         }
     }
+}
 
-    fn store_keys(&self) -> &crate::keys::Keys {
-        self.store.keys()
+/// The version of an applied outcome, read without building the change: the
+/// pipelined path only needs it for the snapshot cadence.
+fn applied_version(outcome: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Head {
+        status: String,
+        version: Option<u64>,
     }
+    let head: Head = serde_json::from_str(outcome).ok()?;
+    (head.status == "applied").then_some(head.version).flatten()
+}
 
-    fn store_conn(&self) -> redis::aio::ConnectionManager {
-        self.store.redis().conn()
+#[cfg(test)]
+mod tests {
+    use super::applied_version;
+
+    #[test]
+    fn the_version_of_an_applied_outcome_is_read_without_the_change() {
+        let applied = r#"{"status":"applied","version":12,"change":{"nodes":[{"version":3}]},"conflicts":[]}"#;
+        assert_eq!(applied_version(applied), Some(12));
+        let reverted =
+            r#"{"status":"reverted","code":"NOT_FOUND","message":"m","current":{},"conflicts":[]}"#;
+        assert_eq!(applied_version(reverted), None);
+        let duplicate = r#"{"status":"duplicate","stored":{"status":"applied","version":4}}"#;
+        assert_eq!(applied_version(duplicate), None);
+        assert_eq!(applied_version("not json"), None);
     }
 }

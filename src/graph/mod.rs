@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use command::{Command, Op, Rejection};
-pub use store::{
-    Changes, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport, parse_outcome,
-};
+pub use store::{Changes, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport};
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -658,6 +658,6 @@ fn change_entry(id: &str, fields: Vec<(String, String)>) -> Result<ChangeEntry, 
 }
 
 /// Parses what apply_command.lua returns.
-pub fn parse_outcome(raw: &str) -> Result<Outcome, StoreError> {
+fn parse_outcome(raw: &str) -> Result<Outcome, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outcome {raw}: {e}")))
 }
