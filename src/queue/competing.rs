@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::scripts::SCRIPTS;
 
-use super::worker::{Ctx, Processor, ensure_group, is_nogroup, parse_reclaimed, sleep_or_stop};
+use super::worker::{Ctx, Processor, ensure_group, is_nogroup, sleep_or_stop};
 use super::{GROUP, Job, JobError, JobEventKind, Priority, QueueError, limiter};
 
 /// Entries this worker is running, per stream, so their claims can be refreshed.
@@ -233,35 +233,11 @@ async fn reclaim<P: Processor>(
     p: u16,
     want: usize,
 ) -> Result<Vec<(String, Job)>, QueueError> {
-    let opts = ctx.queue.options();
-    let keys = ctx.queue.keys();
-    let q = ctx.queue.name();
+    let idle = ctx.queue.options().stall_timeout_ms;
     let mut out = Vec::new();
     for stream in streams {
-        let raw: Value = SCRIPTS
-            .reclaim
-            .key(stream)
-            .key(keys.attempts(q, p))
-            .key(keys.counters(q, p))
-            .key(keys.events(q, p))
-            .arg(GROUP)
-            .arg(&ctx.id)
-            .arg(opts.stall_timeout_ms)
-            .arg(want)
-            .arg(opts.events_max_len)
-            .invoke_async(conn)
-            .await?;
-        let (entries, attempts) = parse_reclaimed(&raw);
-        for job in ctx.decode(conn, stream, p, entries, &attempts).await {
-            ctx.emit(&job.id, p, JobEventKind::Stalled);
-            if opts.retry.allows_retry(job.attempts_made) {
-                out.push((stream.clone(), job));
-            } else {
-                let error = "gave up: its worker stopped while processing it";
-                ctx.dead_letter(conn, stream, &job, error, job.attempts_made)
-                    .await?;
-            }
-        }
+        let jobs = ctx.reclaim(conn, stream, p, idle, want).await?;
+        out.extend(jobs.into_iter().map(|j| (stream.clone(), j)));
     }
     if out.is_empty() {
         return read(ctx, conn, streams, p, want).await;

@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
 use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use tokio::sync::Semaphore;
@@ -21,9 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::scripts::SCRIPTS;
 
-use super::worker::{
-    Ctx, Processor, Settled, ensure_group, is_nogroup, parse_reclaimed, sleep_or_stop,
-};
+use super::worker::{Ctx, Processor, Settled, ensure_group, is_nogroup, sleep_or_stop};
 use super::{GROUP, Job, JobError, JobEventKind, Priority, QueueError, assign, limiter};
 
 /// A partition this worker runs.
@@ -256,36 +253,8 @@ async fn reclaim<P: Processor>(
     stream: &str,
     p: u16,
 ) -> Result<Vec<Job>, QueueError> {
-    let opts = ctx.queue.options();
-    let keys = ctx.queue.keys();
-    let q = ctx.queue.name();
-    let raw: Value = SCRIPTS
-        .reclaim
-        .key(stream)
-        .key(keys.attempts(q, p))
-        .key(keys.counters(q, p))
-        .key(keys.events(q, p))
-        .arg(GROUP)
-        .arg(&ctx.id)
-        .arg(0)
-        .arg(opts.batch_size)
-        .arg(opts.events_max_len)
-        .invoke_async(conn)
-        .await?;
-    let (entries, attempts) = parse_reclaimed(&raw);
-    let jobs = ctx.decode(conn, stream, p, entries, &attempts).await;
-    let mut runnable = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        ctx.emit(&job.id, p, JobEventKind::Stalled);
-        if opts.retry.allows_retry(job.attempts_made) {
-            runnable.push(job);
-        } else {
-            let error = "gave up: its worker stopped while processing it".to_string();
-            ctx.dead_letter(conn, stream, &job, &error, job.attempts_made)
-                .await?;
-        }
-    }
-    Ok(runnable)
+    let batch = ctx.queue.options().batch_size;
+    ctx.reclaim(conn, stream, p, 0, batch).await
 }
 
 async fn read_new<P: Processor>(

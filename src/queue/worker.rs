@@ -380,6 +380,52 @@ impl<P: Processor> Ctx<P> {
         jobs
     }
 
+    /// Takes over up to `count` entries of `stream` pending for at least
+    /// `min_idle_ms` with another consumer (a takeover counts as an attempt).
+    /// Jobs whose attempts are spent go to the dead-letter stream; the rest
+    /// are returned to run again.
+    pub async fn reclaim(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        partition: u16,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<Job>, QueueError> {
+        let opts = self.queue.options();
+        let keys = self.queue.keys();
+        let q = self.queue.name();
+        let raw: Value = SCRIPTS
+            .reclaim
+            .key(stream)
+            .key(keys.attempts(q, partition))
+            .key(keys.counters(q, partition))
+            .key(keys.events(q, partition))
+            .arg(GROUP)
+            .arg(&self.id)
+            .arg(min_idle_ms)
+            .arg(count)
+            .arg(opts.events_max_len)
+            .invoke_async(conn)
+            .await?;
+        let (entries, attempts) = parse_reclaimed(&raw);
+        let jobs = self
+            .decode(conn, stream, partition, entries, &attempts)
+            .await;
+        let mut runnable = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            self.emit(&job.id, partition, JobEventKind::Stalled);
+            if opts.retry.allows_retry(job.attempts_made) {
+                runnable.push(job);
+            } else {
+                let error = "gave up: its worker stopped while processing it";
+                self.dead_letter(conn, stream, &job, error, job.attempts_made)
+                    .await?;
+            }
+        }
+        Ok(runnable)
+    }
+
     /// A random number in [0, 1) for backoff jitter.
     pub fn jitter() -> f64 {
         rand::random::<f64>()
@@ -433,7 +479,7 @@ pub(crate) async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool
 }
 
 /// Parses a reply of `reclaim.lua`: `{cursor, {{id, {k, v, ...}, attempts}, ...}}`.
-pub(crate) fn parse_reclaimed(v: &Value) -> (Vec<StreamId>, HashMap<String, u32>) {
+fn parse_reclaimed(v: &Value) -> (Vec<StreamId>, HashMap<String, u32>) {
     let mut entries = Vec::new();
     let mut attempts = HashMap::new();
     let Value::Array(top) = v else {
