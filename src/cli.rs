@@ -426,6 +426,7 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
             s
         }
     };
+    config.gateway.dev_tokens = true;
     let auth = crate::auth::Auth::new(&secret)?;
     let token = auth.mint(
         "dev",

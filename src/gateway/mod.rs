@@ -8,6 +8,7 @@
 
 pub mod broadcast;
 mod http;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -50,6 +51,10 @@ pub struct GatewaySettings {
     pub presence_timeout_ms: u64,
     /// Commands per user across every gateway (RATE_LIMITED beyond).
     pub user_rate_limit: Option<RateLimit>,
+    /// `POST /api/v2/dev/token` mints tokens for the demo page. Only
+    /// `graphq dev` turns this on; it is never read from configuration.
+    #[serde(skip)]
+    pub dev_tokens: bool,
 }
 
 impl Default for GatewaySettings {
@@ -66,6 +71,7 @@ impl Default for GatewaySettings {
                 max: 200,
                 duration_ms: 1_000,
             }),
+            dev_tokens: false,
         }
     }
 }
@@ -126,7 +132,9 @@ impl std::ops::Deref for AppState {
 
 /// The router: HTTP API, WebSocket endpoints, health.
 pub fn app(state: AppState) -> Router {
-    http::routes().merge(ws::routes()).with_state(state)
+    http::routes()
+        .merge(ws::routes())
+        .merge(web::routes()).with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` fires.

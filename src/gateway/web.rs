@@ -1,0 +1,113 @@
+//! The demo editor and its JavaScript client (`web/`), compiled into the
+//! binary and served at `/`, plus the demo's token endpoint, which only
+//! `graphq dev` turns on (SPEC §6: other modes never mint tokens).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Graphs, Role};
+
+use super::{AppError, AppState};
+
+/// Path, content type and text of every file under `web/` that is served.
+const FILES: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/graphq-client.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/graphq-client.js"),
+    ),
+    (
+        "/editor.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/editor.js"),
+    ),
+    (
+        "/editor.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/editor.css"),
+    ),
+];
+
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new().route("/api/v2/dev/token", post(dev_token));
+    for &(path, content_type, text) in FILES {
+        router = router.route(
+            path,
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, content_type),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    text,
+                )
+            }),
+        );
+    }
+    router
+}
+
+#[derive(Deserialize)]
+struct DevTokenRequest {
+    user: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// `POST /api/v2/dev/token {"user", "role"?}` → `{"token", "userId"}`: an
+/// editor (or viewer) token for every graph, valid for 24 hours. 404 unless
+/// the gateway runs under `graphq dev`.
+async fn dev_token(
+    State(state): State<AppState>,
+    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !state.settings.dev_tokens {
+        return AppError::NotFound("no such route".into()).into_response();
+    }
+    let Ok(Json(req)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "INVALID_JSON",
+                "message": "expected {\"user\": NAME, \"role\"?: \"editor\"|\"viewer\"}"}})),
+        )
+            .into_response();
+    };
+    let role = match req.role.as_deref() {
+        None | Some("editor") => Role::Editor,
+        Some("viewer") => Role::Viewer,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "INVALID_FIELD", "field": "role",
+                    "message": "role is editor or viewer"}})),
+            )
+                .into_response();
+        }
+    };
+    match state.auth.mint(
+        &req.user,
+        Graphs::All,
+        role,
+        Duration::from_secs(24 * 3600),
+    ) {
+        Ok(token) => Json(json!({"token": token, "userId": req.user})).into_response(),
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "INVALID_FIELD", "field": "user",
+                "message": err.to_string()}})),
+        )
+            .into_response(),
+    }
+}
