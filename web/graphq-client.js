@@ -1,1 +1,939 @@
+/**
+ * The graphq JavaScript client: one WebSocket, one graph, optimistic edits.
+ *
+ * An ES module with no dependencies and no build step; it runs in any
+ * browser and in Node.js (pass a `WebSocket` implementation there when the
+ * runtime has none). The API is documented in docs/client.md.
+ *
+ * The client keeps two things: the *confirmed* graph, exactly as the server
+ * announced it up to one `(epoch, version)`, and a queue of *pending*
+ * commands this client sent (or will send) whose outcome it has not heard.
+ * What it shows, the *view*, is the confirmed graph with every pending
+ * command applied on top, in the order they were made. Every message from
+ * the server changes the confirmed graph or the queue, and the view is
+ * rebuilt from the two, so a remote change lands *under* local edits (they
+ * are rebased on it) and a revert simply drops its command.
+ *
+ * Protocol: docs/protocol.md (WebSocket §5 of the SPEC).
+ *
+ * @module graphq-client
+ */
 
+/**
+ * @typedef {{x: number, y: number}} Point
+ * @typedef {{id: string, type?: string|null, position: Point, data: Object<string, *>,
+ *   version?: number, createdBy?: string, updatedBy?: string, updatedAt?: number}} Node
+ * @typedef {{id: string, source: string, target: string, type?: string|null,
+ *   data: Object<string, *>, version?: number}} Edge
+ * @typedef {{nodes: Map<string, Node>, edges: Map<string, Edge>, viewport: ?Object}} Graph
+ *   Entities are plain objects; treat them as read-only (the client replaces,
+ *   never mutates, an entity that changes).
+ * @typedef {{operationId: string, type: string, payload: Object, baseVersion: number,
+ *   timestamp: number}} Command  The SPEC §2 command object.
+ * @typedef {'idle'|'connecting'|'syncing'|'online'|'offline'|'closed'} Status
+ *   `idle` before connect(); `connecting` while the socket opens; `syncing`
+ *   until the first SYNC; `online` when commands flow; `offline` while
+ *   waiting to retry; `closed` after close().
+ */
+
+/** Ids the server accepts for nodes and edges (SPEC §2). */
+const ENTITY_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** Error codes after which the same command may succeed later. */
+const RETRYABLE = new Set(['RATE_LIMITED', 'UNAVAILABLE']);
+
+// ---------------------------------------------------------------- graph model
+
+/** @returns {Graph} an empty graph. */
+export function emptyGraph() {
+  return { nodes: new Map(), edges: new Map(), viewport: null };
+}
+
+/**
+ * A copy that can be changed without touching `graph` (entities are shared:
+ * they are replaced, never mutated).
+ * @param {Graph} graph
+ * @returns {Graph}
+ */
+export function copyGraph(graph) {
+  return { nodes: new Map(graph.nodes), edges: new Map(graph.edges), viewport: graph.viewport };
+}
+
+/**
+ * The graph of a `state` object (HTTP `GET …/state`, `SYNC reset`). Entries
+ * that are not entities are left out rather than trusted.
+ * @param {*} state
+ * @returns {Graph}
+ */
+export function graphFromState(state) {
+  const graph = emptyGraph();
+  if (!isObject(state)) return graph;
+  for (const node of arrayOf(state.nodes)) if (isEntity(node)) graph.nodes.set(node.id, node);
+  for (const edge of arrayOf(state.edges)) if (isEntity(edge)) graph.edges.set(edge.id, edge);
+  graph.viewport = isObject(state.viewport) ? state.viewport : null;
+  return graph;
+}
+
+/**
+ * Applies a server `change` (COMMAND_APPLIED, SYNC `changes`) to `graph` in
+ * place: full new values of upserted entities, ids of removed ones.
+ * @param {Graph} graph
+ * @param {*} change
+ */
+export function applyChange(graph, change) {
+  if (!isObject(change)) return;
+  for (const node of arrayOf(change.nodes)) if (isEntity(node)) graph.nodes.set(node.id, node);
+  for (const edge of arrayOf(change.edges)) if (isEntity(edge)) graph.edges.set(edge.id, edge);
+  for (const id of arrayOf(change.removedEdges)) graph.edges.delete(id);
+  for (const id of arrayOf(change.removedNodes)) graph.nodes.delete(id);
+  if ('viewport' in change) graph.viewport = isObject(change.viewport) ? change.viewport : null;
+}
+
+/**
+ * Predicts the effect of a command on `graph`, in place, the way the server
+ * would apply it when nothing conflicts. A command the server would reject
+ * (an edge to a missing node, an update of a missing node) changes nothing.
+ * UNDO and REDO are not predicted: the server knows the user's history.
+ * @param {Graph} graph
+ * @param {{type: string, payload: *}} command
+ */
+export function applyCommand(graph, command) {
+  const p = isObject(command.payload) ? command.payload : {};
+  switch (command.type) {
+    case 'CREATE_NODE': {
+      const n = p.node;
+      if (!isEntity(n) || graph.nodes.has(n.id) || !isPoint(n.position)) return;
+      graph.nodes.set(n.id, { id: n.id, type: n.type ?? null, position: n.position, data: plainData(n.data) });
+      return;
+    }
+    case 'UPDATE_NODE': {
+      const node = graph.nodes.get(p.id);
+      if (!node || !isObject(p.patch)) return;
+      graph.nodes.set(node.id, patched(node, p.patch));
+      return;
+    }
+    case 'DELETE_NODE':
+      if (!graph.nodes.delete(p.id)) return;
+      for (const [id, edge] of graph.edges) {
+        if (edge.source === p.id || edge.target === p.id) graph.edges.delete(id);
+      }
+      return;
+    case 'CREATE_EDGE': {
+      const e = p.edge;
+      if (!isEntity(e) || graph.edges.has(e.id)) return;
+      if (!graph.nodes.has(e.source) || !graph.nodes.has(e.target)) return;
+      graph.edges.set(e.id, {
+        id: e.id, source: e.source, target: e.target, type: e.type ?? null, data: plainData(e.data),
+      });
+      return;
+    }
+    case 'UPDATE_EDGE': {
+      const edge = graph.edges.get(p.id);
+      if (!edge || !isObject(p.patch)) return;
+      graph.edges.set(edge.id, patched(edge, { type: p.patch.type, data: p.patch.data }));
+      return;
+    }
+    case 'DELETE_EDGE':
+      graph.edges.delete(p.id);
+      return;
+    case 'UPDATE_VIEWPORT':
+      graph.viewport = { x: p.x, y: p.y, zoom: p.zoom };
+      return;
+    case 'BATCH_UPDATE':
+      for (const op of arrayOf(p.operations)) if (isObject(op)) applyCommand(graph, op);
+      return;
+    default:
+  }
+}
+
+/**
+ * Ids of the nodes and edges a command means to change (for "pending"
+ * markers in a UI).
+ * @param {{type: string, payload: *}} command
+ * @returns {string[]}
+ */
+export function touchedIds(command) {
+  const p = isObject(command.payload) ? command.payload : {};
+  switch (command.type) {
+    case 'CREATE_NODE':
+      return isEntity(p.node) ? [p.node.id] : [];
+    case 'CREATE_EDGE':
+      return isEntity(p.edge) ? [p.edge.id] : [];
+    case 'UPDATE_NODE': case 'DELETE_NODE': case 'UPDATE_EDGE': case 'DELETE_EDGE':
+      return typeof p.id === 'string' ? [p.id] : [];
+    case 'BATCH_UPDATE':
+      return arrayOf(p.operations).filter(isObject).flatMap(touchedIds);
+    default:
+      return [];
+  }
+}
+
+/** The entity with `patch` applied: `data` merges by key, `null` removes. */
+function patched(entity, patch) {
+  const next = { ...entity };
+  if (patch.type !== undefined) next.type = patch.type;
+  if (isPoint(patch.position)) next.position = patch.position;
+  if (isObject(patch.data)) {
+    const data = { ...plainData(entity.data) };
+    for (const [key, value] of Object.entries(patch.data)) {
+      if (value === null) delete data[key];
+      else data[key] = value;
+    }
+    next.data = data;
+  }
+  return next;
+}
+
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function isEntity(v) {
+  return isObject(v) && typeof v.id === 'string';
+}
+
+function isPoint(v) {
+  return isObject(v) && Number.isFinite(v.x) && Number.isFinite(v.y);
+}
+
+function isVersion(v) {
+  return Number.isSafeInteger(v) && v >= 0;
+}
+
+function arrayOf(v) {
+  return Array.isArray(v) ? v : [];
+}
+
+function plainData(v) {
+  return isObject(v) ? v : {};
+}
+
+// ---------------------------------------------------------------- helpers
+
+/**
+ * A random id: a UUID where `crypto.randomUUID` exists (secure contexts),
+ * else 122 random bits in the same layout.
+ * @returns {string}
+ */
+export function randomId() {
+  const c = globalThis.crypto;
+  if (typeof c?.randomUUID === 'function') return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * The claims of a JWT, read without checking the signature (the server
+ * does that); `null` when `token` is not one.
+ * @param {string} token
+ * @returns {?{sub?: string, exp?: number, role?: string, graphs?: *}}
+ */
+export function tokenClaims(token) {
+  try {
+    const part = String(token).split('.')[1];
+    const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4)));
+    return isObject(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The `/ws` address of the page's own server, if there is a page. */
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc?.host) throw new TypeError('GraphqClient: `url` is required outside a web page');
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
+}
+
+/** `ws://host:port/ws` → `http://host:port`. */
+function httpBase(wsUrl) {
+  const u = new URL(wsUrl);
+  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+  return u.origin;
+}
+
+const defaultClock = {
+  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+  clearTimeout: (id) => globalThis.clearTimeout(id),
+  now: () => Date.now(),
+  random: () => Math.random(),
+};
+
+// ---------------------------------------------------------------- the client
+
+/**
+ * @typedef {Object} ClientOptions
+ * @property {string} token  An access token (SPEC §6).
+ * @property {string} graphId  The graph to edit.
+ * @property {string} [url]  The WebSocket endpoint; default `/ws` on the page's host.
+ * @property {string} [httpUrl]  Base of the HTTP API; default derived from `url`.
+ * @property {typeof WebSocket} [WebSocket]  Default `globalThis.WebSocket`.
+ * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
+ *   the fate of resent commands.
+ * @property {number} [presenceIntervalMs=100]  At most one PRESENCE per interval
+ *   (the latest one is sent at its end). The gateway drops anything closer than 50 ms.
+ * @property {number} [heartbeatMs=15000]  HEARTBEAT period while connected.
+ * @property {number} [silenceMs=40000]  A socket silent this long is presumed dead.
+ * @property {number} [backoffBaseMs=250]  First reconnect delay (before jitter).
+ * @property {number} [backoffMaxMs=10000]  Longest reconnect delay.
+ * @property {number} [outcomeCheckMs=1500]  After a resent command is accepted
+ *   again, how long to wait for its outcome before asking `GET /api/v2/operations/{id}`.
+ * @property {{setTimeout: Function, clearTimeout: Function, now: () => number,
+ *   random: () => number}} [clock]  Time and randomness, replaceable for tests.
+ */
+
+/**
+ * One graph, kept in sync over one WebSocket, edited optimistically.
+ *
+ * Events (subscribe with {@link GraphqClient#on}):
+ * - `change` `{view}`: the view changed (any cause).
+ * - `status` `{status, retryInMs?, pending}`: connection state changed.
+ * - `sync` `{status, epoch, version}`: a SYNC was applied (`in_sync`, `behind`, `reset`).
+ * - `applied` `{operationId, userId, version, type, own}`: a command was applied
+ *   (`own`: it was one of this client's pending commands, now confirmed).
+ * - `revert` `{operationId, command, error: {code, message}, current?}`: one of
+ *   this client's commands was rejected and has been rolled back.
+ * - `conflict` `{operationId, command?, field, clientValue, serverValue, strategy}`.
+ * - `presence` `{peers}`: another user's cursor or selection changed, or they left.
+ * - `error` `{code, message}`: a protocol-level problem (bad frame, ERROR without a command).
+ */
+export class GraphqClient {
+  /** @type {ClientOptions & {url: string, httpUrl: string}} */
+  #opts;
+  /** @type {Object<string, Set<Function>>} */
+  #listeners = {};
+  #clock;
+  /** The graph exactly as the server announced it at `#version`. */
+  #confirmed = emptyGraph();
+  /** `null` until the first SYNC: the client has never seen the graph. */
+  #epoch = null;
+  #version = 0;
+  /**
+   * This client's commands without an outcome yet, oldest first. `state`:
+   * `queued` (to be sent when online), `sent`, `accepted` (durably queued
+   * by the server). `resent`: it went out on an earlier connection too, so
+   * its outcome may have been announced while this client was away.
+   * @type {{command: Command, state: string, resent: boolean, checks: number}[]}
+   */
+  #pending = [];
+  /** The confirmed graph with every pending command applied, in order. */
+  #view = emptyGraph();
+  #pendingIds = new Set();
+  /** Other users' presence by user id. */
+  #peers = new Map();
+  /** @type {Status} */
+  #status = 'idle';
+  /** @type {?WebSocket} */
+  #socket = null;
+  /** True once the current socket's first SYNC arrived: commands may flow. */
+  #subscribed = false;
+  #attempt = 0;
+  #lastHeard = 0;
+  #timers = { reconnect: null, heartbeat: null, presence: null, retry: null, sync: null };
+  #presence = { next: null, lastSent: -Infinity };
+  #lastSyncRequest = -Infinity;
+  #wantFullSync = false;
+  #onlineListener = null;
+
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    if (!options?.token) throw new TypeError('GraphqClient: `token` is required');
+    if (!options.graphId) throw new TypeError('GraphqClient: `graphId` is required');
+    const url = options.url ?? defaultUrl();
+    this.#opts = {
+      presenceIntervalMs: 100,
+      heartbeatMs: 15000,
+      silenceMs: 40000,
+      backoffBaseMs: 250,
+      backoffMaxMs: 10000,
+      outcomeCheckMs: 1500,
+      ...options,
+      url,
+      httpUrl: options.httpUrl ?? httpBase(url),
+      WebSocket: options.WebSocket ?? globalThis.WebSocket,
+      fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
+    };
+    this.#clock = { ...defaultClock, ...options.clock };
+    /** The user the token names (its `sub`), or `null`. @type {?string} */
+    this.userId = tokenClaims(options.token)?.sub ?? null;
+    /** @type {string} */
+    this.graphId = options.graphId;
+  }
+
+  // ------------------------------------------------------------ reading
+
+  /** What to show: confirmed state plus pending edits. @returns {Graph} */
+  get view() {
+    return this.#view;
+  }
+
+  /** The graph as the server confirmed it. @returns {Graph} */
+  get confirmed() {
+    return this.#confirmed;
+  }
+
+  /** Graph version of the confirmed state. @returns {number} */
+  get version() {
+    return this.#version;
+  }
+
+  /** Epoch of the confirmed state; `null` before the first SYNC. @returns {?string} */
+  get epoch() {
+    return this.#epoch;
+  }
+
+  /** @returns {Status} */
+  get status() {
+    return this.#status;
+  }
+
+  /** This client's commands still waiting for an outcome, oldest first. @returns {Command[]} */
+  get pending() {
+    return this.#pending.map((p) => p.command);
+  }
+
+  /**
+   * Other users in the graph: user id → `{userId, cursor, selection}`.
+   * @returns {Map<string, {userId: string, cursor: ?Point, selection: string[]}>}
+   */
+  get peers() {
+    return this.#peers;
+  }
+
+  /**
+   * Whether a pending command touches this node or edge.
+   * @param {string} id
+   * @returns {boolean}
+   */
+  isPending(id) {
+    return this.#pendingIds.has(id);
+  }
+
+  // ------------------------------------------------------------ events
+
+  /**
+   * Calls `listener(detail)` for every event of `type`.
+   * @param {'change'|'status'|'sync'|'applied'|'revert'|'conflict'|'presence'|'error'} type
+   * @param {(detail: Object) => void} listener
+   * @returns {() => void} a function that removes the listener
+   */
+  on(type, listener) {
+    (this.#listeners[type] ??= new Set()).add(listener);
+    return () => this.#listeners[type].delete(listener);
+  }
+
+  #emit(type, detail) {
+    for (const listener of this.#listeners[type] ?? []) {
+      // A broken listener must not break the client's own bookkeeping.
+      try {
+        listener(detail);
+      } catch (err) {
+        console.error(`graphq: a '${type}' listener threw`, err);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** Opens the socket (and keeps it open, reconnecting, until close()). */
+  connect() {
+    if (this.#status !== 'idle' && this.#status !== 'closed') return;
+    const target = globalThis.window;
+    if (typeof target?.addEventListener === 'function') {
+      // The browser knows when the network is back: retry at once.
+      this.#onlineListener = () => this.#status === 'offline' && this.#open();
+      target.addEventListener('online', this.#onlineListener);
+    }
+    this.#open();
+  }
+
+  /** Closes the socket and stops reconnecting. Pending commands are kept. */
+  close() {
+    this.#setStatus('closed');
+    for (const name of Object.keys(this.#timers)) this.#stopTimer(name);
+    if (this.#onlineListener) globalThis.window.removeEventListener('online', this.#onlineListener);
+    this.#onlineListener = null;
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#subscribed = false;
+    socket?.close(1000);
+  }
+
+  #open() {
+    this.#stopTimer('reconnect');
+    this.#setStatus('connecting');
+    const sep = this.#opts.url.includes('?') ? '&' : '?';
+    let socket;
+    try {
+      socket = new this.#opts.WebSocket(`${this.#opts.url}${sep}token=${encodeURIComponent(this.#opts.token)}`);
+    } catch (err) {
+      this.#emit('error', { code: 'CONNECT_FAILED', message: String(err?.message ?? err) });
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#socket = socket;
+    this.#subscribed = false;
+    socket.onopen = () => socket === this.#socket && this.#onOpen();
+    socket.onmessage = (event) => socket === this.#socket && this.#onFrame(event.data);
+    socket.onclose = () => socket === this.#socket && this.#onClosed();
+    // An error is always followed by close; nothing to do here.
+    socket.onerror = () => {};
+  }
+
+  #onOpen() {
+    this.#lastHeard = this.#clock.now();
+    this.#setStatus('syncing');
+    this.#send(this.#syncRequest('SUBSCRIBE'));
+    this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
+  }
+
+  #heartbeat() {
+    if (this.#clock.now() - this.#lastHeard > this.#opts.silenceMs) {
+      // The server heartbeats every 15 s: this socket is dead even if the
+      // browser has not noticed yet. Do not wait for a closing handshake.
+      const socket = this.#socket;
+      this.#onClosed();
+      socket?.close();
+      return;
+    }
+    this.#send({ type: 'HEARTBEAT' });
+    this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
+  }
+
+  #onClosed() {
+    this.#socket = null;
+    this.#subscribed = false;
+    this.#stopTimer('heartbeat');
+    this.#stopTimer('retry');
+    for (const p of this.#pending) {
+      if (p.state !== 'queued') p.resent = true;
+      p.state = 'queued';
+    }
+    // Peers that leave while we are away send no PRESENCE_LEAVE we could hear.
+    if (this.#peers.size > 0) {
+      this.#peers.clear();
+      this.#emit('presence', { peers: this.#peers });
+    }
+    if (this.#status !== 'closed') this.#scheduleReconnect();
+  }
+
+  /** Exponential backoff with jitter: half the delay fixed, half random. */
+  #scheduleReconnect() {
+    const { backoffBaseMs, backoffMaxMs } = this.#opts;
+    const ceiling = Math.min(backoffMaxMs, backoffBaseMs * 2 ** this.#attempt);
+    const delay = Math.round(ceiling / 2 + (this.#clock.random() * ceiling) / 2);
+    this.#attempt += 1;
+    this.#setStatus('offline', { retryInMs: delay });
+    this.#startTimer('reconnect', delay, () => this.#open());
+  }
+
+  #setStatus(status, extra = {}) {
+    if (this.#status === 'closed' && status !== 'closed' && status !== 'connecting') return;
+    this.#status = status;
+    this.#emit('status', { status, pending: this.#pending.length, ...extra });
+  }
+
+  #startTimer(name, ms, fn) {
+    this.#stopTimer(name);
+    this.#timers[name] = this.#clock.setTimeout(() => {
+      this.#timers[name] = null;
+      fn();
+    }, ms);
+  }
+
+  #stopTimer(name) {
+    if (this.#timers[name] !== null) this.#clock.clearTimeout(this.#timers[name]);
+    this.#timers[name] = null;
+  }
+
+  /** Sends a message if the socket is open; reports whether it did. */
+  #send(message) {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== 1) return false;
+    try {
+      socket.send(JSON.stringify(message));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #syncRequest(type) {
+    const message = { type, graphId: this.graphId };
+    if (this.#epoch !== null) {
+      message.clientVersion = this.#version;
+      message.epoch = this.#epoch;
+    }
+    return message;
+  }
+
+  /**
+   * Asks the server where we stand: from our version after a gap, or for
+   * the full state (`full`) when what it sent made no sense. At most once a
+   * second, so a server that keeps sending nonsense does not get a storm.
+   * @param {{full?: boolean}} [options]
+   */
+  #requestSync({ full = false } = {}) {
+    this.#wantFullSync ||= full;
+    if (this.#timers.sync !== null) return;
+    const wait = this.#lastSyncRequest + 1000 - this.#clock.now();
+    const send = () => {
+      this.#lastSyncRequest = this.#clock.now();
+      const request = this.#wantFullSync
+        ? { type: 'REQUEST_SYNC', graphId: this.graphId }
+        : this.#syncRequest('REQUEST_SYNC');
+      this.#wantFullSync = false;
+      this.#send(request);
+    };
+    if (wait <= 0) send();
+    else this.#startTimer('sync', wait, send);
+  }
+
+  // ------------------------------------------------------------ editing
+
+  /**
+   * Queues a command, applies it to the view at once and sends it when
+   * online. Returns its operation id.
+   * @param {string} type  A SPEC §2 command type.
+   * @param {Object} payload
+   * @returns {string}
+   */
+  submit(type, payload) {
+    const command = {
+      operationId: randomId(),
+      type,
+      payload,
+      baseVersion: this.#version,
+      timestamp: this.#clock.now(),
+    };
+    const entry = { command, state: 'queued', resent: false, checks: 0 };
+    this.#pending.push(entry);
+    this.#rebuild();
+    if (this.#subscribed) this.#sendCommand(entry);
+    return command.operationId;
+  }
+
+  /**
+   * Adds a node; returns its id.
+   * @param {{id?: string, type?: string, position: Point, data?: Object}} node
+   * @returns {string}
+   */
+  createNode(node) {
+    const id = node.id ?? `n-${randomId().slice(0, 8)}`;
+    this.submit('CREATE_NODE', { node: { ...node, id } });
+    return id;
+  }
+
+  /**
+   * Changes a node: `patch` has `position`, `type` and/or `data` (merged by
+   * key; a key set to `null` is removed). Returns the operation id.
+   * @param {string} id
+   * @param {{position?: Point, type?: string, data?: Object}} patch
+   */
+  updateNode(id, patch) {
+    return this.submit('UPDATE_NODE', { id, patch });
+  }
+
+  /** Moves a node. @param {string} id @param {Point} position */
+  moveNode(id, position) {
+    return this.updateNode(id, { position: { x: position.x, y: position.y } });
+  }
+
+  /** Deletes a node and its edges. @param {string} id */
+  deleteNode(id) {
+    return this.submit('DELETE_NODE', { id });
+  }
+
+  /**
+   * Connects two nodes; returns the edge id.
+   * @param {{id?: string, source: string, target: string, type?: string, data?: Object}} edge
+   * @returns {string}
+   */
+  createEdge(edge) {
+    const id = edge.id ?? `e-${randomId().slice(0, 8)}`;
+    this.submit('CREATE_EDGE', { edge: { ...edge, id } });
+    return id;
+  }
+
+  /** @param {string} id @param {{type?: string, data?: Object}} patch */
+  updateEdge(id, patch) {
+    return this.submit('UPDATE_EDGE', { id, patch });
+  }
+
+  /** @param {string} id */
+  deleteEdge(id) {
+    return this.submit('DELETE_EDGE', { id });
+  }
+
+  /** @param {{x: number, y: number, zoom: number}} viewport */
+  setViewport(viewport) {
+    return this.submit('UPDATE_VIEWPORT', viewport);
+  }
+
+  /**
+   * Several operations, all or nothing, one version.
+   * @param {{type: string, payload: Object}[]} operations
+   */
+  batch(operations) {
+    return this.submit('BATCH_UPDATE', { operations });
+  }
+
+  /** Undoes this user's last change in the graph (decided by the server). */
+  undo() {
+    return this.submit('UNDO', {});
+  }
+
+  /** Redoes this user's last undone change (decided by the server). */
+  redo() {
+    return this.submit('REDO', {});
+  }
+
+  /**
+   * Shares this user's cursor (graph coordinates, `null` when outside)
+   * and/or selection. Throttled to one message per `presenceIntervalMs`;
+   * the latest value always goes out.
+   * @param {{cursor?: ?Point, selection?: string[]}} presence
+   */
+  setPresence(presence) {
+    this.#presence.next = { ...this.#presence.next, ...presence };
+    if (this.#timers.presence !== null) return;
+    const wait = this.#presence.lastSent + this.#opts.presenceIntervalMs - this.#clock.now();
+    if (wait <= 0) this.#flushPresence();
+    else this.#startTimer('presence', wait, () => this.#flushPresence());
+  }
+
+  #flushPresence() {
+    const next = this.#presence.next;
+    if (!next || !this.#subscribed) return;
+    this.#presence.next = null;
+    this.#presence.lastSent = this.#clock.now();
+    this.#send({ type: 'PRESENCE', graphId: this.graphId, ...next });
+  }
+
+  #sendCommand(entry) {
+    if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: entry.command })) {
+      entry.state = 'sent';
+    }
+  }
+
+  /** Sends every queued command, oldest first. */
+  #flush() {
+    for (const entry of this.#pending) if (entry.state === 'queued') this.#sendCommand(entry);
+  }
+
+  /** Drops a pending command; returns it, or `null` if it was not pending. */
+  #take(operationId) {
+    const i = this.#pending.findIndex((p) => p.command.operationId === operationId);
+    if (i < 0) return null;
+    return this.#pending.splice(i, 1)[0];
+  }
+
+  #rebuild() {
+    const view = copyGraph(this.#confirmed);
+    const ids = new Set();
+    for (const { command } of this.#pending) {
+      applyCommand(view, command);
+      for (const id of touchedIds(command)) ids.add(id);
+    }
+    this.#view = view;
+    this.#pendingIds = ids;
+    this.#emit('change', { view });
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  #onFrame(text) {
+    this.#lastHeard = this.#clock.now();
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.#emit('error', { code: 'BAD_FRAME', message: 'the server sent a frame that is not JSON' });
+      return;
+    }
+    if (!isObject(msg) || typeof msg.type !== 'string') return;
+    if ('graphId' in msg && msg.graphId !== this.graphId) return;
+    try {
+      this.#dispatch(msg);
+    } catch (err) {
+      // Whatever the server sent, the client stays usable: report it and
+      // ask for the truth again.
+      this.#emit('error', { code: 'BAD_MESSAGE', message: `${msg.type}: ${err?.message ?? err}` });
+      this.#requestSync({ full: true });
+    }
+  }
+
+  #dispatch(msg) {
+    switch (msg.type) {
+      case 'SYNC': return this.#onSync(msg);
+      case 'COMMAND_APPLIED': return this.#onApplied(msg);
+      case 'ACCEPTED': return this.#onAccepted(msg);
+      case 'REVERT': return this.#onRevert(msg);
+      case 'CONFLICT': return this.#onConflict(msg);
+      case 'ERROR': return this.#onError(msg);
+      case 'PRESENCE': return this.#onPresence(msg);
+      case 'PRESENCE_LEAVE':
+        if (this.#peers.delete(msg.userId)) this.#emit('presence', { peers: this.#peers });
+        return;
+      default:
+        // HEARTBEAT, and types a newer server may add.
+    }
+  }
+
+  #onSync(msg) {
+    if (!isVersion(msg.version) || typeof msg.epoch !== 'string') {
+      throw new Error('SYNC without a valid epoch and version');
+    }
+    if (msg.status === 'reset') {
+      if (!isObject(msg.state)) throw new Error('SYNC reset without state');
+      this.#confirmed = graphFromState(msg.state);
+      this.#epoch = msg.epoch;
+      this.#version = msg.version;
+    } else if (msg.status === 'behind' || msg.status === 'in_sync') {
+      if (msg.epoch !== this.#epoch) throw new Error(`SYNC ${msg.status} for another epoch`);
+      for (const entry of arrayOf(msg.changes)) {
+        if (isObject(entry)) this.#applyEntry(entry);
+      }
+      if (this.#version !== msg.version) throw new Error(`SYNC ${msg.status} did not reach version ${msg.version}`);
+    } else {
+      throw new Error(`SYNC with unknown status ${msg.status}`);
+    }
+    this.#emit('sync', { status: msg.status, epoch: this.#epoch, version: this.#version });
+    this.#rebuild();
+    if (!this.#subscribed) {
+      this.#subscribed = true;
+      this.#attempt = 0;
+      this.#setStatus('online');
+      this.#flush();
+      this.#flushPresence();
+    }
+  }
+
+  #onApplied(msg) {
+    if (!isVersion(msg.version)) throw new Error('COMMAND_APPLIED without a version');
+    if (msg.version <= this.#version) return; // already have it
+    if (msg.version > this.#version + 1) {
+      // The server promises no gaps; if one shows anyway, catch up properly.
+      this.#requestSync();
+      return;
+    }
+    this.#applyEntry({ ...msg, type: msg.command?.type ?? null });
+    this.#rebuild();
+  }
+
+  /** One change-log entry, the next version after the confirmed one. */
+  #applyEntry(entry) {
+    if (!isVersion(entry.version) || entry.version <= this.#version) return;
+    if (entry.version !== this.#version + 1) throw new Error(`change ${entry.version} after ${this.#version}`);
+    applyChange(this.#confirmed, entry.change);
+    this.#version = entry.version;
+    const own = this.#take(entry.operationId) !== null;
+    this.#emit('applied', {
+      operationId: entry.operationId, userId: entry.userId, version: entry.version, type: entry.type, own,
+    });
+  }
+
+  #onAccepted(msg) {
+    const entry = this.#pending.find((p) => p.command.operationId === msg.operationId);
+    if (!entry) return;
+    entry.state = 'accepted';
+    // A command resent after a reconnect may have been decided while we
+    // were away: then the server has it already and announces nothing new.
+    if (entry.resent) this.#checkLater(entry);
+  }
+
+  #onRevert(msg) {
+    const error = isObject(msg.error) ? msg.error : { code: 'UNKNOWN', message: 'rejected' };
+    this.#rollback(msg.operationId, error, msg.current);
+  }
+
+  #rollback(operationId, error, current) {
+    const entry = this.#take(operationId);
+    if (!entry) return;
+    this.#rebuild();
+    this.#emit('revert', { operationId, command: entry.command, error, current });
+  }
+
+  #onConflict(msg) {
+    const entry = this.#pending.find((p) => p.command.operationId === msg.operationId);
+    this.#emit('conflict', {
+      operationId: msg.operationId,
+      command: entry?.command ?? null,
+      field: msg.field,
+      clientValue: msg.clientValue,
+      serverValue: msg.serverValue,
+      strategy: msg.strategy,
+    });
+  }
+
+  #onError(msg) {
+    const { code, message, operationId } = msg;
+    const entry = operationId && this.#pending.find((p) => p.command.operationId === operationId);
+    if (!entry) {
+      this.#emit('error', { code, message });
+      // The server could not read the graph for a SYNC: ask again shortly.
+      if (code === 'UNAVAILABLE') this.#startTimer('sync', 1000, () => this.#requestSync());
+      return;
+    }
+    if (RETRYABLE.has(code)) {
+      entry.state = 'queued';
+      const wait = Number.isFinite(msg.retryAfterMs) ? Math.max(msg.retryAfterMs, 50) : 1000;
+      this.#startTimer('retry', wait, () => this.#subscribed && this.#flush());
+      return;
+    }
+    // Refused before queueing (invalid, forbidden): it will never apply.
+    this.#rollback(operationId, { code, message, field: msg.field });
+  }
+
+  #onPresence(msg) {
+    if (typeof msg.userId !== 'string' || msg.userId === this.userId) return;
+    this.#peers.set(msg.userId, {
+      userId: msg.userId,
+      cursor: isPoint(msg.cursor) ? { x: msg.cursor.x, y: msg.cursor.y } : null,
+      selection: arrayOf(msg.selection).filter((id) => typeof id === 'string' && ENTITY_ID.test(id)),
+    });
+    this.#emit('presence', { peers: this.#peers });
+  }
+
+  // ------------------------------------------------------------ outcomes of resent commands
+
+  #checkLater(entry) {
+    const delay = this.#opts.outcomeCheckMs * 2 ** Math.min(entry.checks, 4);
+    this.#clock.setTimeout(() => this.#checkOutcome(entry), delay);
+  }
+
+  /**
+   * Asks the HTTP API what became of a resent command that no message has
+   * settled: a REVERT sent while this client was offline is not sent again.
+   */
+  async #checkOutcome(entry) {
+    if (!this.#pending.includes(entry) || this.#status === 'closed' || !this.#opts.fetch) return;
+    entry.checks += 1;
+    const id = entry.command.operationId;
+    let status = null;
+    try {
+      const res = await this.#opts.fetch(`${this.#opts.httpUrl}/api/v2/operations/${encodeURIComponent(id)}`, {
+        headers: { Authorization: `Bearer ${this.#opts.token}` },
+      });
+      if (res.ok) status = await res.json();
+    } catch {
+      // Offline again: the next reconnect resends and checks again.
+    }
+    if (!this.#pending.includes(entry)) return;
+    if (status?.status === 'failed') {
+      const error = isObject(status.error) ? status.error : { code: 'UNKNOWN', message: 'rejected' };
+      this.#rollback(id, error);
+    } else if (status?.status === 'completed' && isVersion(status.version) && status.version <= this.#version) {
+      // Applied, and already part of the confirmed state (it came in a reset).
+      this.#take(id);
+      this.#rebuild();
+      this.#emit('applied', { operationId: id, userId: this.userId, version: status.version, type: entry.command.type, own: true });
+    } else if (entry.checks < 8 && this.#subscribed) {
+      this.#checkLater(entry);
+    }
+  }
+}

@@ -1,0 +1,494 @@
+// The client's logic against a scripted server: the test plays the gateway
+// on a fake socket and moves a fake clock.
+import assert from 'node:assert/strict';
+import { beforeEach, describe, test } from 'node:test';
+
+import { GraphqClient } from '../graphq-client.js';
+import { FakeClock, FakeSocket, fakeToken } from '../testing/fakes.mjs';
+
+const G = 'g1';
+const EPOCH = 'ep1';
+
+const node = (id, x, y, data = {}) => ({ id, type: null, position: { x, y }, data, version: 1 });
+const edge = (id, source, target) => ({ id, source, target, type: null, data: {}, version: 1 });
+
+/** A client as alice, its clock, its recorded events, and a fetch stub. */
+function setup({ fetch } = {}) {
+  const clock = new FakeClock();
+  const client = new GraphqClient({
+    url: 'ws://graphq.test/ws',
+    token: fakeToken('alice'),
+    graphId: G,
+    WebSocket: FakeSocket,
+    fetch: fetch ?? (async () => ({ ok: false })),
+    clock,
+  });
+  const events = {};
+  for (const type of ['change', 'status', 'sync', 'applied', 'revert', 'conflict', 'presence', 'error']) {
+    events[type] = [];
+    client.on(type, (detail) => events[type].push(detail));
+  }
+  return { client, clock, events };
+}
+
+/** Connects and answers SUBSCRIBE with `state` at `version`; returns the socket. */
+function connect(client, { version = 1, nodes = [], edges = [] } = {}) {
+  client.connect();
+  const socket = FakeSocket.opened.at(-1);
+  socket.accept();
+  socket.receive({
+    type: 'SYNC', graphId: G, epoch: EPOCH, version, status: 'reset',
+    state: { graphId: G, epoch: EPOCH, version, nodes, edges, viewport: null, checksum: '0' },
+  });
+  socket.take();
+  return socket;
+}
+
+/** What a user sees of a node: where it is and what it says. */
+function seen(client, id) {
+  const n = client.view.nodes.get(id);
+  return n && { x: n.position.x, y: n.position.y, ...n.data };
+}
+
+function applied(version, operationId, userId, change) {
+  return { type: 'COMMAND_APPLIED', graphId: G, operationId, version, userId, command: null, change };
+}
+
+const moved = (n, x, y) => ({ nodes: [{ ...n, position: { x, y } }], edges: [], removedNodes: [], removedEdges: [] });
+
+beforeEach(() => {
+  FakeSocket.opened = [];
+});
+
+describe('connecting and SYNC', () => {
+  test('a new client subscribes without a version and loads the reset state', () => {
+    const { client, events } = setup();
+    client.connect();
+    const socket = FakeSocket.opened[0];
+    assert.match(socket.url, /^ws:\/\/graphq\.test\/ws\?token=/);
+    socket.accept();
+    assert.deepEqual(socket.take(), [{ type: 'SUBSCRIBE', graphId: G }]);
+    assert.equal(client.status, 'syncing');
+
+    socket.receive({
+      type: 'SYNC', graphId: G, epoch: EPOCH, version: 7, status: 'reset',
+      state: { nodes: [node('a', 1, 2, { label: 'A' }), node('b', 3, 4)], edges: [edge('ab', 'a', 'b')] },
+    });
+    assert.equal(client.status, 'online');
+    assert.equal(client.version, 7);
+    assert.equal(client.epoch, EPOCH);
+    assert.deepEqual(seen(client, 'a'), { x: 1, y: 2, label: 'A' });
+    assert.ok(client.view.edges.has('ab'));
+    assert.deepEqual(events.sync.map((s) => s.status), ['reset']);
+  });
+
+  test('after a reconnect it subscribes with its (epoch, version) and applies what it missed', () => {
+    const { client, clock, events } = setup();
+    const first = connect(client, { version: 3, nodes: [node('a', 0, 0)] });
+    first.drop();
+    assert.equal(client.status, 'offline');
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    assert.deepEqual(second.take(), [{ type: 'SUBSCRIBE', graphId: G, clientVersion: 3, epoch: EPOCH }]);
+
+    second.receive({
+      type: 'SYNC', graphId: G, epoch: EPOCH, version: 5, status: 'behind',
+      changes: [
+        { version: 4, operationId: 'o4', userId: 'bob', type: 'UPDATE_NODE', timestamp: 0, change: moved(node('a'), 40, 40) },
+        { version: 5, operationId: 'o5', userId: 'bob', type: 'CREATE_NODE', timestamp: 0,
+          change: { nodes: [node('b', 5, 5)], edges: [], removedNodes: [], removedEdges: [] } },
+      ],
+    });
+    assert.equal(client.version, 5);
+    assert.deepEqual(seen(client, 'a'), { x: 40, y: 40 });
+    assert.ok(client.view.nodes.has('b'));
+    assert.deepEqual(events.applied.map((a) => a.version), [4, 5]);
+    assert.equal(client.status, 'online');
+  });
+
+  test('in_sync keeps the state as it is', () => {
+    const { client, clock } = setup();
+    const first = connect(client, { version: 2, nodes: [node('a', 1, 1)] });
+    first.drop();
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    second.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version: 2, status: 'in_sync' });
+    assert.equal(client.status, 'online');
+    assert.equal(client.version, 2);
+    assert.deepEqual(seen(client, 'a'), { x: 1, y: 1 });
+  });
+
+  test('a reset with another epoch replaces the state; pending edits stay on top and are resent', () => {
+    const { client, clock } = setup();
+    const first = connect(client, { version: 9, nodes: [node('a', 0, 0), node('gone', 0, 0)] });
+    const op = client.updateNode('a', { data: { label: 'mine' } });
+    first.drop();
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    second.take();
+    second.receive({
+      type: 'SYNC', graphId: G, epoch: 'ep2', version: 2, status: 'reset',
+      state: { nodes: [node('a', 7, 7), node('new', 1, 1)], edges: [] },
+    });
+    assert.equal(client.epoch, 'ep2');
+    assert.equal(client.version, 2);
+    assert.ok(!client.view.nodes.has('gone'), 'what the old epoch had is gone');
+    assert.ok(client.view.nodes.has('new'));
+    assert.deepEqual(seen(client, 'a'), { x: 7, y: 7, label: 'mine' });
+    assert.deepEqual(second.take('COMMAND').map((m) => m.command.operationId), [op]);
+  });
+});
+
+describe('optimistic edits', () => {
+  test('an edit shows at once and goes out as a COMMAND with an operation id and base version', () => {
+    const { client } = setup();
+    const socket = connect(client, { version: 4 });
+    const id = client.createNode({ position: { x: 10, y: 20 }, data: { label: 'New' } });
+    assert.deepEqual(seen(client, id), { x: 10, y: 20, label: 'New' });
+    assert.ok(client.isPending(id));
+    const [sent] = socket.take();
+    assert.equal(sent.type, 'COMMAND');
+    assert.equal(sent.graphId, G);
+    assert.equal(sent.command.type, 'CREATE_NODE');
+    assert.equal(sent.command.baseVersion, 4);
+    assert.match(sent.command.operationId, /^[0-9a-f-]{36}$/);
+    assert.deepEqual(sent.command.payload, { node: { position: { x: 10, y: 20 }, data: { label: 'New' }, id } });
+    assert.ok(Number.isFinite(sent.command.timestamp));
+  });
+
+  test("others' changes land under pending edits, which stay on top in the order they were made", () => {
+    const { client } = setup();
+    const a = node('a', 0, 0, { label: 'A' });
+    const socket = connect(client, { version: 1, nodes: [a] });
+    const move1 = client.moveNode('a', { x: 1, y: 1 });
+    const move2 = client.moveNode('a', { x: 2, y: 2 });
+    const rename = client.updateNode('a', { data: { label: 'Mine' } });
+    assert.deepEqual(seen(client, 'a'), { x: 2, y: 2, label: 'Mine' });
+
+    // Bob moved it and coloured it before our commands reached the server.
+    socket.receive(applied(2, 'bob-op', 'bob', moved({ ...a, data: { label: 'A', color: 'red' } }, 99, 99)));
+    assert.deepEqual(seen(client, 'a'), { x: 2, y: 2, label: 'Mine', color: 'red' });
+    assert.deepEqual(seen({ view: client.confirmed }, 'a'), { x: 99, y: 99, label: 'A', color: 'red' });
+
+    socket.receive(applied(3, move1, 'alice', moved({ ...a, data: { label: 'A', color: 'red' } }, 1, 1)));
+    assert.equal(client.pending.length, 2);
+    assert.deepEqual(seen(client, 'a'), { x: 2, y: 2, label: 'Mine', color: 'red' });
+
+    socket.receive(applied(4, move2, 'alice', moved({ ...a, data: { label: 'A', color: 'red' } }, 2, 2)));
+    socket.receive(applied(5, rename, 'alice', moved({ ...a, data: { label: 'Mine', color: 'red' } }, 2, 2)));
+    assert.deepEqual(client.pending, []);
+    assert.ok(!client.isPending('a'));
+    assert.deepEqual(client.view, client.confirmed);
+    assert.deepEqual(seen(client, 'a'), { x: 2, y: 2, label: 'Mine', color: 'red' });
+  });
+
+  test('a REVERT rolls the edit back and raises a revert event with the reason', () => {
+    const { client, events } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0), node('b', 0, 0)] });
+    const edgeId = client.createEdge({ source: 'a', target: 'b' });
+    const [{ command }] = socket.take();
+    assert.ok(client.view.edges.has(edgeId));
+
+    // Bob deleted b first.
+    socket.receive(applied(2, 'bob-del', 'bob', { nodes: [], edges: [], removedNodes: ['b'], removedEdges: [] }));
+    assert.ok(!client.view.edges.has(edgeId), 'an edge to a deleted node is not shown');
+    assert.ok(client.isPending(edgeId));
+
+    const error = { code: 'NOT_FOUND', message: 'target node b does not exist' };
+    socket.receive({ type: 'REVERT', graphId: G, operationId: command.operationId, error, current: { nodes: { b: null } } });
+    assert.deepEqual(client.pending, []);
+    assert.ok(!client.isPending(edgeId));
+    assert.equal(events.revert.length, 1);
+    assert.deepEqual(events.revert[0], { operationId: command.operationId, command, error, current: { nodes: { b: null } } });
+  });
+
+  test('a REVERT of one edit keeps the edits made after it', () => {
+    const { client } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    const bad = client.updateNode('zzz', { data: { label: 'x' } });
+    client.moveNode('a', { x: 5, y: 5 });
+    socket.receive({ type: 'REVERT', graphId: G, operationId: bad, error: { code: 'NOT_FOUND', message: 'node zzz does not exist' } });
+    assert.equal(client.pending.length, 1);
+    assert.deepEqual(seen(client, 'a'), { x: 5, y: 5 });
+  });
+
+  test('a CONFLICT is surfaced with both values', () => {
+    const { client, events } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0, { label: 'A' })] });
+    const op = client.updateNode('a', { data: { label: 'Mine' } });
+    socket.receive({
+      type: 'CONFLICT', graphId: G, operationId: op, field: '/nodes/a/data/label',
+      clientValue: 'Mine', serverValue: 'Theirs', strategy: 'MERGE',
+    });
+    assert.equal(events.conflict.length, 1);
+    assert.equal(events.conflict[0].operationId, op);
+    assert.equal(events.conflict[0].command.type, 'UPDATE_NODE');
+    assert.equal(events.conflict[0].field, '/nodes/a/data/label');
+    assert.equal(events.conflict[0].clientValue, 'Mine');
+    assert.equal(events.conflict[0].serverValue, 'Theirs');
+    assert.equal(events.conflict[0].strategy, 'MERGE');
+  });
+
+  test('an ERROR refusing a command rolls it back; RATE_LIMITED sends it again later', () => {
+    const { client, clock, events } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    const refused = client.createNode({ id: 'bad id!', position: { x: 0, y: 0 } });
+    socket.receive({ type: 'ERROR', code: 'INVALID_ID', message: 'bad id', operationId: socket.take()[0].command.operationId });
+    assert.ok(!client.view.nodes.has(refused));
+    assert.equal(events.revert[0].error.code, 'INVALID_ID');
+
+    const op = client.moveNode('a', { x: 3, y: 3 });
+    socket.take();
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 300, operationId: op });
+    assert.deepEqual(seen(client, 'a'), { x: 3, y: 3 }, 'still shown while it waits');
+    clock.tick(299);
+    assert.deepEqual(socket.take(), []);
+    clock.tick(1);
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [op]);
+  });
+
+  test('undo and redo send the UNDO and REDO commands', () => {
+    const { client } = setup();
+    const socket = connect(client);
+    client.undo();
+    client.redo();
+    assert.deepEqual(socket.take().map((m) => [m.command.type, m.command.payload]), [['UNDO', {}], ['REDO', {}]]);
+  });
+});
+
+describe('reconnecting', () => {
+  test('backs off exponentially with jitter, and starts over after a successful sync', () => {
+    const { client, clock, events } = setup();
+    connect(client);
+    const delays = [];
+    client.on('status', (s) => s.status === 'offline' && delays.push(s.retryInMs));
+    clock.randomValue = 0;
+    FakeSocket.opened.at(-1).drop();
+    for (let i = 0; i < 7; i++) {
+      clock.tick(delays.at(-1));
+      FakeSocket.opened.at(-1).drop(); // refused again
+    }
+    assert.deepEqual(delays, [125, 250, 500, 1000, 2000, 4000, 5000, 5000]);
+
+    clock.randomValue = 0.999;
+    clock.tick(delays.at(-1));
+    FakeSocket.opened.at(-1).drop();
+    assert.equal(delays.at(-1), 9995, 'jitter spreads the delay up to the cap');
+
+    clock.tick(delays.at(-1));
+    connectAgain(FakeSocket.opened.at(-1), 1);
+    FakeSocket.opened.at(-1).drop();
+    assert.ok(delays.at(-1) <= 250, 'a successful sync resets the backoff');
+    assert.ok(events.status.some((s) => s.status === 'online'));
+  });
+
+  test('edits made offline show at once and are sent in order after catching up', () => {
+    const { client, clock } = setup();
+    const first = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    first.drop();
+    const n = client.createNode({ position: { x: 50, y: 50 }, data: { label: 'offline' } });
+    client.moveNode('a', { x: 9, y: 9 });
+    client.updateNode(n, { data: { label: 'renamed offline' } });
+    assert.equal(client.status, 'offline');
+    assert.deepEqual(seen(client, n), { x: 50, y: 50, label: 'renamed offline' });
+    assert.deepEqual(seen(client, 'a'), { x: 9, y: 9 });
+
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    assert.deepEqual(second.take().map((m) => m.type), ['SUBSCRIBE'], 'nothing is sent before the SYNC');
+    second.receive({
+      type: 'SYNC', graphId: G, epoch: EPOCH, version: 2, status: 'behind',
+      changes: [{ version: 2, operationId: 'bob', userId: 'bob', type: 'CREATE_NODE', timestamp: 0,
+        change: { nodes: [node('b', 1, 1)], edges: [], removedNodes: [], removedEdges: [] } }],
+    });
+    assert.deepEqual(second.take('COMMAND').map((m) => m.command.type), ['CREATE_NODE', 'UPDATE_NODE', 'UPDATE_NODE']);
+    assert.ok(client.view.nodes.has('b'));
+    assert.deepEqual(seen(client, n), { x: 50, y: 50, label: 'renamed offline' });
+  });
+
+  test('unconfirmed commands are resent with the same operation id and applied once', () => {
+    const { client, clock, events } = setup();
+    const first = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    const id = client.createNode({ position: { x: 1, y: 1 } });
+    const [original] = first.take();
+    first.receive({ type: 'ACCEPTED', graphId: G, operationId: original.command.operationId });
+    first.drop(); // before its COMMAND_APPLIED arrived
+
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    second.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version: 1, status: 'in_sync' });
+    const [resent] = second.take('COMMAND');
+    assert.deepEqual(resent, original, 'the very same command, operation id included');
+
+    const change = { nodes: [node(id, 1, 1)], edges: [], removedNodes: [], removedEdges: [] };
+    second.receive({ type: 'ACCEPTED', graphId: G, operationId: original.command.operationId });
+    second.receive(applied(2, original.command.operationId, 'alice', change));
+    second.receive(applied(2, original.command.operationId, 'alice', change));
+    assert.deepEqual(client.pending, []);
+    assert.equal(client.version, 2);
+    assert.equal(client.view.nodes.size, 2);
+    assert.deepEqual(events.applied.map((a) => [a.version, a.own]), [[2, true]]);
+  });
+
+  test('a command applied while the socket was down is confirmed by the catch-up, not resent', () => {
+    const { client, clock } = setup();
+    const first = connect(client, { version: 1 });
+    const id = client.createNode({ position: { x: 1, y: 1 } });
+    const [{ command }] = first.take();
+    first.drop();
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    second.take();
+    second.receive({
+      type: 'SYNC', graphId: G, epoch: EPOCH, version: 2, status: 'behind',
+      changes: [{ version: 2, operationId: command.operationId, userId: 'alice', type: 'CREATE_NODE', timestamp: 0,
+        change: { nodes: [node(id, 1, 1)], edges: [], removedNodes: [], removedEdges: [] } }],
+    });
+    assert.deepEqual(second.take('COMMAND'), []);
+    assert.deepEqual(client.pending, []);
+    assert.ok(client.confirmed.nodes.has(id));
+  });
+
+  test('a resent command whose outcome was announced while away is settled by asking the server', async () => {
+    const answers = new Map();
+    const asked = [];
+    const fetch = async (url, init) => {
+      asked.push([url, init.headers.Authorization]);
+      const id = decodeURIComponent(url.split('/').at(-1));
+      return { ok: true, json: async () => answers.get(id) };
+    };
+    const { client, clock, events } = setup({ fetch });
+    const first = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    client.createEdge({ source: 'a', target: 'b-deleted-meanwhile' });
+    client.moveNode('a', { x: 4, y: 4 });
+    const [reverted, kept] = first.take().map((m) => m.command.operationId);
+    first.drop();
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    // The log was trimmed: a reset that already contains the move.
+    second.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version: 3, status: 'reset', state: { nodes: [node('a', 4, 4)], edges: [] } });
+    for (const m of second.take('COMMAND')) second.receive({ type: 'ACCEPTED', graphId: G, operationId: m.command.operationId });
+    answers.set(reverted, { operationId: reverted, status: 'failed', error: { code: 'NOT_FOUND', message: 'target node b-deleted-meanwhile does not exist' } });
+    answers.set(kept, { operationId: kept, status: 'completed', version: 3 });
+
+    clock.tick(1500);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(asked.length, 2);
+    assert.equal(asked[0][0], `http://graphq.test/api/v2/operations/${reverted}`);
+    assert.match(asked[0][1], /^Bearer /);
+    assert.deepEqual(client.pending, []);
+    assert.deepEqual(events.revert.map((r) => [r.operationId, r.error.code]), [[reverted, 'NOT_FOUND']]);
+    assert.deepEqual(seen(client, 'a'), { x: 4, y: 4 });
+  });
+
+  test('a gap in COMMAND_APPLIED versions asks for a sync instead of applying', () => {
+    const { client, clock } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    socket.receive(applied(3, 'o3', 'bob', moved(node('a'), 3, 3)));
+    assert.equal(client.version, 1);
+    assert.deepEqual(seen(client, 'a'), { x: 0, y: 0 });
+    clock.tick(1000);
+    assert.deepEqual(socket.take(), [{ type: 'REQUEST_SYNC', graphId: G, clientVersion: 1, epoch: EPOCH }]);
+  });
+
+  test('a socket that stays silent is presumed dead and replaced', () => {
+    const { client, clock } = setup();
+    const socket = connect(client);
+    clock.tick(15_000);
+    assert.deepEqual(socket.take(), [{ type: 'HEARTBEAT' }]);
+    clock.tick(30_000); // 45 s without a word from the server
+    assert.equal(FakeSocket.opened.length, 1);
+    assert.equal(client.status, 'offline');
+    clock.tick(1000);
+    assert.equal(FakeSocket.opened.length, 2);
+  });
+});
+
+describe('presence', () => {
+  test('cursor updates are throttled and the latest one is always sent', () => {
+    const { client, clock } = setup();
+    const socket = connect(client);
+    client.setPresence({ cursor: { x: 1, y: 1 } });
+    client.setPresence({ cursor: { x: 2, y: 2 } });
+    client.setPresence({ selection: ['a'] });
+    client.setPresence({ cursor: { x: 3, y: 3 } });
+    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 1, y: 1 } }]);
+    clock.tick(99);
+    assert.deepEqual(socket.take(), []);
+    clock.tick(1);
+    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 3, y: 3 }, selection: ['a'] }]);
+  });
+
+  test("other users' cursors and selections are tracked until they leave or the socket drops", () => {
+    const { client, events } = setup();
+    const socket = connect(client);
+    socket.receive({ type: 'PRESENCE', graphId: G, userId: 'bob', cursor: { x: 5, y: 6 }, selection: ['a'] });
+    socket.receive({ type: 'PRESENCE', graphId: G, userId: 'alice', cursor: { x: 0, y: 0 }, selection: null });
+    socket.receive({ type: 'PRESENCE', graphId: G, userId: 'carol', cursor: null, selection: null });
+    assert.deepEqual([...client.peers.keys()], ['bob', 'carol'], 'not ourselves');
+    assert.deepEqual(client.peers.get('bob'), { userId: 'bob', cursor: { x: 5, y: 6 }, selection: ['a'] });
+    socket.receive({ type: 'PRESENCE_LEAVE', graphId: G, userId: 'carol' });
+    assert.deepEqual([...client.peers.keys()], ['bob']);
+    socket.drop();
+    assert.equal(client.peers.size, 0);
+    assert.equal(events.presence.length, 4);
+  });
+});
+
+describe('bad server data', () => {
+  test('nonsense from the server is reported, never thrown, and the state stays usable', () => {
+    const { client, clock, events } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    client.on('change', () => {
+      throw new Error('a broken UI listener');
+    });
+    const junk = [
+      'not json', '[1,2]', '{"type":5}', 'null',
+      { type: 'COMMAND_APPLIED', graphId: G, version: 'two' },
+      { type: 'COMMAND_APPLIED', graphId: G, version: 2, change: 'oops', operationId: 'x' },
+      { type: 'COMMAND_APPLIED', graphId: G, version: 3, change: { nodes: [null, 3, { id: 7 }, { id: 'ok', position: { x: 1, y: 1 }, data: {} }], removedNodes: 'a' } },
+      { type: 'SYNC', graphId: G, epoch: EPOCH, version: 9, status: 'reset' },
+      { type: 'SYNC', graphId: G, epoch: 'other', version: 9, status: 'behind', changes: [] },
+      { type: 'SYNC', graphId: G, epoch: EPOCH, status: 'weird' },
+      { type: 'REVERT', graphId: G, operationId: 'unknown' },
+      { type: 'PRESENCE', graphId: G, userId: 'bob', cursor: 'here', selection: [1, 'a', {}] },
+      { type: 'PRESENCE', graphId: G },
+      { type: 'COMMAND_APPLIED', graphId: 'another-graph', version: 4, change: { removedNodes: ['a'] } },
+      { type: 'NEW_THING_FROM_THE_FUTURE', graphId: G },
+    ];
+    const originalError = console.error;
+    console.error = () => {};
+    try {
+      for (const frame of junk) socket.receive(frame);
+    } finally {
+      console.error = originalError;
+    }
+    assert.equal(client.version, 3);
+    assert.ok(client.view.nodes.has('a'), 'a malformed removal removes nothing');
+    assert.ok(client.view.nodes.has('ok'));
+    assert.equal(client.view.nodes.size, 2);
+    assert.deepEqual(client.peers.get('bob'), { userId: 'bob', cursor: null, selection: ['a'] });
+    assert.ok(events.error.length >= 4);
+    assert.deepEqual(socket.take('REQUEST_SYNC'), [{ type: 'REQUEST_SYNC', graphId: G }], 'a full resync at once');
+    clock.tick(1000);
+    assert.deepEqual(socket.take('REQUEST_SYNC'), [{ type: 'REQUEST_SYNC', graphId: G }], 'then at most one a second');
+    clock.tick(5000);
+    assert.deepEqual(socket.take('REQUEST_SYNC'), []);
+
+    client.moveNode('a', { x: 1, y: 2 });
+    assert.deepEqual(seen(client, 'a'), { x: 1, y: 2 }, 'still editable');
+  });
+});
+
+/** Opens a socket the client just created and syncs it at `version`. */
+function connectAgain(socket, version) {
+  socket.accept();
+  socket.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version, status: 'in_sync' });
+}

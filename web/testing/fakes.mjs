@@ -1,0 +1,89 @@
+// Scripted stand-ins for the client's surroundings: a socket the test plays
+// the server on, a clock the test moves by hand, and a token.
+
+/** A WebSocket whose server side is the test. */
+export class FakeSocket {
+  /** Every socket the client opened, oldest first. */
+  static opened = [];
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    /** Parsed messages the client sent. */
+    this.sent = [];
+    FakeSocket.opened.push(this);
+  }
+
+  send(text) {
+    if (this.readyState !== 1) throw new Error('send on a socket that is not open');
+    this.sent.push(JSON.parse(text));
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose?.({ code: 1000 });
+  }
+
+  // --- the server's side
+
+  accept() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+
+  receive(message) {
+    this.onmessage?.({ data: typeof message === 'string' ? message : JSON.stringify(message) });
+  }
+
+  /** The connection breaks (no closing handshake). */
+  drop() {
+    this.readyState = 3;
+    this.onclose?.({ code: 1006 });
+  }
+
+  /** Messages sent since the last call, by type when given. */
+  take(type) {
+    const all = this.sent;
+    this.sent = [];
+    return type ? all.filter((m) => m.type === type) : all;
+  }
+}
+
+/** Timers that run only when the test says time passed. */
+export class FakeClock {
+  constructor() {
+    this.time = 1_000_000;
+    this.timers = new Map();
+    this.nextId = 1;
+    this.randomValue = 0.5;
+    this.setTimeout = (fn, ms) => {
+      const id = this.nextId++;
+      this.timers.set(id, { at: this.time + ms, fn });
+      return id;
+    };
+    this.clearTimeout = (id) => this.timers.delete(id);
+    this.now = () => this.time;
+    this.random = () => this.randomValue;
+  }
+
+  /** Moves time forward, running each timer that falls due, in order. */
+  tick(ms) {
+    const end = this.time + ms;
+    for (;;) {
+      let due = null;
+      for (const [id, t] of this.timers) if (t.at <= end && (!due || t.at < due[1].at)) due = [id, t];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.time = Math.max(this.time, due[1].at);
+      due[1].fn();
+    }
+    this.time = end;
+  }
+}
+
+/** An unsigned JWT naming `user` (the client only reads `sub`). */
+export function fakeToken(user) {
+  const part = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  return `${part({ alg: 'HS256' })}.${part({ sub: user, graphs: '*', role: 'editor' })}.sig`;
+}
