@@ -55,6 +55,11 @@ impl Redis {
         }
     }
 
+    /// Address and credentials, for connections not made by the `redis` crate.
+    pub fn connection_info(&self) -> &redis::ConnectionInfo {
+        self.client.get_connection_info()
+    }
+
     /// The shared connection. Cloning it is cheap and shares the socket.
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()

@@ -11,6 +11,7 @@
 //!   `GRAPHQ_*` environment variables and flags, in that order.
 //! - [`db`]: the Redis connection handle.
 //! - [`keys`]: every Redis key name, built in one place.
+//! - [`resp`]: raw RESP connections for the multi-megabyte state read.
 //! - [`scripts`]: the Lua scripts of `lua/`, compiled in and invoked by SHA.
 //! - [`gateway`]: HTTP API, WebSocket protocol and the broadcaster.
 //! - [`graph`]: commands, their validation, and the graph store (Lua) with
@@ -32,6 +33,7 @@ pub mod graph;
 pub mod keys;
 pub mod queue;
 pub mod redis_server;
+pub mod resp;
 pub mod scripts;
 
 #[path = "../workers/mod.rs"]

@@ -537,3 +537,71 @@ async fn undo_history_keeps_the_last_hundred_changes() {
     let ids: Vec<&str> = s.nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["n0", "n1", "n2", "n3", "n4"]);
 }
+
+/// `GET state` reads over raw connections of its own: they log in and pick
+/// the database the URL names, and a read that failed does not poison the
+/// next one.
+#[tokio::test]
+async fn state_reads_honour_password_and_database_and_recover_from_errors() {
+    use graphq::redis_server::{RedisServer, RedisServerOptions};
+    let server = RedisServer::start_with(RedisServerOptions {
+        extra: vec![("requirepass".into(), "s3cret".into())],
+        ..RedisServerOptions::default()
+    })
+    .expect("redis-server starts");
+    let url = server.url().replace("redis://", "redis://:s3cret@") + "/3";
+    let redis = graphq::db::Redis::connect(&url)
+        .await
+        .expect("connects with the password");
+    let keys = graphq::keys::Keys::new("pw");
+    let store = GraphStore::new(redis.clone(), keys.clone(), GraphSettings::default());
+    let ctx = ApplyContext {
+        graph_id: "g1".into(),
+        user_id: "alice".into(),
+        now_ms: 1_700_000_000_000,
+        new_epoch: "epoch-1".into(),
+    };
+    for (i, cmd) in [
+        create_node("a", 1),
+        create_node("b", 2),
+        create_edge("e", "a", "b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cmd = cmd;
+        cmd["operationId"] = json!(format!("op-{i}"));
+        let parsed = parse(cmd.to_string().as_bytes()).expect("valid command");
+        store.apply(&ctx, &parsed).await.expect("applied");
+    }
+    let read = store.state_json("g1").await.expect("state read");
+    let state: Value = serde_json::from_str(&read.json).expect("state is JSON");
+    assert_eq!(state["version"], 3);
+    assert_eq!(state["nodes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(state["edges"][0]["id"], "e");
+
+    // The data is in database 3, not 0.
+    let mut db0 = redis::Client::open(server.url().replace("redis://", "redis://:s3cret@"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let in_db0: Vec<String> = db0.keys("*").await.unwrap();
+    assert!(in_db0.is_empty(), "{in_db0:?}");
+
+    // A key of the wrong type makes the read fail with Redis's error...
+    let mut conn = redis.conn();
+    let edges = keys.graph_edges("g1");
+    let _: () = conn.del(&edges).await.unwrap();
+    let _: () = conn.set(&edges, "not a hash").await.unwrap();
+    let err = store.state_json("g1").await.expect_err("WRONGTYPE");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // ...and once repaired the next reads work.
+    let _: () = conn.del(&edges).await.unwrap();
+    for _ in 0..3 {
+        let state: Value =
+            serde_json::from_str(&store.state_json("g1").await.unwrap().json).unwrap();
+        assert_eq!(state["nodes"].as_array().map(Vec::len), Some(2));
+        assert_eq!(state["edges"], json!([]));
+    }
+}

@@ -3,6 +3,8 @@
 //! verify). Only this module and the script touch graph keys.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::db::Redis;
 use crate::keys::Keys;
+use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
 use crate::scripts::SCRIPTS;
 
 use super::{
@@ -24,6 +27,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("stored data is not what graphq writes: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Resp(#[from] RespError),
 }
 
 /// The graph store. Cheap to clone.
@@ -34,6 +39,8 @@ pub struct GraphStore {
     settings: GraphSettings,
     /// `ARGV[5]` of apply_command.lua, built once.
     settings_json: String,
+    /// Raw connections for [`GraphStore::state_json`].
+    bulk: Arc<BulkReader>,
 }
 
 /// Answer to "what changed since version N".
@@ -132,11 +139,13 @@ impl GraphStore {
             "strategies": settings.strategies(),
         })
         .to_string();
+        let bulk = Arc::new(BulkReader::new(redis.connection_info()));
         GraphStore {
             redis,
             keys,
             settings,
             settings_json,
+            bulk,
         }
     }
 
@@ -248,59 +257,31 @@ impl GraphStore {
     /// hot path of `GET state` and of `SYNC reset` for large graphs.
     pub async fn state_json(&self, graph_id: &str) -> Result<StateJson, StoreError> {
         let k = &self.keys;
-        let (meta, nodes, edges): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
-            .atomic()
-            .hgetall(k.graph_meta(graph_id))
-            .hvals(k.graph_nodes(graph_id))
-            .hvals(k.graph_edges(graph_id))
-            .query_async(&mut self.redis.conn())
-            .await?;
-        let meta_get = |name: &str| {
-            meta.chunks(2)
-                .find(|kv| kv[0] == name)
-                .and_then(|kv| kv.get(1))
-                .map(String::as_str)
+        let (meta, nodes, edges) = (
+            k.graph_meta(graph_id),
+            k.graph_nodes(graph_id),
+            k.graph_edges(graph_id),
+        );
+        let mut parts = StateParts::default();
+        let mut conn = self.bulk.checkout().await?;
+        let read = async {
+            conn.send(&[
+                &[b"MULTI"],
+                &[b"HGETALL", meta.as_bytes()],
+                &[b"HVALS", nodes.as_bytes()],
+                &[b"HVALS", edges.as_bytes()],
+                &[b"EXEC"],
+            ])
+            .await
+            .map_err(RespError::from)?;
+            read_state(&mut conn, &mut parts).await
         };
-        let checksum = meta_get("checksum")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let size = nodes
-            .iter()
-            .chain(&edges)
-            .map(|s| s.len() + 1)
-            .sum::<usize>()
-            + 256;
-        let mut out = String::with_capacity(size);
-        out.push_str("{\"graphId\":");
-        out.push_str(&Value::String(graph_id.to_string()).to_string());
-        out.push_str(",\"epoch\":");
-        out.push_str(&Value::String(meta_get("epoch").unwrap_or("").to_string()).to_string());
-        out.push_str(",\"version\":");
-        out.push_str(meta_get("version").unwrap_or("0"));
-        for (name, list) in [("nodes", &nodes), ("edges", &edges)] {
-            out.push_str(",\"");
-            out.push_str(name);
-            out.push_str("\":[");
-            for (i, json) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(json);
-            }
-            out.push(']');
-        }
-        out.push_str(",\"viewport\":");
-        out.push_str(meta_get("viewport").unwrap_or("null"));
-        out.push_str(",\"checksum\":\"");
-        out.push_str(&checksum_hex(checksum));
-        out.push_str("\"}");
-        Ok(StateJson {
-            version: meta_get("version")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            epoch: meta_get("epoch").unwrap_or("").to_string(),
-            json: out,
-        })
+        tokio::time::timeout(STATE_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| RespError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        // Only a connection whose replies were read to the end is reused.
+        self.bulk.checkin(conn);
+        parts.into_state(graph_id)
     }
 
     /// Change-log entries after `since`, oldest first, at most `limit`.
@@ -660,4 +641,78 @@ fn change_entry(id: &str, fields: Vec<(String, String)>) -> Result<ChangeEntry, 
 /// Parses what apply_command.lua returns.
 fn parse_outcome(raw: &str) -> Result<Outcome, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outcome {raw}: {e}")))
+}
+
+/// Longest a full state read may take before the connection is given up.
+const STATE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pieces of a state read: the meta hash, and nodes and edges as JSON
+/// arrays of their stored texts.
+#[derive(Default)]
+struct StateParts {
+    meta: BTreeMap<String, String>,
+    nodes: Vec<u8>,
+    edges: Vec<u8>,
+}
+
+impl StateParts {
+    fn into_state(self, graph_id: &str) -> Result<StateJson, StoreError> {
+        let meta = |name: &str| self.meta.get(name).map(String::as_str);
+        let checksum = meta("checksum").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let epoch = meta("epoch").unwrap_or("").to_string();
+        let version = meta("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut out = Vec::with_capacity(self.nodes.len() + self.edges.len() + 256);
+        out.extend_from_slice(b"{\"graphId\":");
+        out.extend_from_slice(Value::String(graph_id.to_string()).to_string().as_bytes());
+        out.extend_from_slice(b",\"epoch\":");
+        out.extend_from_slice(Value::String(epoch.clone()).to_string().as_bytes());
+        out.extend_from_slice(format!(",\"version\":{version},\"nodes\":").as_bytes());
+        out.extend_from_slice(&self.nodes);
+        out.extend_from_slice(b",\"edges\":");
+        out.extend_from_slice(&self.edges);
+        out.extend_from_slice(b",\"viewport\":");
+        out.extend_from_slice(meta("viewport").unwrap_or("null").as_bytes());
+        out.extend_from_slice(format!(",\"checksum\":\"{}\"}}", checksum_hex(checksum)).as_bytes());
+        let json = String::from_utf8(out).map_err(|_| {
+            StoreError::Corrupt(format!("graph {graph_id}: an entity is not UTF-8"))
+        })?;
+        Ok(StateJson {
+            version,
+            epoch,
+            json,
+        })
+    }
+}
+
+/// Reads the replies to `MULTI, HGETALL meta, HVALS nodes, HVALS edges,
+/// EXEC`, copying each node and edge text once into `parts`.
+async fn read_state(conn: &mut Conn, parts: &mut StateParts) -> Result<(), StoreError> {
+    for _ in 0..4 {
+        conn.status().await?; // OK, then QUEUED three times
+    }
+    if conn.array().await? != 3 {
+        return Err(RespError::Protocol("EXEC did not answer 3 replies".into()).into());
+    }
+    let fields = conn.array().await?;
+    for _ in 0..fields / 2 {
+        let name = String::from_utf8_lossy(&conn.bulk().await?).into_owned();
+        let value = String::from_utf8_lossy(&conn.bulk().await?).into_owned();
+        parts.meta.insert(name, value);
+    }
+    for out in [&mut parts.nodes, &mut parts.edges] {
+        let count = conn.array().await?;
+        out.reserve(count * 160 + 2);
+        out.push(b'[');
+        for i in 0..count {
+            if i > 0 {
+                out.push(b',');
+            }
+            match conn.header().await? {
+                Header::Bulk(Some(len)) => conn.bulk_into(len, out).await?,
+                other => return Err(unexpected(other).into()),
+            }
+        }
+        out.push(b']');
+    }
+    Ok(())
 }
