@@ -134,7 +134,8 @@ impl std::ops::Deref for AppState {
 pub fn app(state: AppState) -> Router {
     http::routes()
         .merge(ws::routes())
-        .merge(web::routes()).with_state(state)
+        .merge(web::routes())
+        .with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` fires.

@@ -96,12 +96,10 @@ async fn dev_token(
                 .into_response();
         }
     };
-    match state.auth.mint(
-        &req.user,
-        Graphs::All,
-        role,
-        Duration::from_secs(24 * 3600),
-    ) {
+    match state
+        .auth
+        .mint(&req.user, Graphs::All, role, Duration::from_secs(24 * 3600))
+    {
         Ok(token) => Json(json!({"token": token, "userId": req.user})).into_response(),
         Err(err) => (
             StatusCode::BAD_REQUEST,
