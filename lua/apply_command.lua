@@ -671,8 +671,8 @@ end
 -- outcomes with conflicts, also to the sender wherever it is connected.
 local function publish(outcome, applied)
   local note = '{"graphId":"' .. ARGV[12] .. '","operationId":' .. cjson.encode(OP_ID) .. ',"userId":' ..
-    QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"command":' .. ARGV[11] ..
-    ',"outcome":' .. outcome .. '}'
+    QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
+    ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
   if applied then redis.call('PUBLISH', ARGV[10], note) end
   if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
 end

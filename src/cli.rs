@@ -55,6 +55,9 @@ pub enum Command {
         /// Only this queue (repeatable).
         #[arg(long = "queue")]
         queues: Vec<String>,
+        /// Serve /metrics, /healthz and /readyz here (also GRAPHQ_METRICS_BIND).
+        #[arg(long)]
+        metrics_bind: Option<String>,
     },
     /// Per queue: length, pending, owners, lag, delayed, dead letters, counters.
     Queues {
@@ -175,12 +178,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dev { bind } | Command::Gateway { bind } => bind.clone(),
         _ => None,
     };
+    let metrics_bind = match &cli.command {
+        Command::Worker { metrics_bind, .. } => metrics_bind.clone(),
+        _ => None,
+    };
     let flags = Overrides {
         redis_url: cli.redis.clone(),
         prefix: cli.prefix.clone(),
         bind,
+        metrics_bind,
     };
     let config = Config::from_process(cli.config.as_deref(), &flags)?;
+    init_logging(config.log_format);
     match cli.command {
         Command::Dev { .. } => dev(config).await,
         Command::Gateway { .. } => {
@@ -191,9 +200,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let shutdown = shutdown_signal();
             run_gateway(&config, redis, auth, shutdown).await
         }
-        Command::Worker { queues } => {
+        Command::Worker { queues, .. } => {
             let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
-            run_workers(&config, redis, &queues, shutdown_signal()).await
+            let shutdown = shutdown_signal();
+            if let Some(bind) = &config.metrics_bind {
+                let names: Vec<String> = if queues.is_empty() {
+                    config.queues.keys().cloned().collect()
+                } else {
+                    queues.clone()
+                };
+                let watched = names
+                    .iter()
+                    .map(|name| queue(&config, &redis, name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let listener = tokio::net::TcpListener::bind(bind).await?;
+                tracing::info!(%bind, "worker metrics listening");
+                tokio::spawn(crate::metrics::serve(
+                    listener,
+                    redis.clone(),
+                    watched,
+                    shutdown.clone(),
+                ));
+            }
+            run_workers(&config, redis, &queues, shutdown).await
         }
         Command::Queues { json } => {
             let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
@@ -360,6 +389,20 @@ pub async fn run_workers(
 }
 
 /// Serves the HTTP API and WebSocket endpoint on `config.bind` until `shutdown`.
+/// Log lines on stderr, as configured; the level from RUST_LOG (default info).
+fn init_logging(format: crate::config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests run several commands in one process) keeps the first.
+    let _ = match format {
+        crate::config::LogFormat::Json => logs.json().try_init(),
+        crate::config::LogFormat::Human => logs.try_init(),
+    };
+}
+
 pub async fn run_gateway(
     config: &Config,
     redis: Redis,

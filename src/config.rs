@@ -35,6 +35,25 @@ pub struct Config {
     /// WebSocket and HTTP limits and timeouts.
     #[serde(default)]
     pub gateway: GatewaySettings,
+    /// `human` or `json` (GRAPHQ_LOG_FORMAT); the level comes from RUST_LOG.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Where `graphq worker` serves `/metrics`, `/healthz` and `/readyz`
+    /// (GRAPHQ_METRICS_BIND, `--metrics-bind`); absent: not served. The
+    /// gateway serves them on its own listener.
+    #[serde(default)]
+    pub metrics_bind: Option<String>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per event, for log collectors.
+    Json,
 }
 
 /// Values from command-line flags; `None` leaves the lower layers in charge.
@@ -46,6 +65,8 @@ pub struct Overrides {
     pub prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

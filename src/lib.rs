@@ -16,6 +16,7 @@
 //! - [`gateway`]: HTTP API, WebSocket protocol and the broadcaster.
 //! - [`graph`]: commands, their validation, and the graph store (Lua) with
 //!   state, change log, conflicts, undo/redo and verify.
+//! - [`metrics`]: Prometheus metrics of gateway and worker.
 //! - [`queue`]: the job queue engine (ordered partitions, priorities, retries,
 //!   dead letters, delayed and repeatable jobs, rate limits, crash recovery).
 //! - [`workers`]: processors that run on the engine (in `workers/`).
@@ -31,6 +32,7 @@ pub mod db;
 pub mod gateway;
 pub mod graph;
 pub mod keys;
+pub mod metrics;
 pub mod queue;
 pub mod redis_server;
 pub mod resp;

@@ -183,6 +183,14 @@ impl CommandsHandler {
                     .apply(&ctx, &cmd)
                     .await
                     .map_err(|e| JobError::Retry(e.to_string()))?;
+                crate::metrics::observe_since(crate::metrics::COMMAND_LATENCY, job.enqueued_at);
+                tracing::debug!(
+                    graph_id = %ctx.graph_id,
+                    operation_id = %cmd.operation_id,
+                    user_id = %ctx.user_id,
+                    outcome = ?outcome,
+                    "command settled"
+                );
                 let version = match outcome {
                     Outcome::Applied { version, .. } => Some(version),
                     _ => None,
@@ -245,6 +253,7 @@ impl CommandsHandler {
                 }
                 Prepared::Ready(r) => {
                     let outcome = outcomes.next();
+                    settled(job, &r.0, &r.1, outcome.as_deref());
                     if self.snapshots.is_some() {
                         self.after(&r.0, outcome.as_deref().and_then(applied_version))
                             .await;
@@ -280,6 +289,30 @@ impl CommandsHandler {
         {
             tracing::error!(%err, job_id = %job.id, "could not answer a dead-lettered command");
         }
+    }
+}
+
+/// Records a command the script answered: its latency since it was queued,
+/// and a debug line with what became of it.
+fn settled(job: &Job, ctx: &ApplyContext, cmd: &Command, outcome: Option<&str>) {
+    crate::metrics::observe_since(crate::metrics::COMMAND_LATENCY, job.enqueued_at);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        #[derive(Deserialize)]
+        struct Head {
+            status: String,
+            version: Option<u64>,
+            code: Option<String>,
+        }
+        let head = outcome.and_then(|o| serde_json::from_str::<Head>(o).ok());
+        tracing::debug!(
+            graph_id = %ctx.graph_id,
+            operation_id = %cmd.operation_id,
+            user_id = %ctx.user_id,
+            status = head.as_ref().map_or("unknown", |h| h.status.as_str()),
+            version = head.as_ref().and_then(|h| h.version),
+            code = head.as_ref().and_then(|h| h.code.as_deref()),
+            "command settled"
+        );
     }
 }
 

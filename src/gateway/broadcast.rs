@@ -744,6 +744,16 @@ impl Feed {
             "change": note["outcome"]["change"],
         });
         self.deliver(v, Frame::from(frame.to_string()));
+        if let Some(applied_at) = note["appliedAt"].as_u64() {
+            crate::metrics::observe_since(crate::metrics::BROADCAST_LATENCY, applied_at);
+        }
+        tracing::debug!(
+            graph_id = %self.graph,
+            operation_id = %note["operationId"].as_str().unwrap_or(""),
+            version = v,
+            subscribers = self.subs.len(),
+            "COMMAND_APPLIED delivered"
+        );
     }
 
     /// Sends versions (from, to] from the log. Returns false when the log

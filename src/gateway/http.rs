@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/graphs/{graph_id}/changes", get(get_changes))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// The caller's identity from `Authorization: Bearer TOKEN` (or `?token=`).
@@ -293,6 +294,12 @@ async fn get_changes(
         )));
     }
     Ok(Json(ch).into_response())
+}
+
+/// Prometheus text: this gateway's figures and the `commands` queue's state.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = crate::metrics::render(std::slice::from_ref(&state.commands)).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -107,6 +107,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> AppState {
         let redis = store.redis().clone();
+        crate::metrics::install();
         AppState {
             inner: Arc::new(Shared {
                 store,
@@ -281,6 +282,39 @@ pub(crate) fn check_graph(id: &Identity, graph: &str, write: bool) -> Result<(),
 /// per-user rate limit, the queue (idempotent by operation id), then the
 /// operation index. Returns whether it was new (false: a resend).
 pub async fn accept(
+    state: &AppState,
+    id: &Identity,
+    graph: &str,
+    cmd: &Command,
+) -> Result<bool, AppError> {
+    let accepted = queue_command(state, id, graph, cmd).await;
+    match &accepted {
+        Ok(fresh) => {
+            metrics::counter!("graphq_commands_accepted_total").increment(1);
+            tracing::debug!(
+                graph_id = graph,
+                operation_id = %cmd.operation_id,
+                user_id = %id.user,
+                duplicate = !fresh,
+                "command accepted"
+            );
+        }
+        Err(err) => {
+            metrics::counter!("graphq_commands_rejected_total", "code" => err.code().to_string())
+                .increment(1);
+            tracing::debug!(
+                graph_id = graph,
+                operation_id = %cmd.operation_id,
+                user_id = %id.user,
+                code = err.code(),
+                "command refused"
+            );
+        }
+    }
+    accepted
+}
+
+async fn queue_command(
     state: &AppState,
     id: &Identity,
     graph: &str,

@@ -38,6 +38,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../web/editor.css"),
     ),
+    (
+        "/example.html",
+        "text/html; charset=utf-8",
+        include_str!("../../web/example.html"),
+    ),
 ];
 
 pub fn routes() -> Router<AppState> {

@@ -5,7 +5,7 @@
 //! receive loop (parses client frames one at a time, so a client's commands
 //! are queued in the order it sent them), joined by `select!`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Identity;
 use crate::graph::command;
+use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 
 use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
 use super::http::identity;
@@ -95,7 +96,8 @@ struct Session {
     state: AppState,
     id: Identity,
     conn: Arc<Conn>,
-    graphs: HashSet<String>,
+    /// Subscribed graphs, each counted in `graphq_ws_subscriptions`.
+    graphs: HashMap<String, GaugeGuard>,
     /// Last presence sent per graph, for throttling.
     presence_at: HashMap<String, Instant>,
 }
@@ -106,6 +108,7 @@ async fn connection(
     socket: WebSocket,
     first: Option<(String, ClientPosition)>,
 ) {
+    let _open = GaugeGuard::new(WS_CONNECTIONS);
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let (conn, rx) = Conn::new(conn_id, id.user.clone(), state.settings.send_queue);
     state.broadcaster.register(conn.clone()).await;
@@ -115,7 +118,7 @@ async fn connection(
         state: state.clone(),
         id,
         conn: conn.clone(),
-        graphs: HashSet::new(),
+        graphs: HashMap::new(),
         presence_at: HashMap::new(),
     };
     if let Some((graph, at)) = first {
@@ -149,7 +152,7 @@ async fn connection(
             Message::Ping(_) | Message::Pong(_) => {}
         }
     }
-    let graphs: Vec<String> = session.graphs.iter().cloned().collect();
+    let graphs: Vec<String> = session.graphs.keys().cloned().collect();
     state.broadcaster.unregister(&conn, &graphs).await;
     conn.kick.cancel();
     let _ = sender.await;
@@ -268,7 +271,7 @@ impl Session {
                     Some(_) => return self.error("INVALID_MESSAGE", "epoch is a string", None),
                 };
                 let at = ClientPosition { version, epoch };
-                if kind == "SUBSCRIBE" || !self.graphs.contains(&g) {
+                if kind == "SUBSCRIBE" || !self.graphs.contains_key(&g) {
                     self.subscribe(&g, at).await;
                 } else {
                     self.state
@@ -278,7 +281,7 @@ impl Session {
             }
             "UNSUBSCRIBE" => {
                 let Some(g) = need_graph(self) else { return };
-                if self.graphs.remove(&g) {
+                if self.graphs.remove(&g).is_some() {
                     self.state.broadcaster.unsubscribe(&self.conn, &g).await;
                 }
             }
@@ -301,7 +304,7 @@ impl Session {
             }
             "PRESENCE" => {
                 let Some(g) = need_graph(self) else { return };
-                if !self.graphs.contains(&g) {
+                if !self.graphs.contains_key(&g) {
                     return self.error(
                         "NOT_SUBSCRIBED",
                         "subscribe to the graph before sending presence",
@@ -356,7 +359,9 @@ impl Session {
         if let Err(e) = check_graph(&self.id, graph, false) {
             return self.app_error(&e, None);
         }
-        if self.graphs.insert(graph.to_string()) {
+        if !self.graphs.contains_key(graph) {
+            self.graphs
+                .insert(graph.to_string(), GaugeGuard::new(WS_SUBSCRIPTIONS));
             self.state
                 .broadcaster
                 .subscribe(self.conn.clone(), graph, at)

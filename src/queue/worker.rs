@@ -98,6 +98,8 @@ pub(crate) struct Ctx<P> {
     /// Lifecycle events for subscribers in this process.
     pub events: broadcast::Sender<JobEvent>,
     pub counters: Arc<Counters>,
+    /// The same counts, exported to `/metrics`.
+    pub metrics: crate::metrics::JobMetrics,
     /// True while the queue is paused (polled from Redis).
     pub paused: watch::Receiver<bool>,
     /// Tells every task of this worker to stop taking work.
@@ -145,7 +147,10 @@ impl<P: Processor> Worker<P> {
     /// partitions and deregisters.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
         let (paused_tx, paused) = watch::channel(false);
+        crate::metrics::install();
+        let metrics = crate::metrics::JobMetrics::new(self.queue.name());
         let ctx = Arc::new(Ctx {
+            metrics,
             queue: self.queue,
             processor: self.processor,
             id: self.id,
@@ -220,6 +225,7 @@ impl<P: Processor> Ctx<P> {
             JobEventKind::Stalled => c.stalled.fetch_add(1, Relaxed),
             JobEventKind::RateLimited { .. } => c.rate_limited.fetch_add(1, Relaxed),
         };
+        self.metrics.record(&kind);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(JobEvent {
                 queue: self.queue.name_arc(),

@@ -1,0 +1,295 @@
+//! Prometheus metrics (`GET /metrics` on the gateway, and on the worker's
+//! `metrics_bind`). Names and meanings are listed in docs/operations.md.
+//!
+//! Two kinds of figures:
+//! - what this process did: job counters, WebSocket connections and
+//!   subscriptions, latency histograms. Sum them over replicas.
+//! - the state of each queue, read from Redis when scraped (length, pending,
+//!   lag, delayed, dead letters, oldest job age, paused). Every replica
+//!   reports the same values: take `max` over replicas, not `sum`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::queue::{JobEventKind, Queue, QueueStats};
+
+/// Seconds; from 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Accepted (queued) to applied, observed by the worker.
+pub const COMMAND_LATENCY: &str = "graphq_command_latency_seconds";
+/// Applied to handed to subscribers' sockets, observed by the gateway.
+pub const BROADCAST_LATENCY: &str = "graphq_broadcast_latency_seconds";
+pub const WS_CONNECTIONS: &str = "graphq_ws_connections";
+pub const WS_SUBSCRIPTIONS: &str = "graphq_ws_subscriptions";
+
+/// What `/metrics` answers with (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same
+/// handle. Must run inside a Tokio runtime (a task keeps histograms drained).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+            }
+            describe();
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    for (name, help) in [
+        (
+            "graphq_jobs_processed_total",
+            "Jobs this process completed.",
+        ),
+        (
+            "graphq_jobs_failed_total",
+            "Jobs this process gave up on (dead-lettered).",
+        ),
+        (
+            "graphq_jobs_retried_total",
+            "Failed attempts this process scheduled again.",
+        ),
+        (
+            "graphq_jobs_dead_lettered_total",
+            "Jobs this process moved to the dead-letter stream.",
+        ),
+        (
+            "graphq_jobs_rate_limited_total",
+            "Jobs this process held back by a rate limit.",
+        ),
+        (
+            "graphq_jobs_stalled_total",
+            "Jobs this process took over from a stalled worker.",
+        ),
+        (
+            "graphq_commands_accepted_total",
+            "Commands this gateway queued.",
+        ),
+        (
+            "graphq_commands_rejected_total",
+            "Commands this gateway refused, by error code.",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            "graphq_queue_length",
+            "Entries in the queue's streams (waiting or in flight).",
+        ),
+        (
+            "graphq_queue_pending",
+            "Entries delivered to a worker and not yet acknowledged.",
+        ),
+        (
+            "graphq_queue_lag",
+            "Entries not yet delivered to any worker.",
+        ),
+        (
+            "graphq_queue_delayed",
+            "Jobs waiting for their time (delayed or backing off).",
+        ),
+        (
+            "graphq_queue_dead_letters",
+            "Entries in the dead-letter streams.",
+        ),
+        (
+            "graphq_queue_oldest_job_age_seconds",
+            "Age of the oldest entry still in the streams.",
+        ),
+        ("graphq_queue_paused", "1 when the queue is paused."),
+        (
+            WS_CONNECTIONS,
+            "Open WebSocket connections on this gateway.",
+        ),
+        (
+            WS_SUBSCRIPTIONS,
+            "Graph subscriptions of those connections.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+    }
+    describe_histogram!(
+        COMMAND_LATENCY,
+        metrics::Unit::Seconds,
+        "From a command being queued (ACCEPTED) to the worker applying it."
+    );
+    describe_histogram!(
+        BROADCAST_LATENCY,
+        metrics::Unit::Seconds,
+        "From a command being applied to its COMMAND_APPLIED being handed to the subscribers' sockets."
+    );
+}
+
+/// The Prometheus text: queue gauges refreshed from Redis first (a queue
+/// Redis does not answer for keeps its last values).
+pub async fn render(queues: &[Queue]) -> String {
+    let handle = install();
+    for queue in queues {
+        match queue.stats().await {
+            Ok(stats) => set_queue_gauges(&stats),
+            Err(err) => tracing::warn!(%err, queue = queue.name(), "queue gauges not refreshed"),
+        }
+    }
+    handle.render()
+}
+
+fn set_queue_gauges(stats: &QueueStats) {
+    let queue = stats.queue.clone();
+    let set = |name: &'static str, value: f64| gauge!(name, "queue" => queue.clone()).set(value);
+    set("graphq_queue_length", stats.total(|p| p.length) as f64);
+    set("graphq_queue_pending", stats.total(|p| p.pending) as f64);
+    set("graphq_queue_lag", stats.total(|p| p.lag) as f64);
+    set("graphq_queue_delayed", stats.total(|p| p.delayed) as f64);
+    set(
+        "graphq_queue_dead_letters",
+        stats.total(|p| p.dead_lettered_now) as f64,
+    );
+    let oldest_ms = stats
+        .partitions
+        .iter()
+        .filter_map(|p| p.oldest_age_ms)
+        .max();
+    set(
+        "graphq_queue_oldest_job_age_seconds",
+        oldest_ms.unwrap_or(0) as f64 / 1000.0,
+    );
+    set("graphq_queue_paused", if stats.paused { 1.0 } else { 0.0 });
+}
+
+/// Job counters of one queue in this process, resolved once.
+pub struct JobMetrics {
+    processed: Counter,
+    failed: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+    rate_limited: Counter,
+    stalled: Counter,
+}
+
+impl JobMetrics {
+    pub fn new(queue: &str) -> JobMetrics {
+        let c = |name: &'static str| counter!(name, "queue" => queue.to_string());
+        JobMetrics {
+            processed: c("graphq_jobs_processed_total"),
+            failed: c("graphq_jobs_failed_total"),
+            retried: c("graphq_jobs_retried_total"),
+            dead_lettered: c("graphq_jobs_dead_lettered_total"),
+            rate_limited: c("graphq_jobs_rate_limited_total"),
+            stalled: c("graphq_jobs_stalled_total"),
+        }
+    }
+
+    pub fn record(&self, kind: &JobEventKind) {
+        match kind {
+            JobEventKind::Completed => self.processed.increment(1),
+            JobEventKind::Retrying { .. } => self.retried.increment(1),
+            JobEventKind::DeadLettered { .. } => {
+                self.failed.increment(1);
+                self.dead_lettered.increment(1);
+            }
+            JobEventKind::Stalled => self.stalled.increment(1),
+            JobEventKind::RateLimited { .. } => self.rate_limited.increment(1),
+        }
+    }
+}
+
+/// A gauge raised while the guard lives (a connection, a subscription).
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(name: &'static str) -> GaugeGuard {
+        let gauge = gauge!(name);
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Observes the time since `since_ms` (ms since the Unix epoch) in seconds.
+pub fn observe_since(histogram: &'static str, since_ms: u64) {
+    let elapsed_ms = crate::db::now_ms().saturating_sub(since_ms);
+    metrics::histogram!(histogram).record(elapsed_ms as f64 / 1000.0);
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` for a process without a
+/// gateway (`graphq worker --metrics-bind`), until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    redis: crate::db::Redis,
+    queues: Vec<Queue>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    install();
+    let queues = std::sync::Arc::new(queues);
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let queues = queues.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                        render(&queues).await,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { r#"{"status":"ok"}"# }))
+        .route(
+            "/readyz",
+            get(move || {
+                let redis = redis.clone();
+                async move {
+                    let pong: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut redis.conn()).await;
+                    match pong {
+                        Ok(_) => (StatusCode::OK, r#"{"status":"ready"}"#.to_string()),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            serde_json::json!({"error": {"code": "UNAVAILABLE",
+                                "message": format!("redis: {e}")}})
+                            .to_string(),
+                        ),
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
