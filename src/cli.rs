@@ -470,6 +470,7 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         }
     };
     config.gateway.dev_tokens = true;
+    let bind = config.bind.clone();
     let auth = crate::auth::Auth::new(&secret)?;
     let token = auth.mint(
         "dev",
@@ -478,11 +479,11 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         Duration::from_secs(24 * 3600),
     )?;
     eprintln!(
-        "graphq dev: gateway on http://{} with workers for {} against {} (prefix `{}`)\n\
+        "graphq dev: gateway on http://{bind} with workers for {} against {} (prefix `{}`)\n\
+         graphq dev: open the demo editor at http://{bind}/ (two windows, two names: live collaboration)\n\
          graphq dev: a token for user `dev` on every graph: {token}\n\
          graphq dev: more tokens: GRAPHQ_AUTH_SECRET={secret} graphq token --user NAME --graph GRAPH\n\
          graphq dev: Ctrl-C stops everything",
-        config.bind,
         config.queues.keys().cloned().collect::<Vec<_>>().join(", "),
         config.redis_url,
         config.prefix

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, Identity};
 use crate::graph::command::{self, MAX_BATCH_OPS, MAX_COMMAND_BYTES, Rejection};
 
-use super::{AppError, AppState, accept, check_graph, wait_bound};
+use super::{AppError, AppState, accept, check_graph, invalid_command, wait_bound};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -81,7 +81,7 @@ async fn post_command(
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, true)?;
     let bytes = read_body(body, MAX_COMMAND_BYTES).await?;
-    let cmd = command::parse(&bytes).map_err(AppError::Rejected)?;
+    let cmd = command::parse(&bytes).map_err(invalid_command)?;
     submit(&state, &id, &graph, &cmd, q.wait).await
 }
 
@@ -210,7 +210,7 @@ async fn post_batch(
                     if r.field.is_empty() { "" } else { "." },
                     r.field
                 );
-                AppError::Rejected(r)
+                invalid_command(r)
             })
         })
         .collect::<Result<_, _>>()?;

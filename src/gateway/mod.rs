@@ -300,8 +300,7 @@ pub async fn accept(
             );
         }
         Err(err) => {
-            metrics::counter!("graphq_commands_rejected_total", "code" => err.code().to_string())
-                .increment(1);
+            count_refusal(err.code());
             tracing::debug!(
                 graph_id = graph,
                 operation_id = %cmd.operation_id,
@@ -312,6 +311,16 @@ pub async fn accept(
         }
     }
     accepted
+}
+
+/// A command that did not validate: counted by its code, then answered.
+pub(crate) fn invalid_command(rejection: Rejection) -> AppError {
+    count_refusal(rejection.code);
+    AppError::Rejected(rejection)
+}
+
+fn count_refusal(code: &str) {
+    metrics::counter!("graphq_commands_rejected_total", "code" => code.to_string()).increment(1);
 }
 
 async fn queue_command(

@@ -27,7 +27,7 @@ use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 
 use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
 use super::http::identity;
-use super::{AppError, AppState, accept, check_graph};
+use super::{AppError, AppState, accept, check_graph, invalid_command};
 
 /// Close code for a socket that stayed silent past the idle timeout.
 pub const CLOSE_IDLE: u16 = 4002;
@@ -293,7 +293,7 @@ impl Session {
                 let op = raw.get("operationId").and_then(Value::as_str);
                 let cmd = match command::from_value(raw) {
                     Ok(c) => c,
-                    Err(r) => return self.app_error(&AppError::Rejected(r), op),
+                    Err(r) => return self.app_error(&invalid_command(r), op),
                 };
                 match accept(&self.state, &self.id, &g, &cmd).await {
                     Ok(_) => self.conn.send_json(
