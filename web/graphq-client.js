@@ -334,7 +334,8 @@ export class GraphqClient {
   #attempt = 0;
   #lastHeard = 0;
   #timers = { reconnect: null, heartbeat: null, presence: null, retry: null, sync: null };
-  #presence = { next: null, lastSent: -Infinity };
+  /** This user's presence; `dirty` until the latest state was sent. */
+  #presence = { state: { cursor: null, selection: [] }, dirty: false, lastSent: -Infinity };
   #lastSyncRequest = -Infinity;
   #wantFullSync = false;
   #onlineListener = null;
@@ -699,7 +700,10 @@ export class GraphqClient {
    * @param {{cursor?: ?Point, selection?: string[]}} presence
    */
   setPresence(presence) {
-    this.#presence.next = { ...this.#presence.next, ...presence };
+    // Every PRESENCE carries both fields: the server relays a missing one as null.
+    if (presence.cursor !== undefined) this.#presence.state.cursor = presence.cursor;
+    if (presence.selection !== undefined) this.#presence.state.selection = presence.selection;
+    this.#presence.dirty = true;
     if (this.#timers.presence !== null) return;
     const wait = this.#presence.lastSent + this.#opts.presenceIntervalMs - this.#clock.now();
     if (wait <= 0) this.#flushPresence();
@@ -707,11 +711,10 @@ export class GraphqClient {
   }
 
   #flushPresence() {
-    const next = this.#presence.next;
-    if (!next || !this.#subscribed) return;
-    this.#presence.next = null;
+    if (!this.#presence.dirty || !this.#subscribed) return;
+    this.#presence.dirty = false;
     this.#presence.lastSent = this.#clock.now();
-    this.#send({ type: 'PRESENCE', graphId: this.graphId, ...next });
+    this.#send({ type: 'PRESENCE', graphId: this.graphId, ...this.#presence.state });
   }
 
   #sendCommand(entry) {

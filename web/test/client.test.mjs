@@ -419,11 +419,15 @@ describe('presence', () => {
     client.setPresence({ cursor: { x: 2, y: 2 } });
     client.setPresence({ selection: ['a'] });
     client.setPresence({ cursor: { x: 3, y: 3 } });
-    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 1, y: 1 } }]);
+    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 1, y: 1 }, selection: [] }]);
     clock.tick(99);
     assert.deepEqual(socket.take(), []);
     clock.tick(1);
     assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 3, y: 3 }, selection: ['a'] }]);
+    clock.tick(1000);
+    client.setPresence({ cursor: null });
+    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: null, selection: ['a'] }],
+      'the selection stays when only the cursor changes');
   });
 
   test("other users' cursors and selections are tracked until they leave or the socket drops", () => {
@@ -446,7 +450,7 @@ describe('bad server data', () => {
   test('nonsense from the server is reported, never thrown, and the state stays usable', () => {
     const { client, clock, events } = setup();
     const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
-    client.on('change', () => {
+    const stopThrowing = client.on('change', () => {
       throw new Error('a broken UI listener');
     });
     const junk = [
@@ -469,6 +473,7 @@ describe('bad server data', () => {
       for (const frame of junk) socket.receive(frame);
     } finally {
       console.error = originalError;
+      stopThrowing();
     }
     assert.equal(client.version, 3);
     assert.ok(client.view.nodes.has('a'), 'a malformed removal removes nothing');
