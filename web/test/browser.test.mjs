@@ -61,10 +61,19 @@ async function openPair(graph) {
   return { a, b, close: () => Promise.all([a.close(), b.close()]) };
 }
 
+/** One PNG per window, and both side by side as a person would see them. */
 async function screenshots(name, pages) {
+  const shots = [];
   for (const [who, page] of Object.entries(pages)) {
-    await page.screenshot({ path: path.join(OUTPUT, `${name}-${who}.png`), animations: 'disabled' });
+    const png = await page.screenshot({ path: path.join(OUTPUT, `${name}-${who}.png`), animations: 'disabled' });
+    shots.push(`<figure><figcaption>${who}</figcaption><img src="data:image/png;base64,${png.toString('base64')}"></figure>`);
   }
+  const board = await browser.newPage({ viewport: { width: 1800, height: 600 } });
+  await board.setContent(`<style>body{margin:0;display:flex;gap:16px;padding:16px;background:#2a3040;width:max-content}
+    figure{margin:0}figcaption{color:#e8ebf2;font:600 14px system-ui;margin:0 0 6px}
+    img{display:block;border-radius:6px}</style>${shots.join('')}`);
+  await board.screenshot({ path: path.join(OUTPUT, `${name}-side-by-side.png`), fullPage: true });
+  await board.close();
 }
 
 /** Double-clicks the canvas at graph point (x, y) and returns the new node's id. */
