@@ -14,7 +14,9 @@ import { repoRoot, startGraphq, startGraphqDev, startProxy, startRedis } from '.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 const PREFIX = `webtest${process.pid}`;
+/** Longest wait for one thing to show; a whole test gets a minute. */
 const WAIT = 10_000;
+const TEST_TIMEOUT = 60_000;
 
 let redis;
 let graphq;
@@ -168,7 +170,7 @@ async function settled(page, version) {
 }
 
 describe('two users in two browser windows', () => {
-  test('a node created, dragged and renamed in one window shows in the other, with cursors and undo', async () => {
+  test('a node created, dragged and renamed in one window shows in the other, with cursors and undo', { timeout: TEST_TIMEOUT }, async () => {
     const graph = 'together';
     const { a, b, close } = await openPair(graph);
 
@@ -215,7 +217,7 @@ describe('two users in two browser windows', () => {
     await close();
   });
 
-  test('an edge to a node the other user just deleted is pending, then rolls back with a toast', async (t) => {
+  test('an edge to a node the other user just deleted is pending, then rolls back with a toast', { timeout: TEST_TIMEOUT }, async (t) => {
     const graph = 'rollback';
     const { a, b, close } = await openPair(graph);
     const kept = await addNodeAt(a, 180, 200);
@@ -253,7 +255,7 @@ describe('two users in two browser windows', () => {
     await close();
   });
 
-  test('edits made while the socket is cut are kept, flushed on reconnect, and both windows converge', async (t) => {
+  test('edits made while the socket is cut are kept, flushed on reconnect, and both windows converge', { timeout: TEST_TIMEOUT }, async (t) => {
     const graph = 'offline';
     const { a, b, close } = await openPair(graph);
     const one = await addNodeAt(a, 160, 140);
@@ -311,7 +313,7 @@ describe('under graphq dev', () => {
   }, { timeout: 30_000 });
   after(() => dev?.stop(), { timeout: 10_000 });
 
-  test('without a token the page asks for a name, gets a demo token and joins', async () => {
+  test('without a token the page asks for a name, gets a demo token and joins', { timeout: TEST_TIMEOUT }, async () => {
     const page = await bob.newPage();
     await page.goto(`${dev.base}/?graph=lobby`);
     const dialog = page.locator('dialog#login');

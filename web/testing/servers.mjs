@@ -14,9 +14,16 @@ export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 export const graphqBin = path.resolve(repoRoot, process.env.GRAPHQ_BIN ?? 'target/debug/graphq');
 
 const children = new Set();
-process.on('exit', () => {
+const killAll = () => {
   for (const child of children) child.kill('SIGKILL');
-});
+};
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(1);
+  });
+}
 
 /** A TCP port nothing listens on right now. */
 export function freePort() {
