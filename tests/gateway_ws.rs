@@ -529,3 +529,87 @@ async fn presence_not_refreshed_in_time_is_announced_gone() {
     );
     a.send(json!({"type": "HEARTBEAT"})).await;
 }
+
+/// A client that resends an operation id after a reconnect hears how it
+/// ended, even when the outcome was announced while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_operation_that_already_settled_is_answered_with_its_outcome() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let http = reqwest::Client::new();
+    let token = s.token("alice", &["g1"], Role::Editor);
+    // Both settle while alice has no socket: one applies, one is reverted.
+    for (c, status) in [
+        (create("ok-1", "a"), 200),
+        (
+            cmd(
+                "bad-1",
+                "UPDATE_NODE",
+                json!({"id": "ghost", "patch": {"data": {"x": 1}}}),
+            ),
+            200,
+        ),
+    ] {
+        let r = http
+            .post(format!("{}/api/v2/graphs/g1/command?wait=5000", s.url))
+            .bearer_auth(&token)
+            .json(&c)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
+
+    let mut a = client(&s, "alice", Role::Editor).await;
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("ok-1", "a")}))
+        .await;
+    let accepted = a.next_of("ACCEPTED").await;
+    assert_eq!(accepted["operationId"], "ok-1");
+    assert_eq!(accepted["duplicate"], true);
+    assert_eq!(accepted["status"], "completed");
+    assert_eq!(accepted["version"], 1);
+
+    a.send(json!({"type": "COMMAND", "graphId": "g1",
+        "command": cmd("bad-1", "UPDATE_NODE", json!({"id": "ghost", "patch": {"data": {"x": 1}}}))}))
+        .await;
+    let accepted = a.next_of("ACCEPTED").await;
+    assert_eq!(accepted["operationId"], "bad-1");
+    assert_eq!(accepted["duplicate"], true);
+    assert!(accepted.get("status").is_none(), "{accepted}");
+    let revert = a.next_of("REVERT").await;
+    assert_eq!(revert["operationId"], "bad-1");
+    assert_eq!(revert["error"]["code"], "NOT_FOUND");
+
+    // Nothing was applied twice.
+    assert_eq!(s.store.state("g1").await.unwrap().version, 1);
+}
+
+/// A presence update that leaves out a field keeps its last value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_keeps_the_field_a_message_leaves_out() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(
+        &env,
+        GatewaySettings {
+            presence_interval_ms: 0,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": 1, "y": 2}, "selection": ["n1"]}))
+        .await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(p["selection"], json!(["n1"]));
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": 5, "y": 6}}))
+        .await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(p["cursor"], json!({"x": 5, "y": 6}));
+    assert_eq!(p["selection"], json!(["n1"]), "selection kept");
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "selection": []}))
+        .await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(p["cursor"], json!({"x": 5, "y": 6}), "cursor kept");
+    assert_eq!(p["selection"], json!([]));
+}

@@ -98,8 +98,9 @@ struct Session {
     conn: Arc<Conn>,
     /// Subscribed graphs, each counted in `graphq_ws_subscriptions`.
     graphs: HashMap<String, GaugeGuard>,
-    /// Last presence sent per graph, for throttling.
-    presence_at: HashMap<String, Instant>,
+    /// Last presence sent per graph: when (for throttling), and the cursor
+    /// and selection, which stand for a field a later message leaves out.
+    presence_at: HashMap<String, (Instant, Value, Value)>,
 }
 
 async fn connection(
@@ -296,9 +297,10 @@ impl Session {
                     Err(r) => return self.app_error(&invalid_command(r), op),
                 };
                 match accept(&self.state, &self.id, &g, &cmd).await {
-                    Ok(_) => self.conn.send_json(
+                    Ok(true) => self.conn.send_json(
                         &json!({"type": "ACCEPTED", "graphId": g, "operationId": cmd.operation_id}),
                     ),
+                    Ok(false) => self.accepted_again(&g, &cmd.operation_id).await,
                     Err(e) => self.app_error(&e, Some(&cmd.operation_id)),
                 }
             }
@@ -313,16 +315,16 @@ impl Session {
                 }
                 let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
                 let now = Instant::now();
-                if self
-                    .presence_at
-                    .get(&g)
-                    .is_some_and(|t| now.duration_since(*t) < interval)
-                {
+                let last = self.presence_at.get(&g);
+                if last.is_some_and(|(t, _, _)| now.duration_since(*t) < interval) {
                     return;
                 }
-                self.presence_at.insert(g.clone(), now);
-                let cursor = msg.get("cursor").cloned().unwrap_or(Value::Null);
-                let selection = msg.get("selection").cloned().unwrap_or(Value::Null);
+                let (last_cursor, last_selection) = last
+                    .map_or((Value::Null, Value::Null), |(_, c, s)| {
+                        (c.clone(), s.clone())
+                    });
+                let cursor = msg.get("cursor").cloned().unwrap_or(last_cursor);
+                let selection = msg.get("selection").cloned().unwrap_or(last_selection);
                 let cursor_ok = cursor.is_null()
                     || (cursor["x"].as_f64().is_some_and(f64::is_finite)
                         && cursor["y"].as_f64().is_some_and(f64::is_finite));
@@ -339,6 +341,8 @@ impl Session {
                         None,
                     );
                 }
+                self.presence_at
+                    .insert(g.clone(), (now, cursor.clone(), selection.clone()));
                 self.state
                     .broadcaster
                     .publish_presence(&g, &self.id.user, &cursor, &selection)
@@ -352,6 +356,40 @@ impl Session {
                 &format!("unknown message type `{other}`"),
                 None,
             ),
+        }
+    }
+
+    /// A resent operation id. Its outcome may have been announced while the
+    /// client was away (a REVERT to a user with no socket reaches nobody; a
+    /// `SYNC reset` names no operations), so a settled one is answered now:
+    /// ACCEPTED with `"duplicate": true` plus `"status": "completed"` and
+    /// the version it made, or ACCEPTED then the REVERT again.
+    async fn accepted_again(&mut self, graph: &str, operation_id: &str) {
+        let mut accepted = json!({"type": "ACCEPTED", "graphId": graph,
+            "operationId": operation_id, "duplicate": true});
+        let settled = match self.state.store.operation(operation_id).await {
+            Ok(Some(op)) if op.graph_id == graph => Some(op),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(%err, operation_id, "status of a resent operation unknown");
+                None
+            }
+        };
+        let mut revert = None;
+        match settled {
+            Some(op) if op.status == "completed" => {
+                accepted["status"] = json!("completed");
+                accepted["version"] = json!(op.version);
+            }
+            Some(op) if op.status == "failed" => {
+                revert = Some(json!({"type": "REVERT", "graphId": graph,
+                    "operationId": operation_id, "error": op.error}));
+            }
+            _ => {}
+        }
+        self.conn.send_json(&accepted);
+        if let Some(revert) = revert {
+            self.conn.send_json(&revert);
         }
     }
 
