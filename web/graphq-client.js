@@ -844,9 +844,26 @@ export class GraphqClient {
     const entry = this.#pending.find((p) => p.command.operationId === msg.operationId);
     if (!entry) return;
     entry.state = 'accepted';
-    // A command resent after a reconnect may have been decided while we
-    // were away: then the server has it already and announces nothing new.
+    if (msg.duplicate === true) {
+      // The server knew this operation id. If it was decided while we were
+      // away, it says so: "completed" with its version here, or a REVERT
+      // right after this message; otherwise the outcome is still to come.
+      if (msg.status === 'completed' && isVersion(msg.version)) this.#settledWhileAway(entry, msg.version);
+      return;
+    }
+    // A resent command that the server answers like a new one, without
+    // saying whether it knew it (older servers): ask later.
     if (entry.resent) this.#checkLater(entry);
+  }
+
+  /** An own command applied at `version` while this client was away. */
+  #settledWhileAway(entry, version) {
+    // Above the confirmed version, its COMMAND_APPLIED is still on its way.
+    if (version > this.#version) return;
+    const id = entry.command.operationId;
+    this.#take(id);
+    this.#rebuild();
+    this.#emit('applied', { operationId: id, userId: this.userId, version, type: entry.command.type, own: true });
   }
 
   #onRevert(msg) {
@@ -932,9 +949,7 @@ export class GraphqClient {
       this.#rollback(id, error);
     } else if (status?.status === 'completed' && isVersion(status.version) && status.version <= this.#version) {
       // Applied, and already part of the confirmed state (it came in a reset).
-      this.#take(id);
-      this.#rebuild();
-      this.#emit('applied', { operationId: id, userId: this.userId, version: status.version, type: entry.command.type, own: true });
+      this.#settledWhileAway(entry, status.version);
     } else if (entry.checks < 8 && this.#subscribed) {
       this.#checkLater(entry);
     }

@@ -388,6 +388,30 @@ describe('reconnecting', () => {
     assert.deepEqual(seen(client, 'a'), { x: 4, y: 4 });
   });
 
+  test('a resent command the server says it already decided is settled from its answer', () => {
+    const asked = [];
+    const fetch = async (url) => { asked.push(url); return { ok: false }; };
+    const { client, clock, events } = setup({ fetch });
+    const first = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    client.createEdge({ source: 'a', target: 'b-deleted-meanwhile' });
+    client.moveNode('a', { x: 4, y: 4 });
+    const [reverted, kept] = first.take().map((m) => m.command.operationId);
+    first.drop();
+    clock.tick(10_000);
+    const second = FakeSocket.opened[1];
+    second.accept();
+    second.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version: 3, status: 'reset', state: { nodes: [node('a', 4, 4)], edges: [] } });
+    assert.deepEqual(second.take('COMMAND').map((m) => m.command.operationId), [reverted, kept]);
+    second.receive({ type: 'ACCEPTED', graphId: G, operationId: reverted, duplicate: true });
+    second.receive({ type: 'REVERT', graphId: G, operationId: reverted, error: { code: 'NOT_FOUND', message: 'gone' } });
+    second.receive({ type: 'ACCEPTED', graphId: G, operationId: kept, duplicate: true, status: 'completed', version: 3 });
+    assert.deepEqual(client.pending, []);
+    assert.deepEqual(events.revert.map((r) => [r.operationId, r.error.code]), [[reverted, 'NOT_FOUND']]);
+    assert.deepEqual(seen(client, 'a'), { x: 4, y: 4 });
+    clock.tick(60_000);
+    assert.deepEqual(asked, [], 'no need to ask the server');
+  });
+
   test('a gap in COMMAND_APPLIED versions asks for a sync instead of applying', () => {
     const { client, clock } = setup();
     const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
