@@ -613,3 +613,18 @@ async fn presence_keeps_the_field_a_message_leaves_out() {
     assert_eq!(p["cursor"], json!({"x": 5, "y": 6}), "cursor kept");
     assert_eq!(p["selection"], json!([]));
 }
+
+/// Shutting the gateway down closes every socket with 1001 (SPEC §1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sockets_with_1001() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut subscribed, _) = subscribed(&s, "alice", 0).await;
+    let mut idle = client(&s, "bob", Role::Viewer).await;
+    s.shutdown.cancel();
+    assert_eq!(
+        subscribed.close_code(Duration::from_secs(5)).await,
+        Some(1001)
+    );
+    assert_eq!(idle.close_code(Duration::from_secs(5)).await, Some(1001));
+}

@@ -55,13 +55,19 @@ pub struct Conn {
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 
 impl Conn {
-    pub fn new(id: u64, user: String, queue: usize) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
+    /// `shutdown` is the server's: when it fires, the connection is kicked too.
+    pub fn new(
+        id: u64,
+        user: String,
+        queue: usize,
+        shutdown: &CancellationToken,
+    ) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Conn {
             id,
             user,
             tx,
-            kick: CancellationToken::new(),
+            kick: shutdown.child_token(),
             close_code: AtomicU16::new(0),
         };
         (Arc::new(conn), rx)

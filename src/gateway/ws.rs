@@ -111,7 +111,12 @@ async fn connection(
 ) {
     let _open = GaugeGuard::new(WS_CONNECTIONS);
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (conn, rx) = Conn::new(conn_id, id.user.clone(), state.settings.send_queue);
+    let (conn, rx) = Conn::new(
+        conn_id,
+        id.user.clone(),
+        state.settings.send_queue,
+        &state.shutdown,
+    );
     state.broadcaster.register(conn.clone()).await;
     let (sink, mut stream) = socket.split();
     let sender = tokio::spawn(send_loop(state.clone(), conn.clone(), sink, rx));
@@ -126,10 +131,14 @@ async fn connection(
         session.subscribe(&graph, at).await;
     }
     let idle = Duration::from_millis(state.settings.idle_timeout_ms);
+    // Registered once: a fresh `cancelled()` per frame would lock the
+    // token's waiter list every time. The kick token is a child of the
+    // server's shutdown, so one future covers both.
+    let kicked = conn.kick.cancelled();
+    tokio::pin!(kicked);
     loop {
         let next = tokio::select! {
-            _ = conn.kick.cancelled() => break,
-            _ = state.shutdown.cancelled() => { conn.close(1001); break }
+            _ = &mut kicked => break,
             n = tokio::time::timeout(idle, stream.next()) => n,
         };
         let frame = match next {
@@ -167,11 +176,14 @@ async fn send_loop(
 ) {
     let mut heartbeat = tokio::time::interval(Duration::from_millis(state.settings.heartbeat_ms));
     heartbeat.tick().await;
+    // Registered once, not per frame (10,000 sockets re-registering on every
+    // broadcast contend on the token's lock); covers shutdown too.
+    let kicked = conn.kick.cancelled();
+    tokio::pin!(kicked);
     loop {
         tokio::select! {
             biased;
-            _ = conn.kick.cancelled() => break,
-            _ = state.shutdown.cancelled() => { conn.close(1001); break }
+            _ = &mut kicked => break,
             m = rx.recv() => match m {
                 Some(Outgoing::Text(t)) => {
                     if sink.send(Message::Text(t)).await.is_err() {
@@ -191,6 +203,7 @@ async fn send_loop(
         }
     }
     let code = match conn.close_code.load(Ordering::SeqCst) {
+        0 if state.shutdown.is_cancelled() => 1001,
         0 => 1000,
         c => c,
     };
