@@ -114,9 +114,19 @@ pub enum DlqAction {
         json: bool,
     },
     /// Put a dead job (or, without ID, every dead job) back into its queue.
-    Retry { queue: String, id: Option<String> },
+    /// Replaying many prints progress on stderr.
+    Retry {
+        queue: String,
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete every dead job of a queue.
-    Purge { queue: String },
+    Purge {
+        queue: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -590,25 +600,94 @@ async fn dlq(config: &Config, redis: &Redis, action: DlqAction) -> Result<(), Cl
                 }
             }
         }
-        DlqAction::Retry { queue: name, id } => {
-            let dlq = queue(config, redis, &name)?.dead_letters();
+        DlqAction::Retry {
+            queue: name,
+            id,
+            json,
+        } => {
+            let q = queue(config, redis, &name)?;
             match id {
                 Some(id) => {
-                    let entry = dlq
-                        .retry(&id)
-                        .await?
-                        .ok_or_else(|| CliError::NotFound(format!("no dead job {id} in {name}")))?;
-                    println!("requeued {id} as {entry}");
+                    let entry =
+                        q.dead_letters().retry(&id).await?.ok_or_else(|| {
+                            CliError::NotFound(format!("no dead job {id} in {name}"))
+                        })?;
+                    if json {
+                        let out =
+                            serde_json::json!({"queue": name, "requeued": 1, "entries": [entry]});
+                        println!("{out}");
+                    } else {
+                        println!("requeued {id} as {entry}");
+                    }
                 }
-                None => println!("requeued {} jobs", dlq.retry_all().await?),
+                None => {
+                    let n = retry_every_dead_job(&q).await?;
+                    if json {
+                        println!("{}", serde_json::json!({"queue": name, "requeued": n}));
+                    } else {
+                        println!("requeued {n} jobs");
+                    }
+                }
             }
         }
-        DlqAction::Purge { queue: name } => {
+        DlqAction::Purge { queue: name, json } => {
             let n = queue(config, redis, &name)?.dead_letters().purge().await?;
-            println!("purged {n} dead jobs from {name}");
+            if json {
+                println!("{}", serde_json::json!({"queue": name, "purged": n}));
+            } else {
+                println!("purged {n} dead jobs from {name}");
+            }
         }
     }
     Ok(())
+}
+
+/// Dead jobs requeued between two progress lines on stderr.
+const PROGRESS_EVERY: usize = 1000;
+
+/// Replays every job that is dead when the command starts, with a progress
+/// line on stderr every [`PROGRESS_EVERY`] jobs (stdout keeps the result).
+/// Each partition is walked only up to the entry that was its last at the
+/// start: a job that dies again while this runs stays dead, rather than
+/// coming round again and keeping the command going for as long as a worker
+/// keeps failing it.
+async fn retry_every_dead_job(q: &Queue) -> Result<usize, CliError> {
+    use redis::AsyncCommands;
+    use redis::streams::StreamRangeReply;
+    let dlq = q.dead_letters();
+    let total = dlq.count().await?;
+    let mut conn = q.redis().conn();
+    let mut requeued = 0;
+    for p in q.partitions() {
+        let key = q.keys().dlq(q.name(), p);
+        let last: StreamRangeReply = conn
+            .xrevrange_count(&key, "+", "-", 1)
+            .await
+            .map_err(QueueError::from)?;
+        let Some(last) = last.ids.into_iter().next().map(|e| e.id) else {
+            continue;
+        };
+        let mut start = "-".to_string();
+        loop {
+            let batch: StreamRangeReply = conn
+                .xrange_count(&key, &start, &last, 500)
+                .await
+                .map_err(QueueError::from)?;
+            let Some(end) = batch.ids.last().map(|e| format!("({}", e.id)) else {
+                break;
+            };
+            for entry in &batch.ids {
+                if dlq.retry(&format!("{p}/{}", entry.id)).await?.is_some() {
+                    requeued += 1;
+                    if requeued % PROGRESS_EVERY == 0 {
+                        eprintln!("requeued {requeued}/{total} dead jobs of {}", q.name());
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+    Ok(requeued)
 }
 
 fn queues_table(all: &[QueueStats]) -> String {
