@@ -41,6 +41,9 @@ pub struct GatewaySettings {
     pub heartbeat_ms: u64,
     /// A socket silent for this long is closed (4002).
     pub idle_timeout_ms: u64,
+    /// An HTTP connection that has not sent a whole request head within this
+    /// long is closed (slow or silent clients would otherwise hold it forever).
+    pub header_read_timeout_ms: u64,
     /// Largest WebSocket frame accepted; larger ones close the socket (1009).
     pub max_frame_bytes: usize,
     /// Upper bound of `?wait=MS`.
@@ -63,6 +66,7 @@ impl Default for GatewaySettings {
             send_queue: 1024,
             heartbeat_ms: 15_000,
             idle_timeout_ms: 45_000,
+            header_read_timeout_ms: 30_000,
             max_frame_bytes: 128 * 1024,
             wait_max_ms: 30_000,
             presence_interval_ms: 50,
@@ -139,22 +143,63 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` fires.
+/// Serves `app` on `listener` until `shutdown` fires, then waits for open
+/// HTTP exchanges to finish (upgraded WebSockets close on their own).
+///
+/// Connections are served with hyper directly rather than `axum::serve`,
+/// which sets no timer and so no header-read timeout: a client trickling its
+/// request head byte by byte would hold a connection and a task forever.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let shutdown = state.shutdown.clone();
+    let header_timeout = Duration::from_millis(state.settings.header_read_timeout_ms);
     let router = app(state);
-    // Small frames must leave at once: with Nagle's algorithm a frame sent
-    // right after another (ACCEPTED, then COMMAND_APPLIED) waits for the
-    // client's delayed ACK, about 40 ms.
-    let listener = listener.tap_io(|tcp| {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Small frames must leave at once: with Nagle's algorithm a frame sent
+        // right after another (ACCEPTED, then COMMAND_APPLIED) waits for the
+        // client's delayed ACK, about 40 ms.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "TCP_NODELAY not set");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%err, "connection ended");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// An error answered to an HTTP client: `{"error": {"code", "message", "field"?}}`.
