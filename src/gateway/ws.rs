@@ -306,6 +306,20 @@ impl Session {
                 };
                 let op = raw.get("operationId").and_then(Value::as_str);
                 let cmd = match command::from_value(raw) {
+                    // The frame limit is twice the command limit: without
+                    // this a frame could carry a command HTTP refuses.
+                    Ok(c) if c.canonical.len() > command::MAX_COMMAND_BYTES => {
+                        let r = command::Rejection {
+                            code: "TOO_LARGE",
+                            field: String::new(),
+                            message: format!(
+                                "command is {} bytes; the limit is {}",
+                                c.canonical.len(),
+                                command::MAX_COMMAND_BYTES
+                            ),
+                        };
+                        return self.app_error(&invalid_command(r), op);
+                    }
                     Ok(c) => c,
                     Err(r) => return self.app_error(&invalid_command(r), op),
                 };
