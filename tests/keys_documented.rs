@@ -1,5 +1,5 @@
-//! Every key a full run writes is in docs/operations.md, with its type, and
-//! the doc lists nothing a run cannot write.
+//! Every key, channel and metric a full run writes is in docs/operations.md,
+//! with its type, and the doc lists nothing a run does not write.
 //!
 //! A gateway and the workers of every queue run in this process exactly as
 //! `graphq gateway` and `graphq worker` wire them (`cli::run_gateway`,
@@ -135,6 +135,24 @@ fn documented() -> (Vec<Documented>, BTreeSet<String>) {
     (keys, channels)
 }
 
+/// Metric name → type, from the table of the "Metrics" section.
+fn documented_metrics() -> BTreeMap<String, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Metrics"))
+        .expect("docs/operations.md has a Metrics section");
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells = split_row(l);
+            (cells[0].trim_matches('`').to_string(), cells[1].clone())
+        })
+        .collect()
+}
+
 /// The cells of a Markdown table row; `\|` stays inside its cell as `|`.
 fn split_row(line: &str) -> Vec<String> {
     let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
@@ -258,7 +276,7 @@ fn node(id: &str, x: i64) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_key_a_full_run_writes_is_documented_and_every_documented_key_is_written() {
+async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_else_is() {
     let env = TestEnv::start().await;
     let port = graphq::redis_server::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
@@ -543,8 +561,15 @@ async fn every_key_a_full_run_writes_is_documented_and_every_documented_key_is_w
         || async { sync.dead_letters().count().await.unwrap() == 1 },
     )
     .await;
-    // A last look, then shut down.
+    // A last look, then shut down. The recorder is the process's: the
+    // gateway's /metrics shows the workers' figures of this run too.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let exported = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     stop.cancel();
     sampler.await.unwrap();
     listener.await.unwrap();
@@ -593,6 +618,27 @@ async fn every_key_a_full_run_writes_is_documented_and_every_documented_key_is_w
             problems.push(format!(
                 "documented channel {c} had no subscriber in the run"
             ));
+        }
+    }
+    let families: BTreeMap<String, String> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect();
+    let doc_metrics = documented_metrics();
+    for (name, kind) in &families {
+        match doc_metrics.get(name) {
+            None => problems.push(format!("metric {name} ({kind}) is not documented")),
+            Some(doc_kind) if doc_kind != kind => problems.push(format!(
+                "metric {name}: documented as {doc_kind}, exported as {kind}"
+            )),
+            _ => {}
+        }
+    }
+    for name in doc_metrics.keys() {
+        if !families.contains_key(name) {
+            problems.push(format!("documented metric {name} was not exported"));
         }
     }
     assert!(
