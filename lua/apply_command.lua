@@ -35,8 +35,11 @@ if ARGV[7] ~= '' then BASE = tonumber(ARGV[7]) end
 local QUSER = '"' .. USER .. '"'
 local STRAT = S['strategies']
 
+-- An outcome decides the operation for good, except DEAD_LETTERED: that
+-- records that the engine gave up, not that the command was refused, so a
+-- replay from the dead-letter stream gets its chance.
 local prev = redis.call('GET', KEYS[7])
-if prev then
+if prev and not string.find(prev, '"code":"DEAD_LETTERED"', 1, true) then
   return '{"status":"duplicate","stored":' .. prev .. '}'
 end
 

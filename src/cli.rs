@@ -647,46 +647,16 @@ const PROGRESS_EVERY: usize = 1000;
 
 /// Replays every job that is dead when the command starts, with a progress
 /// line on stderr every [`PROGRESS_EVERY`] jobs (stdout keeps the result).
-/// Each partition is walked only up to the entry that was its last at the
-/// start: a job that dies again while this runs stays dead, rather than
-/// coming round again and keeping the command going for as long as a worker
-/// keeps failing it.
 async fn retry_every_dead_job(q: &Queue) -> Result<usize, CliError> {
-    use redis::AsyncCommands;
-    use redis::streams::StreamRangeReply;
     let dlq = q.dead_letters();
     let total = dlq.count().await?;
-    let mut conn = q.redis().conn();
-    let mut requeued = 0;
-    for p in q.partitions() {
-        let key = q.keys().dlq(q.name(), p);
-        let last: StreamRangeReply = conn
-            .xrevrange_count(&key, "+", "-", 1)
-            .await
-            .map_err(QueueError::from)?;
-        let Some(last) = last.ids.into_iter().next().map(|e| e.id) else {
-            continue;
-        };
-        let mut start = "-".to_string();
-        loop {
-            let batch: StreamRangeReply = conn
-                .xrange_count(&key, &start, &last, 500)
-                .await
-                .map_err(QueueError::from)?;
-            let Some(end) = batch.ids.last().map(|e| format!("({}", e.id)) else {
-                break;
-            };
-            for entry in &batch.ids {
-                if dlq.retry(&format!("{p}/{}", entry.id)).await?.is_some() {
-                    requeued += 1;
-                    if requeued % PROGRESS_EVERY == 0 {
-                        eprintln!("requeued {requeued}/{total} dead jobs of {}", q.name());
-                    }
-                }
+    let requeued = dlq
+        .retry_all(|n| {
+            if n % PROGRESS_EVERY == 0 {
+                eprintln!("requeued {n}/{total} dead jobs of {}", q.name());
             }
-            start = end;
-        }
-    }
+        })
+        .await?;
     Ok(requeued)
 }
 

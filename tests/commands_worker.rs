@@ -191,7 +191,7 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
         &cmd(
             "after",
             "CREATE_NODE",
-            json!({"node": {"id": "n", "position": {"x": 0, "y": 0}}}),
+            json!({"node": {"id": "m", "position": {"x": 0, "y": 0}}}),
         ),
     ))
     .await
@@ -202,6 +202,29 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
         .unwrap();
     assert_eq!(m["operationId"], "after");
     assert_eq!(m["outcome"]["status"], "applied");
+
+    // Replaying the dead letter applies the command after all: the operator
+    // fixed what made it fail, so the engine's giving up is not its outcome.
+    let op = store.operation("poison").await.unwrap().unwrap();
+    assert_eq!(op.status, "failed");
+    let dead = q.dead_letters().list(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        q.dead_letters()
+            .retry(&dead[0].reference())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m["operationId"], "poison");
+    assert_eq!(m["outcome"]["status"], "applied", "{m}");
+    let op = store.operation("poison").await.unwrap().unwrap();
+    assert_eq!(op.status, "completed");
+    assert_eq!(q.dead_letters().count().await.unwrap(), 0);
     stop.cancel();
     run.await.unwrap().unwrap();
 }

@@ -151,20 +151,37 @@ impl DeadLetters {
         Ok(entry)
     }
 
-    /// Replays every dead job; returns how many went back.
-    pub async fn retry_all(&self) -> Result<usize, QueueError> {
-        let mut n = 0;
-        loop {
-            let batch = self.list(500).await?;
-            if batch.is_empty() {
-                return Ok(n);
-            }
-            for d in batch {
-                if self.retry(&d.reference()).await?.is_some() {
-                    n += 1;
+    /// Replays every job that is dead when the call starts; returns how many
+    /// went back, calling `progress` with that count after each one. Each
+    /// partition is walked only up to the entry that was its last at the
+    /// start: a job that dies again meanwhile stays dead rather than coming
+    /// round again for as long as a worker keeps failing it.
+    pub async fn retry_all(&self, mut progress: impl FnMut(usize)) -> Result<usize, QueueError> {
+        use redis::streams::StreamRangeReply;
+        let mut conn = self.queue.redis().conn();
+        let mut requeued = 0;
+        for p in self.queue.partitions() {
+            let key = self.key(p);
+            let last: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", 1).await?;
+            let Some(last) = last.ids.into_iter().next().map(|e| e.id) else {
+                continue;
+            };
+            let mut start = "-".to_string();
+            loop {
+                let batch: StreamRangeReply = conn.xrange_count(&key, &start, &last, 500).await?;
+                let Some(end) = batch.ids.last().map(|e| format!("({}", e.id)) else {
+                    break;
+                };
+                for entry in &batch.ids {
+                    if self.retry(&format!("{p}/{}", entry.id)).await?.is_some() {
+                        requeued += 1;
+                        progress(requeued);
+                    }
                 }
+                start = end;
             }
         }
+        Ok(requeued)
     }
 
     /// Deletes every dead job; returns how many there were.
@@ -172,7 +189,9 @@ impl DeadLetters {
         let n = self.count().await?;
         let mut conn = self.queue.redis().conn();
         for p in self.queue.partitions() {
-            let _: () = conn.del(self.key(p)).await?;
+            // UNLINK: a long stream is freed in the background, not in the
+            // command that every other client waits behind.
+            let _: () = conn.unlink(self.key(p)).await?;
         }
         Ok(n)
     }
