@@ -84,8 +84,14 @@ fn is_noscript(err: &redis::RedisError) -> bool {
 }
 
 /// Sends a pipeline of script invocations; when Redis has forgotten the
-/// scripts, loads them all and sends the pipeline once more. Nothing ran the
-/// first time: every EVALSHA failed the same way.
+/// scripts, loads them all and sends the pipeline once more.
+///
+/// Usually nothing ran the first time: every EVALSHA failed the same way.
+/// If another process loads the scripts while this pipeline is half way
+/// through, its tail did run and runs again. Every pipeline built on this
+/// is idempotent (acks, lease claims, applies deduped by operation id,
+/// enqueues deduped by job id) except a bulk add of jobs without ids, which
+/// may then enqueue some twice: at-least-once, as the queue promises.
 pub async fn query_pipeline<T, C>(pipe: &redis::Pipeline, conn: &mut C) -> redis::RedisResult<T>
 where
     T: redis::FromRedisValue,
