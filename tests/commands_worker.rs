@@ -178,6 +178,12 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
     assert_eq!(m["operationId"], "poison");
     assert_eq!(m["userId"], "alice");
     assert_eq!(m["outcome"]["code"], "DEAD_LETTERED");
+    let message = m["outcome"]["message"].as_str().unwrap();
+    assert!(message.contains("WRONGTYPE"), "{message}");
+    assert!(
+        !message.contains("script"),
+        "no script internals: {message}"
+    );
     assert_eq!(q.dead_letters().count().await.unwrap(), 1);
     // Fix the data; the next command on the same partition goes through.
     let _: () = redis::cmd("DEL")

@@ -759,6 +759,10 @@ async fn stats_agree_with_what_redis_says() {
     let q = env.queue("sync", priority());
     let jobs: Vec<NewJob> = (0..50).map(|i| NewJob::new("j", i.to_string())).collect();
     q.add_bulk(jobs).await.unwrap();
+    // No worker has read the queue yet (no consumer group): all of it is lag.
+    let before = q.stats().await.unwrap();
+    assert_eq!(before.total(|p| p.lag), 50);
+    assert_eq!(before.total(|p| p.pending), 0);
     let stream = env.keys.stream("sync", 0, Priority::Normal);
     let mut conn = env.conn();
     let _: () = redis::cmd("XGROUP")

@@ -183,14 +183,12 @@ impl CommandsHandler {
                     .apply(&ctx, &cmd)
                     .await
                     .map_err(|e| JobError::Retry(e.to_string()))?;
-                crate::metrics::observe_since(crate::metrics::COMMAND_LATENCY, job.enqueued_at);
-                tracing::debug!(
-                    graph_id = %ctx.graph_id,
-                    operation_id = %cmd.operation_id,
-                    user_id = %ctx.user_id,
-                    outcome = ?outcome,
-                    "command settled"
-                );
+                let (status, version, code) = match &outcome {
+                    Outcome::Applied { version, .. } => ("applied", Some(*version), None),
+                    Outcome::Reverted { code, .. } => ("reverted", None, Some(code.as_str())),
+                    Outcome::Duplicate { .. } => ("duplicate", None, None),
+                };
+                settled(job, &ctx, &cmd, status, version, code);
                 let version = match outcome {
                     Outcome::Applied { version, .. } => Some(version),
                     _ => None,
@@ -253,10 +251,14 @@ impl CommandsHandler {
                 }
                 Prepared::Ready(r) => {
                     let outcome = outcomes.next();
-                    settled(job, &r.0, &r.1, outcome.as_deref());
+                    let head = outcome.as_deref().and_then(outcome_head);
+                    let status = head.as_ref().map_or("unknown", |h| h.status.as_str());
+                    let version = head.as_ref().and_then(|h| h.version);
+                    let code = head.as_ref().and_then(|h| h.code.as_deref());
+                    settled(job, &r.0, &r.1, status, version, code);
                     if self.snapshots.is_some() {
-                        self.after(&r.0, outcome.as_deref().and_then(applied_version))
-                            .await;
+                        let applied = head.filter(|h| h.status == "applied");
+                        self.after(&r.0, applied.and_then(|h| h.version)).await;
                     }
                     results.push(Ok(()));
                 }
@@ -274,6 +276,9 @@ impl CommandsHandler {
         if !is_graph_id(&graph_id) {
             return;
         }
+        // Redis appends where in which script an error arose; the sender
+        // needs the error, not our script's SHA and line.
+        let error = error.split(" script: ").next().unwrap_or(error);
         let message = format!("gave up after retries: {error}");
         if let Err(err) = self
             .store
@@ -294,53 +299,56 @@ impl CommandsHandler {
 
 /// Records a command the script answered: its latency since it was queued,
 /// and a debug line with what became of it.
-fn settled(job: &Job, ctx: &ApplyContext, cmd: &Command, outcome: Option<&str>) {
+fn settled(
+    job: &Job,
+    ctx: &ApplyContext,
+    cmd: &Command,
+    status: &str,
+    version: Option<u64>,
+    code: Option<&str>,
+) {
     crate::metrics::observe_since(crate::metrics::COMMAND_LATENCY, job.enqueued_at);
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        #[derive(Deserialize)]
-        struct Head {
-            status: String,
-            version: Option<u64>,
-            code: Option<String>,
-        }
-        let head = outcome.and_then(|o| serde_json::from_str::<Head>(o).ok());
-        tracing::debug!(
-            graph_id = %ctx.graph_id,
-            operation_id = %cmd.operation_id,
-            user_id = %ctx.user_id,
-            status = head.as_ref().map_or("unknown", |h| h.status.as_str()),
-            version = head.as_ref().and_then(|h| h.version),
-            code = head.as_ref().and_then(|h| h.code.as_deref()),
-            "command settled"
-        );
-    }
+    tracing::debug!(
+        graph_id = %ctx.graph_id,
+        operation_id = %cmd.operation_id,
+        user_id = %ctx.user_id,
+        status,
+        version,
+        code,
+        "command settled"
+    );
 }
 
-/// The version of an applied outcome, read without building the change: the
-/// pipelined path only needs it for the snapshot cadence.
-fn applied_version(outcome: &str) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Head {
-        status: String,
-        version: Option<u64>,
-    }
-    let head: Head = serde_json::from_str(outcome).ok()?;
-    (head.status == "applied").then_some(head.version).flatten()
+/// The head of an outcome the script returned, read without building the
+/// change.
+#[derive(Deserialize)]
+struct OutcomeHead {
+    status: String,
+    version: Option<u64>,
+    code: Option<String>,
+}
+
+fn outcome_head(outcome: &str) -> Option<OutcomeHead> {
+    serde_json::from_str(outcome).ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::applied_version;
+    use super::outcome_head;
 
     #[test]
-    fn the_version_of_an_applied_outcome_is_read_without_the_change() {
+    fn the_head_of_an_outcome_is_read_without_the_change() {
         let applied = r#"{"status":"applied","version":12,"change":{"nodes":[{"version":3}]},"conflicts":[]}"#;
-        assert_eq!(applied_version(applied), Some(12));
+        let head = outcome_head(applied).unwrap();
+        assert_eq!((head.status.as_str(), head.version), ("applied", Some(12)));
         let reverted =
             r#"{"status":"reverted","code":"NOT_FOUND","message":"m","current":{},"conflicts":[]}"#;
-        assert_eq!(applied_version(reverted), None);
+        let head = outcome_head(reverted).unwrap();
+        assert_eq!(head.status, "reverted");
+        assert_eq!(head.code.as_deref(), Some("NOT_FOUND"));
+        assert_eq!(head.version, None);
         let duplicate = r#"{"status":"duplicate","stored":{"status":"applied","version":4}}"#;
-        assert_eq!(applied_version(duplicate), None);
-        assert_eq!(applied_version("not json"), None);
+        assert_eq!(outcome_head(duplicate).unwrap().version, None);
+        assert!(outcome_head("not json").is_none());
     }
 }

@@ -756,6 +756,7 @@ impl Feed {
         tracing::debug!(
             graph_id = %self.graph,
             operation_id = %note["operationId"].as_str().unwrap_or(""),
+            user_id = %note["userId"].as_str().unwrap_or(""),
             version = v,
             subscribers = self.subs.len(),
             "COMMAND_APPLIED delivered"

@@ -86,10 +86,14 @@ pub(crate) async fn read(queue: &Queue) -> Result<QueueStats, QueueError> {
             ..Default::default()
         };
         for _ in Priority::ALL {
-            ps.length += int(&next());
+            let length = int(&next());
             let (pending, lag) = group_info(&next());
+            ps.length += length;
             ps.pending += pending;
-            ps.lag += lag;
+            // No lag from Redis: the group does not exist yet (nothing was
+            // ever delivered) or Redis cannot count it after deletions. Acked
+            // entries are deleted here, so what is not pending is waiting.
+            ps.lag += lag.unwrap_or_else(|| length.saturating_sub(pending));
             if let Some(first) = super::parse_entries(&next()).first() {
                 let ms = first
                     .0
@@ -147,9 +151,11 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// Pending and lag of our group from an `XINFO GROUPS` reply.
-fn group_info(v: &Value) -> (u64, u64) {
+/// Pending count and lag of graphq's consumer group on one stream; lag is
+/// `None` when the group is missing or Redis reports it as unknown.
+fn group_info(v: &Value) -> (u64, Option<u64>) {
     let Value::Array(groups) = v else {
-        return (0, 0);
+        return (0, None);
     };
     for g in groups {
         let flat = strings_and_ints(g);
@@ -159,11 +165,11 @@ fn group_info(v: &Value) -> (u64, u64) {
                 .map(|i| flat[i].1.clone())
         };
         if get("name").as_deref() == Some(GROUP) {
-            let num = |name: &str| get(name).and_then(|s| s.parse().ok()).unwrap_or(0);
-            return (num("pending"), num("lag"));
+            let num = |name: &str| get(name).and_then(|s| s.parse().ok());
+            return (num("pending").unwrap_or(0), num("lag"));
         }
     }
-    (0, 0)
+    (0, None)
 }
 
 fn strings_and_ints(v: &Value) -> Vec<(String, String)> {
