@@ -525,7 +525,13 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
             Ok(())
         }
         GraphAction::Verify { graph_id, json } => {
-            let report = store.verify(&graph_id).await?;
+            let report = store
+                .verify_with_progress(&graph_id, |done, total| {
+                    if done % PROGRESS_EVERY as u64 == 0 {
+                        eprintln!("replayed {done}/{total} log entries of graph {graph_id}");
+                    }
+                })
+                .await?;
             if json {
                 println!(
                     "{}",

@@ -133,3 +133,43 @@ async fn token_prints_a_token_the_gateway_accepts_and_needs_the_secret() {
     assert!(!ok);
     assert!(stderr.contains("GRAPHQ_AUTH_SECRET"), "{stderr}");
 }
+
+/// A long replay reports progress on stderr; stdout keeps the report alone.
+#[tokio::test]
+async fn graph_verify_of_a_long_log_shows_progress() {
+    let env = TestEnv::start().await;
+    let store = GraphStore::new(
+        env.redis.clone(),
+        env.keys.clone(),
+        GraphSettings::default(),
+    );
+    let ctx = ApplyContext {
+        graph_id: "long".into(),
+        user_id: "ops".into(),
+        now_ms: 1,
+        new_epoch: "e1".into(),
+    };
+    for i in 0..2100 {
+        let c = json!({"operationId": format!("l{i}"), "type": "UPDATE_VIEWPORT",
+            "payload": {"x": i, "y": 0, "zoom": 1}});
+        store
+            .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
+            .await
+            .unwrap();
+    }
+    let (ok, stdout, stderr) = run(&env, &["graph", "verify", "long", "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("stdout is the JSON report alone");
+    assert_eq!(report["replayedEntries"], 2100);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("replayed "))
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            "replayed 1000/2100 log entries of graph long",
+            "replayed 2000/2100 log entries of graph long"
+        ]
+    );
+}

@@ -460,6 +460,16 @@ impl GraphStore {
     /// retained log from a snapshot (or from the empty graph) to check that
     /// it reproduces the stored state exactly.
     pub async fn verify(&self, graph_id: &str) -> Result<VerifyReport, StoreError> {
+        self.verify_with_progress(graph_id, |_, _| {}).await
+    }
+
+    /// [`GraphStore::verify`], calling `progress(replayed, retained)` after
+    /// each replayed log entry (for long replays on a terminal).
+    pub async fn verify_with_progress(
+        &self,
+        graph_id: &str,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, StoreError> {
         let raw = self.raw(graph_id).await?;
         let computed = checksum_of(&raw);
         let mut report = VerifyReport {
@@ -552,6 +562,7 @@ impl GraphStore {
             }
             state.version = v;
             report.replayed_entries += 1;
+            progress(report.replayed_entries, entries.len() as u64);
         }
         if state.version != raw.version {
             report.problems.push(format!(
