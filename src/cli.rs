@@ -375,6 +375,9 @@ pub async fn run_workers(
     };
     let store = graph_store(config, redis.clone());
     let mut processor = GraphqProcessor::new(store);
+    if config.queues.contains_key("commands") {
+        processor = processor.with_commands(queue(config, &redis, "commands")?);
+    }
     if config.queues.contains_key("analytics") {
         let analytics = queue(config, &redis, "analytics")?;
         processor = processor.with_snapshots(analytics, config.graph.snapshot_every);

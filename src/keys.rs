@@ -167,6 +167,16 @@ impl Keys {
         self.graph(g, "snapshot")
     }
 
+    /// Nodes by `data.status` (`CALCULATE_PROGRESS`).
+    pub fn graph_progress(&self, g: &str) -> String {
+        self.graph(g, "progress")
+    }
+
+    /// Size and activity (`UPDATE_METRICS`).
+    pub fn graph_metrics(&self, g: &str) -> String {
+        self.graph(g, "metrics")
+    }
+
     /// Pub/sub channel of the graph's outcomes.
     pub fn graph_channel(&self, g: &str) -> String {
         self.graph(g, "events")

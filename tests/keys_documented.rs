@@ -504,13 +504,16 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
         )
         .await
         .unwrap();
+    // Without a graph these die at once: a dead-letter stream per priority.
     for prio in Priority::ALL {
         analytics
-            .add(
-                NewJob::new("CALCULATE_PROGRESS", "{}")
-                    .key("main")
-                    .priority(prio),
-            )
+            .add(NewJob::new("CALCULATE_PROGRESS", "{}").priority(prio))
+            .await
+            .unwrap();
+    }
+    for name in ["CALCULATE_PROGRESS", "UPDATE_METRICS"] {
+        analytics
+            .add(NewJob::new(name, "{}").key("main"))
             .await
             .unwrap();
     }
@@ -530,7 +533,7 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
 
     eventually(
         Duration::from_secs(20),
-        "a snapshot, the repeatable job and the dead letters",
+        "a snapshot, progress, metrics, the repeatable job and the dead letters",
         || async {
             let mut conn = env.conn();
             let snapshot: bool = conn.exists(env.keys.graph_snapshot("main")).await.unwrap();
@@ -539,7 +542,9 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
                 .await
                 .unwrap();
             let dead = analytics.dead_letters().count().await.unwrap() >= 3;
-            snapshot && repeated && dead
+            let progress: bool = conn.exists(env.keys.graph_progress("main")).await.unwrap();
+            let metrics: bool = conn.exists(env.keys.graph_metrics("main")).await.unwrap();
+            snapshot && repeated && dead && progress && metrics
         },
     )
     .await;

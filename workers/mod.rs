@@ -3,13 +3,16 @@
 //! - graph commands (`CREATE_NODE` … `REDO`, on `commands`): [`commands`].
 //! - `GENERATE_SNAPSHOT` (on `analytics`): saves a graph's snapshot, the base
 //!   `graphq graph verify` replays the log from.
+//! - `BROADCAST_UPDATE`, `SYNC_CLIENT`, `RESOLVE_CONFLICT` (on `sync`) and
+//!   `CALCULATE_PROGRESS`, `UPDATE_METRICS` (on `analytics`): [`jobs`].
 //! - `bench.noop`, `bench.apply`: [`bench`], for benchmarks and engine tests.
 //!
 //! A job whose name has no handler fails permanently: it is dead-lettered
-//! with that reason rather than retried.
+//! with that reason rather than retried. docs/queue.md lists every job.
 
 pub mod bench;
 pub mod commands;
+pub mod jobs;
 
 use crate::graph::GraphStore;
 use crate::queue::{Job, JobError, Processor, Queue, process_in_order};
@@ -22,14 +25,22 @@ pub use commands::{COMMAND_TYPES, CommandsHandler, GENERATE_SNAPSHOT, command_jo
 pub struct GraphqProcessor {
     bench: bench::BenchHandler,
     commands: CommandsHandler,
+    jobs: jobs::JobsHandler,
 }
 
 impl GraphqProcessor {
     pub fn new(store: GraphStore) -> Self {
         GraphqProcessor {
             bench: bench::BenchHandler::new(store.redis().clone(), store.keys().clone()),
+            jobs: jobs::JobsHandler::new(store.clone()),
             commands: CommandsHandler::new(store),
         }
+    }
+
+    /// Lets `RESOLVE_CONFLICT` queue its command on `commands`.
+    pub fn with_commands(mut self, commands: Queue) -> Self {
+        self.jobs = self.jobs.with_commands(commands);
+        self
     }
 
     /// Snapshots every graph each `every` versions, through `analytics`.
@@ -60,6 +71,7 @@ impl Processor for GraphqProcessor {
                 Ok(())
             }
             _ if is_command(job) => self.commands.process(job).await,
+            name if jobs::JobsHandler::handles(name) => self.jobs.process(job).await,
             other => Err(JobError::Permanent(format!("no handler for job `{other}`"))),
         }
     }

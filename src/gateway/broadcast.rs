@@ -102,6 +102,15 @@ pub struct ClientPosition {
     pub epoch: Option<String>,
 }
 
+/// Who a control note asks to be synced again.
+#[derive(Debug)]
+enum Resync {
+    /// Everyone, with the full state (`BROADCAST_UPDATE`).
+    Everyone,
+    /// One user's sockets, from the version each has (`SYNC_CLIENT`).
+    User(String),
+}
+
 enum FeedCmd {
     Note(Arc<Value>),
     Presence(Value),
@@ -120,6 +129,9 @@ enum FeedCmd {
     },
     /// Pub/sub may have lost messages (reconnect): catch up from the log.
     CatchUp,
+    /// From a `sync` job (`BROADCAST_UPDATE`, `SYNC_CLIENT`): SYNC again the
+    /// graph's subscribers, or one user's.
+    Resync(Resync),
     /// Sent once the feed's channels are subscribed.
     Ready(oneshot::Sender<()>),
 }
@@ -236,6 +248,20 @@ impl Broadcaster {
             return;
         }
         let is_user_channel = channel.contains(":{u:");
+        if let Some(control) = note["control"].as_str() {
+            let resync = match (control, note["userId"].as_str()) {
+                ("reset", _) => Resync::Everyone,
+                ("sync", Some(user)) => Resync::User(user.to_string()),
+                _ => {
+                    tracing::warn!(channel, control, "unknown control note");
+                    return;
+                }
+            };
+            if let Some(f) = self.feed_tx(&graph) {
+                let _ = f.send(FeedCmd::Resync(resync));
+            }
+            return;
+        }
         let note = Arc::new(note);
         self.wake_waiters(&note);
         if is_user_channel {
@@ -658,6 +684,22 @@ impl Feed {
                 FeedCmd::Note(note) => self.on_note(&note).await,
                 FeedCmd::CatchUp => self.catch_up().await,
                 FeedCmd::Presence(note) => self.on_presence(note),
+                FeedCmd::Resync(Resync::Everyone) => self.reset_all().await,
+                FeedCmd::Resync(Resync::User(user)) => {
+                    let theirs: Vec<(Arc<Conn>, u64)> = self
+                        .subs
+                        .values()
+                        .filter(|s| s.conn.user == user)
+                        .map(|s| (s.conn.clone(), s.last))
+                        .collect();
+                    for (conn, last) in theirs {
+                        let at = ClientPosition {
+                            version: Some(last),
+                            ..ClientPosition::default()
+                        };
+                        self.sync(conn, at).await;
+                    }
+                }
             }
         }
     }

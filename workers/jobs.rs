@@ -1,0 +1,283 @@
+//! The jobs of the `sync` and `analytics` queues besides snapshots
+//! (SPEC §3). What each does is graphq's decision, written down in
+//! docs/queue.md ("Jobs graphq runs"):
+//!
+//! - `BROADCAST_UPDATE {graphId}`: every subscriber of the graph, on every
+//!   gateway, gets `SYNC reset` with the current state (after an operator
+//!   repaired a graph by hand, say).
+//! - `SYNC_CLIENT {graphId, userId}`: that user's sockets on the graph get a
+//!   SYNC from the version each has (`in_sync`, `behind` or `reset`).
+//! - `RESOLVE_CONFLICT {graphId, userId, nodeId | edgeId, field, value}`:
+//!   settles a `MANUAL` conflict by queueing the chosen value as an ordinary
+//!   UPDATE_NODE / UPDATE_EDGE on `commands`, so it is ordered, versioned,
+//!   logged and broadcast like any edit. Its operation id is derived from the
+//!   job id: a redelivered job queues nothing twice.
+//! - `CALCULATE_PROGRESS {graphId}`: counts the graph's nodes by
+//!   `data.status` into `{g:G}:progress`.
+//! - `UPDATE_METRICS {graphId}`: records size and activity of the graph in
+//!   `{g:G}:metrics`, with the versions per minute since the previous run.
+
+use std::collections::BTreeMap;
+
+use redis::AsyncCommands;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::db::now_ms;
+use crate::graph::GraphStore;
+use crate::graph::command::{self, is_entity_id, is_graph_id};
+use crate::queue::{Job, JobError, Queue};
+
+use super::command_job;
+
+pub const BROADCAST_UPDATE: &str = "BROADCAST_UPDATE";
+pub const SYNC_CLIENT: &str = "SYNC_CLIENT";
+pub const RESOLVE_CONFLICT: &str = "RESOLVE_CONFLICT";
+pub const CALCULATE_PROGRESS: &str = "CALCULATE_PROGRESS";
+pub const UPDATE_METRICS: &str = "UPDATE_METRICS";
+
+/// `data.status` values that count as finished in `CALCULATE_PROGRESS`.
+const DONE: &[&str] = &["done", "complete", "completed"];
+
+/// Handles the jobs above.
+#[derive(Clone)]
+pub struct JobsHandler {
+    store: GraphStore,
+    /// Where `RESOLVE_CONFLICT` queues its command; absent in processes that
+    /// do not run `commands` (the job then fails permanently, saying so).
+    commands: Option<Queue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Target {
+    graph_id: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Resolution {
+    graph_id: String,
+    user_id: String,
+    node_id: Option<String>,
+    edge_id: Option<String>,
+    field: String,
+    value: Value,
+}
+
+impl JobsHandler {
+    pub fn new(store: GraphStore) -> JobsHandler {
+        JobsHandler {
+            store,
+            commands: None,
+        }
+    }
+
+    pub fn with_commands(mut self, commands: Queue) -> JobsHandler {
+        self.commands = Some(commands);
+        self
+    }
+
+    pub fn handles(name: &str) -> bool {
+        [
+            BROADCAST_UPDATE,
+            SYNC_CLIENT,
+            RESOLVE_CONFLICT,
+            CALCULATE_PROGRESS,
+            UPDATE_METRICS,
+        ]
+        .contains(&name)
+    }
+
+    pub async fn process(&self, job: &Job) -> Result<(), JobError> {
+        match job.name.as_str() {
+            BROADCAST_UPDATE => {
+                let graph = graph_of(job)?;
+                self.control(&graph, json!({"graphId": graph, "control": "reset"}))
+                    .await
+            }
+            SYNC_CLIENT => {
+                let graph = graph_of(job)?;
+                let user = job
+                    .json::<Target>()
+                    .ok()
+                    .and_then(|t| t.user_id)
+                    .filter(|u| is_entity_id(u))
+                    .ok_or_else(|| bad(job, "needs a valid `userId`"))?;
+                self.control(
+                    &graph,
+                    json!({"graphId": graph, "control": "sync", "userId": user}),
+                )
+                .await
+            }
+            RESOLVE_CONFLICT => self.resolve(job).await,
+            CALCULATE_PROGRESS => self.progress(&graph_of(job)?).await,
+            UPDATE_METRICS => self.metrics(&graph_of(job)?).await,
+            other => Err(JobError::Permanent(format!("no handler for job `{other}`"))),
+        }
+    }
+
+    /// Publishes a control note on the graph's channel: every gateway with
+    /// subscribers of the graph acts on it.
+    async fn control(&self, graph: &str, note: Value) -> Result<(), JobError> {
+        let channel = self.store.keys().graph_channel(graph);
+        let _: i64 = self
+            .store
+            .redis()
+            .conn()
+            .publish(channel, note.to_string())
+            .await
+            .map_err(retry)?;
+        Ok(())
+    }
+
+    async fn resolve(&self, job: &Job) -> Result<(), JobError> {
+        let r: Resolution = job.json().map_err(|e| {
+            bad(
+                job,
+                &format!("is not {{graphId, userId, nodeId|edgeId, field, value}}: {e}"),
+            )
+        })?;
+        if !is_graph_id(&r.graph_id) || !is_entity_id(&r.user_id) {
+            return Err(bad(job, "needs a valid `graphId` and `userId`"));
+        }
+        let (kind, id) = match (&r.node_id, &r.edge_id) {
+            (Some(n), None) => ("UPDATE_NODE", n),
+            (None, Some(e)) => ("UPDATE_EDGE", e),
+            _ => return Err(bad(job, "names exactly one of `nodeId` and `edgeId`")),
+        };
+        let patch = match r.field.split_once('.') {
+            None if r.field == "position" || r.field == "type" => {
+                json!({ r.field.clone(): r.value })
+            }
+            Some(("data", key)) if !key.is_empty() => json!({"data": { key: r.value }}),
+            _ => return Err(bad(job, "`field` is `position`, `type` or `data.KEY`")),
+        };
+        let cmd = command::from_value(&json!({
+            "operationId": format!("resolve-{}", job.id),
+            "type": kind,
+            "payload": {"id": id, "patch": patch},
+        }))
+        .map_err(|e| {
+            bad(
+                job,
+                &format!("does not make a valid command: {} ({})", e.message, e.field),
+            )
+        })?;
+        let commands = self.commands.as_ref().ok_or_else(|| {
+            JobError::Permanent("this worker has no `commands` queue to resolve into".into())
+        })?;
+        commands
+            .add(command_job(&r.graph_id, &r.user_id, &cmd))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn progress(&self, graph: &str) -> Result<(), JobError> {
+        let state = self.store.state(graph).await.map_err(retry)?;
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        for node in &state.nodes {
+            let status = node["data"]["status"].as_str().unwrap_or("none");
+            *by_status.entry(status.to_string()).or_default() += 1;
+        }
+        let total = state.nodes.len() as u64;
+        let done: u64 = DONE.iter().filter_map(|s| by_status.get(*s)).sum();
+        let mut fields: Vec<(String, String)> = vec![
+            ("version".into(), state.version.to_string()),
+            ("nodes".into(), total.to_string()),
+            ("edges".into(), state.edges.len().to_string()),
+            ("done".into(), done.to_string()),
+            (
+                "ratio".into(),
+                format!(
+                    "{:.4}",
+                    if total == 0 {
+                        0.0
+                    } else {
+                        done as f64 / total as f64
+                    }
+                ),
+            ),
+            ("computedAt".into(), now_ms().to_string()),
+        ];
+        fields.extend(
+            by_status
+                .into_iter()
+                .map(|(s, n)| (format!("status:{s}"), n.to_string())),
+        );
+        let key = self.store.keys().graph_progress(graph);
+        // Replaced whole: a status no node has any more must not linger.
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .hset_multiple(&key, &fields)
+            .query_async(&mut self.store.redis().conn())
+            .await
+            .map_err(retry)?;
+        Ok(())
+    }
+
+    async fn metrics(&self, graph: &str) -> Result<(), JobError> {
+        let k = self.store.keys();
+        let key = k.graph_metrics(graph);
+        let mut conn = self.store.redis().conn();
+        let (meta, nodes, edges, log, before): (
+            BTreeMap<String, String>,
+            u64,
+            u64,
+            u64,
+            BTreeMap<String, String>,
+        ) = redis::pipe()
+            .hgetall(k.graph_meta(graph))
+            .hlen(k.graph_nodes(graph))
+            .hlen(k.graph_edges(graph))
+            .xlen(k.graph_log(graph))
+            .hgetall(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(retry)?;
+        let version: u64 = meta
+            .get("version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let now = now_ms();
+        let mut fields = vec![
+            ("version", version.to_string()),
+            ("nodes", nodes.to_string()),
+            ("edges", edges.to_string()),
+            ("logEntries", log.to_string()),
+            ("updatedAt", now.to_string()),
+        ];
+        let previous = |f: &str| before.get(f).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(v0), Some(t0)) = (previous("version"), previous("updatedAt"))
+            && now > t0
+            && version >= v0
+        {
+            let per_minute = (version - v0) as f64 * 60_000.0 / (now - t0) as f64;
+            fields.push(("versionsPerMinute", format!("{per_minute:.2}")));
+        }
+        let _: () = conn.hset_multiple(&key, &fields).await.map_err(retry)?;
+        Ok(())
+    }
+}
+
+/// The graph a job is about: its key, or `graphId` in its data.
+fn graph_of(job: &Job) -> Result<String, JobError> {
+    let from_data = || job.json::<Target>().ok().and_then(|t| t.graph_id);
+    job.key
+        .clone()
+        .or_else(from_data)
+        .filter(|g| is_graph_id(g))
+        .ok_or_else(|| bad(job, "needs a valid graph id (job key or `graphId`)"))
+}
+
+/// Bad job data never gets better by retrying.
+fn bad(job: &Job, what: &str) -> JobError {
+    JobError::Permanent(format!("{} {what}", job.name))
+}
+
+fn retry(e: impl std::fmt::Display) -> JobError {
+    JobError::Retry(e.to_string())
+}
