@@ -3,8 +3,7 @@
 mod common;
 
 use common::TestEnv;
-use graphq::graph::command::parse;
-use graphq::graph::{ApplyContext, GraphSettings, GraphStore};
+use graphq::graph::{GraphSettings, GraphStore};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -18,16 +17,7 @@ async fn seeded() -> (TestEnv, GraphStore) {
     for i in 0..5 {
         let c = json!({"operationId": format!("c{i}"), "type": "CREATE_NODE",
             "payload": {"node": {"id": format!("n{i}"), "position": {"x": i, "y": 0}}}});
-        let ctx = ApplyContext {
-            graph_id: "g1".into(),
-            user_id: "ops".into(),
-            now_ms: 1,
-            new_epoch: "e1".into(),
-        };
-        store
-            .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
-            .await
-            .unwrap();
+        common::apply_as(&store, "g1", "ops", c).await;
         store
             .mark_operation(&format!("c{i}"), "g1", "processing")
             .await
@@ -143,19 +133,10 @@ async fn graph_verify_of_a_long_log_shows_progress() {
         env.keys.clone(),
         GraphSettings::default(),
     );
-    let ctx = ApplyContext {
-        graph_id: "long".into(),
-        user_id: "ops".into(),
-        now_ms: 1,
-        new_epoch: "e1".into(),
-    };
     for i in 0..2100 {
         let c = json!({"operationId": format!("l{i}"), "type": "UPDATE_VIEWPORT",
             "payload": {"x": i, "y": 0, "zoom": 1}});
-        store
-            .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
-            .await
-            .unwrap();
+        common::apply_as(&store, "long", "ops", c).await;
     }
     let (ok, stdout, stderr) = run(&env, &["graph", "verify", "long", "--json"]);
     assert!(ok, "{stdout}{stderr}");

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Proc, TestEnv, eventually, fast};
 use graphq::config::{Config, Overrides};
-use graphq::graph::command::parse;
-use graphq::graph::{ApplyContext, GraphSettings, GraphStore};
+use graphq::graph::{GraphSettings, GraphStore};
 use graphq::queue::{FnProcessor, JobError, NewJob, Priority, Queue, QueueOptions, Worker};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -359,16 +358,7 @@ async fn seed_graph(env: &TestEnv, graph: &str, nodes: usize) {
     for i in 0..nodes {
         let c = json!({"operationId": format!("{graph}-c{i}"), "type": "CREATE_NODE",
             "payload": {"node": {"id": format!("n{i}"), "position": {"x": i, "y": 0}}}});
-        let ctx = ApplyContext {
-            graph_id: graph.into(),
-            user_id: "ops".into(),
-            now_ms: 1,
-            new_epoch: "e1".into(),
-        };
-        store
-            .apply(&ctx, &parse(c.to_string().as_bytes()).unwrap())
-            .await
-            .unwrap();
+        common::apply_as(&store, graph, "ops", c).await;
     }
 }
 

@@ -215,3 +215,22 @@ impl Drop for Stack {
         self.shutdown.cancel();
     }
 }
+
+/// Applies one command (JSON) to `graph` as `user`, the way the worker would;
+/// panics on anything but an answer from the script.
+#[allow(dead_code)] // not every test binary seeds graphs
+pub async fn apply_as(
+    store: &graphq::graph::GraphStore,
+    graph: &str,
+    user: &str,
+    cmd: serde_json::Value,
+) -> graphq::graph::Outcome {
+    let ctx = graphq::graph::ApplyContext {
+        graph_id: graph.into(),
+        user_id: user.into(),
+        now_ms: 1,
+        new_epoch: "e1".into(),
+    };
+    let cmd = graphq::graph::command::parse(cmd.to_string().as_bytes()).expect("valid command");
+    store.apply(&ctx, &cmd).await.expect("the store answers")
+}
