@@ -752,6 +752,16 @@ mod tests {
     }
 
     #[test]
+    fn canonical_text_parses_back_to_the_same_command() {
+        // Found by fuzz/command_parse: without serde_json's float_roundtrip a
+        // long mantissa parsed to one f64 and its canonical text to the next.
+        let c = parse(br#"{"operationId":"o","type":"UPDATE_NODE","payload":{"id":"n1","patch":{"position":{"x":10,"y":266666666666666666666666666666666666666666666666666660}}}}"#).unwrap();
+        let again = parse(c.canonical.as_bytes()).unwrap();
+        assert_eq!(again.op, c.op);
+        assert_eq!(again.canonical, c.canonical);
+    }
+
+    #[test]
     fn ids_follow_their_patterns() {
         assert!(is_entity_id("node:1.a_b-c"));
         assert!(!is_entity_id(""));
