@@ -252,7 +252,7 @@ pub async fn serve(
     queues: Vec<Queue>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
+    use axum::http::header;
     use axum::routing::get;
     install();
     let queues = std::sync::Arc::new(queues);
@@ -274,19 +274,7 @@ pub async fn serve(
             "/readyz",
             get(move || {
                 let redis = redis.clone();
-                async move {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut redis.conn()).await;
-                    match pong {
-                        Ok(_) => (StatusCode::OK, r#"{"status":"ready"}"#.to_string()),
-                        Err(e) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            serde_json::json!({"error": {"code": "UNAVAILABLE",
-                                "message": format!("redis: {e}")}})
-                            .to_string(),
-                        ),
-                    }
-                }
+                async move { crate::gateway::readiness(&redis).await }
             }),
         );
     axum::serve(listener, router)

@@ -303,9 +303,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let pong: redis::RedisResult<String> = redis::cmd("PING")
-        .query_async(&mut state.redis.conn())
-        .await;
+    readiness(&state.redis).await
+}
+
+/// `/readyz` of the gateway and of the worker's metrics listener: ready when
+/// Redis answers PING, 503 UNAVAILABLE otherwise.
+pub async fn readiness(redis: &crate::db::Redis) -> Response {
+    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut redis.conn()).await;
     match pong {
         Ok(_) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => AppError::Unavailable(format!("redis: {e}")).into_response(),

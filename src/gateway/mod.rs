@@ -8,6 +8,7 @@
 
 pub mod broadcast;
 mod http;
+pub use http::readiness;
 mod web;
 mod ws;
 
