@@ -43,8 +43,10 @@ if prev and not string.find(prev, '"code":"DEAD_LETTERED"', 1, true) then
   return '{"status":"duplicate","stored":' .. prev .. '}'
 end
 
-if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'version', 0, 'checksum', 0)
+local EPOCH = redis.call('HGET', KEYS[1], 'epoch')
+if not EPOCH then
+  EPOCH = ARGV[4]
+  redis.call('HSET', KEYS[1], 'epoch', EPOCH, 'version', 0, 'checksum', 0)
 end
 local V = tonumber(redis.call('HGET', KEYS[1], 'version')) + 1
 local VS = string.format('%d', V)
@@ -673,8 +675,8 @@ end
 -- Applied outcomes go to the graph's subscribers; reverts, and applied
 -- outcomes with conflicts, also to the sender wherever it is connected.
 local function publish(outcome, applied)
-  local note = '{"graphId":"' .. ARGV[12] .. '","operationId":' .. cjson.encode(OP_ID) .. ',"userId":' ..
-    QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
+  local note = '{"graphId":"' .. ARGV[12] .. '","epoch":' .. cjson.encode(EPOCH) ..
+    ',"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
     ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
   if applied then redis.call('PUBLISH', ARGV[10], note) end
   if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end

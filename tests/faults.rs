@@ -762,6 +762,166 @@ async fn redis_restarted_with_aof_under_load_loses_nothing_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gives_clients_a_new_epoch_and_nothing_crashes() {
+    let _serial = SERIAL.lock().await;
+    // No AOF and no RDB: what the restarted server holds is nothing.
+    let opts = RedisServerOptions {
+        port: Some(free_port().unwrap()),
+        ..Default::default()
+    };
+    let mut env = TestEnv::start().await;
+    env.server = RedisServer::start_with(opts.clone()).unwrap();
+    env.redis = graphq::db::Redis::connect(&env.server.url()).await.unwrap();
+    let mut c = Cluster::start(env, 1, 2, &[]).await;
+    let stop = CancellationToken::new();
+    let clients = start_load(&c, &stop, "e", 4, &["ea", "eb"], 25);
+    progress(&clients, 25, "load flows").await;
+    // Quiet first, so that nothing acknowledged is in flight when the data
+    // goes: what was applied before is checked, then forgotten with it.
+    finish(&c, &clients, Duration::from_secs(30)).await;
+    let mut old = HashMap::new();
+    for g in ["ea", "eb"] {
+        old.insert(g, epoch_of(&c, g).await);
+    }
+    let resets_before: Vec<u64> = clients
+        .iter()
+        .map(|cl| {
+            let mut s = cl.seen.lock().unwrap();
+            s.accepted.clear();
+            s.resets
+        })
+        .collect();
+    c.env.server.stop();
+    c.env.server = RedisServer::start_with(opts.clone()).unwrap();
+    for cl in &clients {
+        cl.sending.store(true, Ordering::SeqCst);
+    }
+    progress(&clients, 25, "load flows on the empty Redis").await;
+    finish(&c, &clients, Duration::from_secs(30)).await;
+    for g in ["ea", "eb"] {
+        let now = epoch_of(&c, g).await;
+        assert!(!now.is_empty() && now != old[g], "{g}: a new epoch");
+    }
+    for (cl, before) in clients.iter().zip(resets_before) {
+        let s = cl.seen.lock().unwrap();
+        assert!(s.resets > before, "{}: was never reset", cl.user);
+    }
+    let pids = [c.gateway_pid(0), c.workers[0].pid(), c.workers[1].pid()];
+    for pid in pids {
+        assert!(running(pid), "process {pid} died");
+    }
+    stop_load(&stop, clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_user_is_rate_limited_and_the_others_keep_their_latency() {
+    let _serial = SERIAL.lock().await;
+    // The default per-user limit: 200 commands a second.
+    let c = Cluster::start(TestEnv::start().await, 1, 2, &[]).await;
+    let stop = CancellationToken::new();
+    let clients = start_load(&c, &stop, "n", 4, &["fa", "fb"], 25);
+    progress(&clients, 25, "load flows (warm-up)").await;
+    let normal = p99_over(&clients, 100, "load without the flood").await;
+
+    let url = format!("ws://{}/ws?token={}", c.addr(0), c.token("flood", &["fc"]));
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut sink, mut stream) = socket.split();
+    let answers = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
+    let reader = {
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Text(t))) = stream.next().await {
+                let f: Value = serde_json::from_str(&t).unwrap();
+                let kind = match f["type"].as_str() {
+                    Some("ERROR") => f["code"].as_str().unwrap_or("ERROR").to_string(),
+                    Some(other) => other.to_string(),
+                    None => continue,
+                };
+                *answers.lock().unwrap().entry(kind).or_default() += 1;
+            }
+        })
+    };
+    let flooding = CancellationToken::new();
+    let flood_started = Instant::now();
+    let flooder = {
+        let flooding = flooding.clone();
+        tokio::spawn(async move {
+            // 40 commands every 10 ms: 4,000 a second, 20 times the limit.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut n = 0u64;
+            while !flooding.is_cancelled() {
+                tick.tick().await;
+                for _ in 0..40 {
+                    n += 1;
+                    let op = format!("flood-{n}");
+                    let m = json!({"type": "COMMAND", "graphId": "fc", "command": {
+                        "operationId": op, "type": "CREATE_NODE",
+                        "payload": {"node": {"id": op, "position": {"x": n, "y": 0}}}}});
+                    sink.send(Message::Text(m.to_string().into()))
+                        .await
+                        .unwrap();
+                }
+            }
+            n
+        })
+    };
+    let flooded = p99_over(&clients, 100, "load during the flood").await;
+    flooding.cancel();
+    let sent = flooder.await.unwrap();
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let answers = answers.lock().unwrap().clone();
+    let accepted = answers.get("ACCEPTED").copied().unwrap_or(0);
+    let limited = answers.get("RATE_LIMITED").copied().unwrap_or(0);
+    eprintln!(
+        "flood: {sent} sent in {flood_secs:.1} s, {accepted} accepted, {limited} rate limited; \
+         others' p99 {normal} ms without, {flooded} ms with"
+    );
+    assert_eq!(
+        accepted + limited,
+        sent,
+        "every flood command answered: {answers:?}"
+    );
+    // 200 a second, plus the limiter's burst allowance.
+    assert!(
+        (accepted as f64) <= 200.0 * flood_secs + 250.0,
+        "{accepted} accepted in {flood_secs:.1} s: the limit did not hold"
+    );
+    assert!(limited > sent / 2, "the flood was not limited: {answers:?}");
+    // Two-core test machine: a baseline under 10 ms counts as 10 ms.
+    assert!(
+        flooded <= 2 * normal.max(10),
+        "others' p99 went from {normal} ms to {flooded} ms under the flood"
+    );
+    finish(&c, &clients, Duration::from_secs(30)).await;
+    stop_load(&stop, clients);
+}
+
+/// The p99 (ms) of the clients' own submit-to-APPLIED latency over the next
+/// `n` commands of each.
+async fn p99_over(clients: &[LoadClient], n: usize, what: &str) -> u64 {
+    for cl in clients {
+        cl.seen.lock().unwrap().latencies.clear();
+    }
+    progress(clients, n, what).await;
+    let mut all: Vec<u64> = clients
+        .iter()
+        .flat_map(|cl| cl.seen.lock().unwrap().latencies.clone())
+        .collect();
+    all.sort_unstable();
+    all[(all.len() * 99 / 100).min(all.len() - 1)]
+}
+
+/// Whether a child process is still running (not exited, not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_4008_and_gateway_memory_stays_bounded() {
     let _serial = SERIAL.lock().await;
     let c = Cluster::start(

@@ -597,6 +597,9 @@ struct Sub {
     conn: Arc<Conn>,
     /// Highest version this socket has (from SYNC or COMMAND_APPLIED).
     last: u64,
+    /// Its SYNC could not be read (Redis away): nothing is delivered to it
+    /// until the SYNC, retried by the feed, goes out.
+    waiting: bool,
 }
 
 struct Presence {
@@ -609,6 +612,13 @@ struct Feed {
     graph: String,
     /// Highest version delivered through this feed (None before the first SYNC).
     last: Option<u64>,
+    /// The graph's epoch as of the last SYNC or note. Another one means the
+    /// graph was recreated (Redis restarted empty, or wiped): every
+    /// subscriber is reset.
+    epoch: Option<String>,
+    /// A catch-up that failed (Redis still away) is tried again; set while one
+    /// is scheduled.
+    retrying: bool,
     subs: HashMap<u64, Sub>,
     presence: HashMap<String, Presence>,
 }
@@ -619,6 +629,8 @@ impl Feed {
             b,
             graph,
             last: None,
+            epoch: None,
+            retrying: false,
             subs: HashMap::new(),
             presence: HashMap::new(),
         }
@@ -669,6 +681,7 @@ impl Feed {
                         // sets the position afresh (a stale one would make it
                         // fill, or even reset, for nothing).
                         self.last = None;
+                        self.epoch = None;
                     }
                     // Every gateway (this one included) forgets the user's
                     // presence when the leave note comes back.
@@ -682,14 +695,27 @@ impl Feed {
                     }
                 }
                 FeedCmd::Note(note) => self.on_note(&note).await,
-                FeedCmd::CatchUp => self.catch_up().await,
+                FeedCmd::CatchUp => {
+                    self.retrying = false;
+                    if !self.catch_up().await && !self.retrying && self.last.is_some() {
+                        // Redis is not back yet: ask again shortly, for as
+                        // long as this feed has subscribers.
+                        self.retrying = true;
+                        if let Some(tx) = self.b.feed_tx(&self.graph) {
+                            tokio::spawn(async move {
+                                tokio::time::sleep(CATCH_UP_RETRY).await;
+                                let _ = tx.send(FeedCmd::CatchUp);
+                            });
+                        }
+                    }
+                }
                 FeedCmd::Presence(note) => self.on_presence(note),
                 FeedCmd::Resync(Resync::Everyone) => self.reset_all().await,
                 FeedCmd::Resync(Resync::User(user)) => {
                     let theirs: Vec<(Arc<Conn>, u64)> = self
                         .subs
                         .values()
-                        .filter(|s| s.conn.user == user)
+                        .filter(|s| s.conn.user == user && !s.waiting)
                         .map(|s| (s.conn.clone(), s.last))
                         .collect();
                     for (conn, last) in theirs {
@@ -705,15 +731,62 @@ impl Feed {
     }
 
     /// Answers a (re)subscription with SYNC and records the socket's version.
+    /// When the graph turns out to be on another epoch than the feed's, the
+    /// other subscribers are reset too.
     async fn sync(&mut self, conn: Arc<Conn>, at: ClientPosition) {
+        let id = conn.id;
+        if let Some(epoch) = self.sync_one(conn, at).await
+            && self.epoch_changed(&epoch)
+        {
+            self.reset_all_but(Some(id)).await;
+        }
+    }
+
+    /// Whether `seen` is another epoch than the feed's. The empty epoch (the
+    /// graph did not exist yet) is not one: the graph's first command makes
+    /// its epoch. Records `seen` either way.
+    fn epoch_changed(&mut self, seen: &str) -> bool {
+        let changed = self
+            .epoch
+            .as_deref()
+            .is_some_and(|cur| !cur.is_empty() && cur != seen);
+        self.epoch = Some(seen.to_string());
+        changed
+    }
+
+    /// SYNC for one socket; returns the epoch it was synced to.
+    async fn sync_one(&mut self, conn: Arc<Conn>, at: ClientPosition) -> Option<String> {
         let store = &self.b.inner.store;
         let max = self.b.inner.settings.max_changes;
-        let (frame, version) = match self.sync_frame(store, &at, max).await {
+        let (frame, version, epoch) = match self.sync_frame(store, &at, max).await {
             Ok(f) => f,
             Err(err) => {
-                tracing::warn!(graph = %self.graph, %err, "SYNC failed");
-                conn.send_json(&json!({"type": "ERROR", "code": "UNAVAILABLE", "message": "could not read the graph; retry REQUEST_SYNC"}));
-                return;
+                let told = self.subs.get(&conn.id).is_some_and(|s| s.waiting);
+                if !told {
+                    tracing::warn!(graph = %self.graph, %err, "SYNC failed; retrying");
+                    conn.send_json(&json!({"type": "ERROR", "code": "UNAVAILABLE", "message": "could not read the graph; a SYNC follows once Redis answers"}));
+                }
+                // Still subscribed: the SYNC is retried until it goes out
+                // (or the socket leaves).
+                let retry = FeedCmd::Sync {
+                    conn: conn.clone(),
+                    at,
+                };
+                self.subs.insert(
+                    conn.id,
+                    Sub {
+                        conn,
+                        last: 0,
+                        waiting: true,
+                    },
+                );
+                if let Some(tx) = self.b.feed_tx(&self.graph) {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(CATCH_UP_RETRY).await;
+                        let _ = tx.send(retry);
+                    });
+                }
+                return None;
             }
         };
         conn.send(frame);
@@ -723,8 +796,10 @@ impl Feed {
             Sub {
                 conn,
                 last: version,
+                waiting: false,
             },
         );
+        Some(epoch)
     }
 
     async fn sync_frame(
@@ -732,7 +807,7 @@ impl Feed {
         store: &GraphStore,
         at: &ClientPosition,
         max: u64,
-    ) -> Result<(Frame, u64), crate::graph::StoreError> {
+    ) -> Result<(Frame, u64, String), crate::graph::StoreError> {
         let g = &self.graph;
         // changes_since also says where the graph is now.
         let ch = store.changes_since(g, at.version.unwrap_or(0), max).await?;
@@ -748,12 +823,12 @@ impl Feed {
         };
         if status == "in_sync" {
             let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current, "status": "in_sync"});
-            return Ok((Frame::from(f.to_string()), current));
+            return Ok((Frame::from(f.to_string()), current, ch.epoch));
         }
         if status == "behind" {
             let f = json!({"type": "SYNC", "graphId": g, "epoch": ch.epoch, "version": current,
                 "status": "behind", "changes": ch.changes});
-            return Ok((Frame::from(f.to_string()), current));
+            return Ok((Frame::from(f.to_string()), current, ch.epoch));
         }
         // Unknown, ahead, other epoch, or further behind than the log or cap
         // reaches: the full state.
@@ -761,12 +836,11 @@ impl Feed {
         let f = format!(
             r#"{{"type":"SYNC","graphId":{},"epoch":{},"version":{},"status":"reset","state":{}}}"#,
             Value::String(g.clone()),
-            Value::String(state.epoch),
+            Value::String(state.epoch.clone()),
             state.version,
             state.json,
         );
-        let version = state.version;
-        Ok((Frame::from(f), version))
+        Ok((Frame::from(f), state.version, state.epoch))
     }
 
     async fn on_note(&mut self, note: &Value) {
@@ -777,6 +851,13 @@ impl Feed {
             // No subscriber yet (a waiter only): nothing to order.
             return;
         };
+        if let Some(epoch) = note["epoch"].as_str()
+            && self.epoch_changed(epoch)
+        {
+            // The graph was recreated since our subscribers synced.
+            self.reset_all_but(None).await;
+            return;
+        }
         if v <= last {
             return;
         }
@@ -840,27 +921,57 @@ impl Feed {
     }
 
     async fn reset_all(&mut self) {
-        let conns: Vec<Arc<Conn>> = self.subs.values().map(|s| s.conn.clone()).collect();
+        self.reset_all_but(None).await;
+    }
+
+    /// Every subscriber but `keep` gets `SYNC reset` with the full state.
+    async fn reset_all_but(&mut self, keep: Option<u64>) {
+        let conns: Vec<Arc<Conn>> = self
+            .subs
+            .values()
+            .filter(|s| Some(s.conn.id) != keep)
+            .map(|s| s.conn.clone())
+            .collect();
+        let kept = keep.and_then(|id| self.subs.remove(&id));
         self.subs.clear();
-        self.last = None;
+        self.last = kept.as_ref().map(|s| s.last);
+        if let Some(s) = kept {
+            self.subs.insert(s.conn.id, s);
+        }
         for c in conns {
-            self.sync(c, ClientPosition::default()).await;
+            if let Some(epoch) = self.sync_one(c, ClientPosition::default()).await {
+                self.epoch = Some(epoch);
+            }
         }
     }
 
-    async fn catch_up(&mut self) {
-        let Some(last) = self.last else { return };
+    /// Delivers what pub/sub may have dropped while the connection was down.
+    /// A graph that went back in version or changed epoch (Redis restarted
+    /// empty or from an older file) resets every subscriber. Returns false
+    /// when Redis could not be read.
+    async fn catch_up(&mut self) -> bool {
+        let Some(last) = self.last else { return true };
         let store = self.b.inner.store.clone();
-        if let Ok(ch) = store.changes_since(&self.graph, last, 1).await
-            && ch.current_version > last
-        {
+        let ch = match store.changes_since(&self.graph, last, 1).await {
+            Ok(ch) => ch,
+            Err(err) => {
+                tracing::debug!(graph = %self.graph, %err, "catch-up deferred");
+                return false;
+            }
+        };
+        if self.epoch_changed(&ch.epoch) || ch.current_version < last {
+            tracing::info!(graph = %self.graph, epoch = %ch.epoch, version = ch.current_version,
+                "graph recreated or rolled back; resetting its subscribers");
+            self.reset_all_but(None).await;
+        } else if ch.current_version > last {
             self.fill(last, ch.current_version).await;
         }
+        true
     }
 
     fn deliver(&mut self, v: u64, frame: Frame) {
         for s in self.subs.values_mut() {
-            if v == s.last + 1 {
+            if !s.waiting && v == s.last + 1 {
                 s.conn.send(frame.clone());
                 s.last = v;
             }
@@ -920,6 +1031,9 @@ fn applied_from_log(graph: &str, e: &ChangeEntry) -> String {
         e.change.get()
     )
 }
+
+/// How soon a catch-up that could not read Redis is tried again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// Milliseconds, for HEARTBEAT frames.
 pub fn server_time() -> u64 {

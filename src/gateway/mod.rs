@@ -12,6 +12,7 @@ pub use http::readiness;
 mod web;
 mod ws;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -100,6 +101,12 @@ pub struct Shared {
     /// Last `estimatedProcessingTime` and when it was computed. A std Mutex:
     /// nothing is awaited while it is held.
     pub estimate: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// Users the shared rate limit refused, and until when. Until then this
+    /// gateway refuses them without asking Redis: no permit frees up before
+    /// the instant the limiter named (other gateways can only push it later),
+    /// so a flooding client costs Redis one script call per refusal window,
+    /// not one per command.
+    pub refused_until: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl AppState {
@@ -124,6 +131,7 @@ impl AppState {
                 shutdown,
                 next_conn: AtomicU64::new(1),
                 estimate: std::sync::Mutex::new(None),
+                refused_until: std::sync::Mutex::default(),
             }),
         }
     }
@@ -377,13 +385,7 @@ async fn queue_command(
 ) -> Result<bool, AppError> {
     check_graph(id, graph, true)?;
     if let Some(limit) = &state.settings.user_rate_limit {
-        let key = state.store.keys().key_limiter("gateway", &id.user);
-        let (granted, wait) = crate::queue::take_permits(&state.commands, &key, limit, 1).await?;
-        if granted == 0 {
-            return Err(AppError::RateLimited {
-                retry_after_ms: wait.as_millis() as u64,
-            });
-        }
+        take_user_permit(state, &id.user, limit).await?;
     }
     // The index write runs beside the enqueue: HSETNX never overwrites the
     // worker's "processing", whichever lands first.
@@ -415,6 +417,43 @@ async fn queue_command(
     )?;
     Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
 }
+
+/// One permit of the user's shared rate limit, or RATE_LIMITED with how long
+/// to wait. A refusal is remembered locally until the wait is over.
+async fn take_user_permit(state: &AppState, user: &str, limit: &RateLimit) -> Result<(), AppError> {
+    let now = std::time::Instant::now();
+    let refused = state
+        .refused_until
+        .lock()
+        .expect("refused_until lock")
+        .get(user)
+        .copied();
+    if let Some(until) = refused.filter(|u| *u > now) {
+        return Err(AppError::RateLimited {
+            retry_after_ms: (until - now).as_millis().max(1) as u64,
+        });
+    }
+    let key = state.store.keys().key_limiter("gateway", user);
+    let (granted, wait) = crate::queue::take_permits(&state.commands, &key, limit, 1).await?;
+    let mut refused = state.refused_until.lock().expect("refused_until lock");
+    if granted > 0 {
+        refused.remove(user);
+        return Ok(());
+    }
+    if refused.len() >= REFUSED_USERS_MAX {
+        refused.retain(|_, until| *until > now);
+    }
+    if refused.len() < REFUSED_USERS_MAX {
+        refused.insert(user.to_string(), now + wait);
+    }
+    Err(AppError::RateLimited {
+        retry_after_ms: wait.as_millis() as u64,
+    })
+}
+
+/// Most users remembered as refused at once (a bound on memory; beyond it,
+/// refusals are asked of Redis each time).
+const REFUSED_USERS_MAX: usize = 10_000;
 
 pub(crate) fn wait_bound(state: &AppState, ms: u64) -> Duration {
     Duration::from_millis(ms.min(state.settings.wait_max_ms))
