@@ -14,9 +14,11 @@
 # run, at least 60 s) and the end, and Redis memory stopped growing: its
 # last-fifth average is within 10 % of the middle fifth's. Redis holds a
 # bounded amount by design: each graph's log is capped (graph.log_retention)
-# and per-operation records expire (graph.op_ttl_s). The soak shortens both
-# (SOAK_LOG_RETENTION, SOAK_OP_TTL_S) so that the plateau is reached inside the
-# run; docs/reliability.md gives the figures and the steady-state formula.
+# per-operation records expire (graph.op_ttl_s) and so do the queue's dedupe
+# keys (queues.commands.dedupe_window_ms). The soak shortens all three
+# (SOAK_LOG_RETENTION, SOAK_OP_TTL_S, SOAK_DEDUPE_WINDOW_MS) so that the plateau
+# is reached inside the run; docs/reliability.md gives the figures and the
+# steady-state formula.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
@@ -40,6 +42,7 @@ export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="soak-secr
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 export GRAPHQ_GRAPH__LOG_RETENTION=${SOAK_LOG_RETENTION:-1000}
 export GRAPHQ_GRAPH__OP_TTL_S=${SOAK_OP_TTL_S:-60}
+export GRAPHQ_QUEUES__COMMANDS__DEDUPE_WINDOW_MS=${SOAK_DEDUPE_WINDOW_MS:-60000}
 ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
 ./target/release/graphq worker & wk=$!; pids+=($wk)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -25,9 +25,11 @@
 -- ARGV[11]: the command as received (canonical JSON), for subscribers
 -- ARGV[12]: graph id
 -- ARGV[13]: the sender's notification channel (reverts and conflicts go there)
+-- ARGV[14]: "SPUBLISH" on Redis Cluster (the graph's channel is sharded), else "PUBLISH"
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
 
 local OP_ID, USER, NOW = ARGV[1], ARGV[2], ARGV[3]
+local GRAPH_PUBLISH = ARGV[14] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
 local S = cjson.decode(ARGV[5])
 local CMD = cjson.decode(ARGV[6])
 local BASE = nil
@@ -678,7 +680,7 @@ local function publish(outcome, applied)
   local note = '{"graphId":"' .. ARGV[12] .. '","epoch":' .. cjson.encode(EPOCH) ..
     ',"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
     ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
-  if applied then redis.call('PUBLISH', ARGV[10], note) end
+  if applied then redis.call(GRAPH_PUBLISH, ARGV[10], note) end
   if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
 end
 

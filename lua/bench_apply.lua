@@ -8,6 +8,7 @@
 -- ARGV[3]: node value
 -- ARGV[4]: log max length
 -- ARGV[5]: notification channel
+-- ARGV[6]: "SPUBLISH" on Redis Cluster (the channel is sharded), else "PUBLISH"
 -- Returns: the graph version after the job, or its version when already applied
 local seen = redis.call('HGET', KEYS[4], ARGV[1])
 if seen then
@@ -19,5 +20,5 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], version .. '-0', 'job', ARGV[1], 'node', ARGV[2], 'value', ARGV[3],
   'at', t[1] .. string.format('%06d', tonumber(t[2])))
 redis.call('HSET', KEYS[4], ARGV[1], version)
-redis.call('PUBLISH', ARGV[5], version)
+redis.call(ARGV[6] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[5], version)
 return version

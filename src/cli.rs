@@ -29,6 +29,10 @@ pub struct Cli {
     /// Redis URL (also GRAPHQ_REDIS_URL).
     #[arg(long, global = true)]
     pub redis: Option<String>,
+    /// Redis Cluster seed nodes, URL[,URL...] (also GRAPHQ_REDIS_CLUSTER);
+    /// switches to cluster mode.
+    #[arg(long, global = true)]
+    pub redis_cluster: Option<String>,
     /// Key prefix (also GRAPHQ_PREFIX).
     #[arg(long, global = true)]
     pub prefix: Option<String>,
@@ -194,6 +198,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     };
     let flags = Overrides {
         redis_url: cli.redis.clone(),
+        redis_cluster: cli.redis_cluster.clone(),
         prefix: cli.prefix.clone(),
         bind,
         metrics_bind,
@@ -206,12 +211,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::bench::ws::raise_fd_limit();
             let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
             let auth = crate::auth::Auth::new(&secret)?;
-            let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
+            let redis = connect(&config, Duration::from_secs(60)).await?;
             let shutdown = shutdown_signal();
             run_gateway(&config, redis, auth, shutdown).await
         }
         Command::Worker { queues, .. } => {
-            let redis = connect(&config.redis_url, Duration::from_secs(60)).await?;
+            let redis = connect(&config, Duration::from_secs(60)).await?;
             let shutdown = shutdown_signal();
             if let Some(bind) = &config.metrics_bind {
                 let names: Vec<String> = if queues.is_empty() {
@@ -235,7 +240,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             run_workers(&config, redis, &queues, shutdown).await
         }
         Command::Queues { json } => {
-            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let redis = connect(&config, Duration::from_secs(2)).await?;
             let mut all = Vec::new();
             for name in config.queues.keys() {
                 all.push(queue(&config, &redis, name)?.stats().await?);
@@ -248,16 +253,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq { action } => {
-            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let redis = connect(&config, Duration::from_secs(2)).await?;
             dlq(&config, &redis, action).await
         }
         Command::Graph { action } => {
-            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let redis = connect(&config, Duration::from_secs(2)).await?;
             let store = graph_store(&config, redis);
             graph(&store, action).await
         }
         Command::Op { operation_id } => {
-            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let redis = connect(&config, Duration::from_secs(2)).await?;
             let store = graph_store(&config, redis);
             let status = store
                 .operation(&operation_id)
@@ -314,7 +319,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 _ => {}
             }
-            let redis = connect(&config.redis_url, Duration::from_secs(2)).await?;
+            let redis = connect(&config, Duration::from_secs(2)).await?;
             match which {
                 BenchCommand::E2e(_) | BenchCommand::Fanout(_) => {}
                 BenchCommand::Queue(args) => {
@@ -331,11 +336,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn connect(url: &str, patience: Duration) -> Result<Redis, CliError> {
-    Redis::connect_with_retry(url, patience)
+async fn connect(config: &Config, patience: Duration) -> Result<Redis, CliError> {
+    let target = config.redis_target();
+    Redis::connect_with_retry(&target, patience)
         .await
+        .map(|r| r.with_wait(config.redis_wait()))
         .map_err(|source| CliError::Connect {
-            url: url.to_string(),
+            url: target.describe(),
             source,
         })
 }
@@ -435,7 +442,7 @@ pub async fn run_gateway(
     )
     .await
     .map_err(|source| CliError::Connect {
-        url: config.redis_url.clone(),
+        url: config.redis_target().describe(),
         source,
     })?;
     let state = crate::gateway::AppState::new(
@@ -455,7 +462,7 @@ pub async fn run_gateway(
 
 async fn dev(mut config: Config) -> Result<(), CliError> {
     let mut _private = None;
-    if Redis::connect(&config.redis_url).await.is_err() {
+    if Redis::open(&config.redis_target()).await.is_err() {
         let dir = std::env::current_dir()?.join(".graphq");
         let server = RedisServer::start_with(RedisServerOptions {
             dir: Some(dir.clone()),
@@ -470,9 +477,10 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
             dir.display()
         );
         config.redis_url = server.url();
+        config.redis_cluster = None;
         _private = Some(server);
     }
-    let redis = connect(&config.redis_url, Duration::from_secs(5)).await?;
+    let redis = connect(&config, Duration::from_secs(5)).await?;
     let secret = match config.auth_secret.clone() {
         Some(s) => s,
         None => {

@@ -19,6 +19,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     /// Redis to connect to.
     pub redis_url: String,
+    /// Redis Cluster seed nodes, comma-separated; when set, graphq runs in
+    /// cluster mode and `redis_url` is not used.
+    #[serde(default)]
+    pub redis_cluster: Option<String>,
+    /// Cluster mode: replicas an acknowledged write waits for (0: none).
+    pub redis_wait_replicas: u32,
+    /// Cluster mode: how long that wait may take, ms.
+    pub redis_wait_timeout_ms: u64,
     /// Leading segment of every key.
     pub prefix: String,
     /// HTTP/WebSocket listen address.
@@ -62,6 +70,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
@@ -78,6 +88,31 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// One Redis, or the cluster named by `redis_cluster` when it is set.
+    pub fn redis_target(&self) -> crate::db::RedisTarget {
+        let nodes: Vec<String> = self
+            .redis_cluster
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if nodes.is_empty() {
+            crate::db::RedisTarget::Single(self.redis_url.clone())
+        } else {
+            crate::db::RedisTarget::Cluster(nodes)
+        }
+    }
+
+    /// What a cluster write acknowledged to someone waits for.
+    pub fn redis_wait(&self) -> crate::db::Wait {
+        crate::db::Wait {
+            replicas: self.redis_wait_replicas,
+            timeout_ms: self.redis_wait_timeout_ms,
+        }
+    }
+
     /// Loads every layer. `env` is the environment to read (the process
     /// environment in production; a fixed list in tests).
     pub fn load(

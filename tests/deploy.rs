@@ -137,6 +137,7 @@ fn effective(name: &str, service: &Yaml) -> (Cli, Config) {
     );
     let flags = Overrides {
         redis_url: cli.redis.clone(),
+        redis_cluster: cli.redis_cluster.clone(),
         prefix: cli.prefix.clone(),
         bind: match &cli.command {
             Command::Dev { bind } | Command::Gateway { bind } => bind.clone(),

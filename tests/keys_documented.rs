@@ -263,6 +263,7 @@ fn settings(env: &TestEnv, bind: &str) -> Config {
         prefix: Some(env.prefix.clone()),
         bind: Some(bind.to_string()),
         metrics_bind: None,
+        ..Overrides::default()
     };
     Config::load(None, env_vars, &flags).unwrap()
 }

@@ -46,7 +46,7 @@ fn payload(job: &Job) -> Result<ApplyPayload, JobError> {
 }
 
 pub(crate) fn redis_error(e: redis::RedisError) -> JobError {
-    JobError::Retry(format!("redis: {e}"))
+    JobError::from_redis(&e)
 }
 
 impl BenchHandler {
@@ -72,7 +72,8 @@ impl BenchHandler {
             .arg(&p.node)
             .arg(&p.value)
             .arg(BENCH_LOG_MAX)
-            .arg(self.keys.graph(graph, "bench:events"));
+            .arg(self.keys.graph(graph, "bench:events"))
+            .arg(self.redis.graph_publish_command());
         Ok(inv)
     }
 

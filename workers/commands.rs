@@ -145,7 +145,7 @@ impl CommandsHandler {
         self.store
             .record_revert(graph_id, user_id, &job.id, &job.name, "INVALID", message)
             .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -177,12 +177,8 @@ impl CommandsHandler {
                 self.store
                     .mark_operation(&cmd.operation_id, &ctx.graph_id, "processing")
                     .await
-                    .map_err(|e| JobError::Retry(e.to_string()))?;
-                let outcome = self
-                    .store
-                    .apply(&ctx, &cmd)
-                    .await
-                    .map_err(|e| JobError::Retry(e.to_string()))?;
+                    .map_err(store_error)?;
+                let outcome = self.store.apply(&ctx, &cmd).await.map_err(store_error)?;
                 let (status, version, code) = match &outcome {
                     Outcome::Applied { version, .. } => ("applied", Some(*version), None),
                     Outcome::Reverted { code, .. } => ("reverted", None, Some(code.as_str())),
@@ -229,6 +225,7 @@ impl CommandsHandler {
             .invoke_script(&invocations[n]);
         }
         let mut results: Vec<Result<(), JobError>> = Vec::with_capacity(jobs.len());
+        self.store.redis().durable(&mut pipe);
         let outcomes: Vec<String> = if ready.is_empty() {
             Vec::new()
         } else {
@@ -330,6 +327,18 @@ struct OutcomeHead {
 
 fn outcome_head(outcome: &str) -> Option<OutcomeHead> {
     serde_json::from_str(outcome).ok()
+}
+
+/// A store failure as the queue should treat it: Redis unreachable is not
+/// the command's fault (see [`JobError::Unavailable`]).
+fn store_error(e: crate::graph::StoreError) -> JobError {
+    match &e {
+        crate::graph::StoreError::Redis(r) => JobError::from_redis(r),
+        crate::graph::StoreError::Resp(crate::resp::RespError::Io(_)) => {
+            JobError::Unavailable(e.to_string())
+        }
+        _ => JobError::Retry(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -122,11 +122,9 @@ impl JobsHandler {
     /// subscribers of the graph acts on it.
     async fn control(&self, graph: &str, note: Value) -> Result<(), JobError> {
         let channel = self.store.keys().graph_channel(graph);
-        let _: i64 = self
-            .store
+        self.store
             .redis()
-            .conn()
-            .publish(channel, note.to_string())
+            .publish_graph(&channel, &note.to_string())
             .await
             .map_err(retry)?;
         Ok(())

@@ -209,28 +209,40 @@ async fn run_queue_bench(
     })
 }
 
-/// Deletes every key under `prefix` (SCAN, never KEYS).
+/// Deletes every key under `prefix` (SCAN on every master, never KEYS).
 pub async fn cleanup(redis: &Redis, prefix: &str) {
+    let Ok(masters) = redis.masters().await else {
+        return;
+    };
     let mut conn = redis.conn();
-    let mut cursor: u64 = 0;
-    loop {
-        let r: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await;
-        let Ok((next, keys)) = r else { return };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<u64> =
-                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+    for (host, port) in masters {
+        let mut cursor: u64 = 0;
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let r = redis.on_node(&host, port, &scan).await;
+            let Some((next, keys)) = r
+                .ok()
+                .and_then(|v| redis::from_redis_value::<(u64, Vec<String>)>(v).ok())
+            else {
+                break;
+            };
+            // One UNLINK per key: in a cluster they live in different slots.
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.unlink(k).ignore();
+            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
     }
 }
 

@@ -20,13 +20,12 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value as RValue};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Redis, now_ms};
+use crate::db::{Redis, Subscriber, now_ms};
 use crate::graph::{ChangeEntry, GraphStore};
 use crate::keys::Keys;
 
@@ -161,7 +160,7 @@ struct Inner {
     keys: Keys,
     settings: BroadcastSettings,
     /// The pub/sub connection (subscribe/unsubscribe only).
-    sub: ConnectionManager,
+    sub: Subscriber,
     /// For PUBLISH of presence.
     redis: Redis,
     /// This is a std Mutex, not a tokio one: nothing is awaited while held.
@@ -211,7 +210,7 @@ impl Broadcaster {
                 p = rx.recv() => match p { Some(p) => p, None => return },
             };
             match push.kind {
-                PushKind::Message => {
+                PushKind::Message | PushKind::SMessage => {
                     let (Some(channel), Some(payload)) = (push.data.first(), push.data.get(1))
                     else {
                         continue;
@@ -223,7 +222,17 @@ impl Broadcaster {
                 }
                 PushKind::Disconnection => {
                     // Messages published while we were away are lost; once
-                    // resubscribed, every feed checks the log.
+                    // resubscribed, every feed checks the log. In a cluster
+                    // the lost node may be gone for good: the subscriptions
+                    // move to whoever serves their slots now.
+                    if let Some(rebuilt) = self.inner.sub.refresh() {
+                        let b = self.clone();
+                        tokio::spawn(async move {
+                            if rebuilt.await.is_ok() {
+                                b.catch_up_all();
+                            }
+                        });
+                    }
                     let b = self.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -365,7 +374,7 @@ impl Broadcaster {
             first
         };
         if first {
-            self.subscribe_channel(self.inner.keys.user_channel(user))
+            self.subscribe_channel(self.inner.keys.user_channel(user), false)
                 .await;
         }
     }
@@ -392,21 +401,22 @@ impl Broadcaster {
             }
         };
         if last {
-            self.unsubscribe_channel(self.inner.keys.user_channel(user))
+            self.unsubscribe_channel(self.inner.keys.user_channel(user), false)
                 .await;
         }
     }
 
-    async fn subscribe_channel(&self, channel: String) {
+    /// `sharded`: a graph's channel (SSUBSCRIBE in a cluster), not a user's.
+    async fn subscribe_channel(&self, channel: String, sharded: bool) {
         let mut sub = self.inner.sub.clone();
-        if let Err(err) = sub.subscribe(&channel).await {
+        if let Err(err) = sub.subscribe(&channel, sharded).await {
             tracing::warn!(channel, %err, "subscribe failed; it is retried after the next reconnect");
         }
     }
 
-    async fn unsubscribe_channel(&self, channel: String) {
+    async fn unsubscribe_channel(&self, channel: String, sharded: bool) {
         let mut sub = self.inner.sub.clone();
-        if let Err(err) = sub.unsubscribe(&channel).await {
+        if let Err(err) = sub.unsubscribe(&channel, sharded).await {
             tracing::debug!(channel, %err, "unsubscribe failed");
         }
     }
@@ -455,9 +465,9 @@ impl Broadcaster {
     }
 
     async fn stop_feed_channels(&self, graph: &str) {
-        self.unsubscribe_channel(self.inner.keys.graph_channel(graph))
+        self.unsubscribe_channel(self.inner.keys.graph_channel(graph), true)
             .await;
-        self.unsubscribe_channel(self.inner.keys.presence_channel(graph))
+        self.unsubscribe_channel(self.inner.keys.presence_channel(graph), true)
             .await;
     }
 
@@ -514,10 +524,10 @@ impl Broadcaster {
     }
 
     async fn publish(&self, channel: String, note: Value) {
-        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(note.to_string())
-            .query_async(&mut self.inner.redis.conn())
+        let r = self
+            .inner
+            .redis
+            .publish_graph(&channel, &note.to_string())
             .await;
         if let Err(err) = r {
             tracing::debug!(%err, "presence not published");
@@ -641,10 +651,10 @@ impl Feed {
         // Subscribe first: anything published from now on reaches us, so
         // reading the backlog afterwards leaves no hole.
         self.b
-            .subscribe_channel(keys.graph_channel(&self.graph))
+            .subscribe_channel(keys.graph_channel(&self.graph), true)
             .await;
         self.b
-            .subscribe_channel(keys.presence_channel(&self.graph))
+            .subscribe_channel(keys.presence_channel(&self.graph), true)
             .await;
         let timeout = self.b.inner.settings.presence_timeout;
         let mut sweep = tokio::time::interval(

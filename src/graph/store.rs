@@ -40,7 +40,9 @@ pub struct GraphStore {
     /// `ARGV[5]` of apply_command.lua, built once.
     settings_json: String,
     /// Raw connections for [`GraphStore::state_json`].
-    bulk: Arc<BulkReader>,
+    /// The raw reader of large states; None in cluster mode, where the
+    /// state is read through the cluster client.
+    bulk: Option<Arc<BulkReader>>,
 }
 
 /// Answer to "what changed since version N".
@@ -139,7 +141,9 @@ impl GraphStore {
             "strategies": settings.strategies(),
         })
         .to_string();
-        let bulk = Arc::new(BulkReader::new(redis.connection_info()));
+        let bulk = redis
+            .connection_info()
+            .map(|info| Arc::new(BulkReader::new(info)));
         GraphStore {
             redis,
             keys,
@@ -191,16 +195,18 @@ impl GraphStore {
             .arg(k.graph_channel(g))
             .arg(&cmd.canonical)
             .arg(g)
-            .arg(k.user_channel(&ctx.user_id));
+            .arg(k.user_channel(&ctx.user_id))
+            .arg(self.redis.graph_publish_command());
         inv
     }
 
     /// Applies one command atomically and returns what happened.
     pub async fn apply(&self, ctx: &ApplyContext, cmd: &Command) -> Result<Outcome, StoreError> {
-        let raw: String = self
-            .invocation(ctx, cmd)
-            .invoke_async(&mut self.redis.conn())
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&self.invocation(ctx, cmd));
+        self.redis.durable(&mut pipe);
+        let (raw,): (String,) =
+            crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
         parse_outcome(&raw)
     }
 
@@ -263,7 +269,10 @@ impl GraphStore {
             k.graph_edges(graph_id),
         );
         let mut parts = StateParts::default();
-        let mut conn = self.bulk.checkout().await?;
+        let Some(bulk) = &self.bulk else {
+            return self.state_json_cluster(graph_id).await;
+        };
+        let mut conn = bulk.checkout().await?;
         let read = async {
             conn.send(&[
                 &[b"MULTI"],
@@ -280,8 +289,40 @@ impl GraphStore {
             .await
             .map_err(|_| RespError::Io(std::io::ErrorKind::TimedOut.into()))??;
         // Only a connection whose replies were read to the end is reused.
-        self.bulk.checkin(conn);
+        bulk.checkin(conn);
         parts.into_state(graph_id)
+    }
+
+    /// [`Self::state_json`] through the cluster client: the same transaction
+    /// on the graph's shard, entity texts spliced as they are.
+    async fn state_json_cluster(&self, graph_id: &str) -> Result<StateJson, StoreError> {
+        let k = &self.keys;
+        type Texts = Vec<Vec<u8>>;
+        let (meta, nodes, edges): (BTreeMap<String, String>, Texts, Texts) = redis::pipe()
+            .atomic()
+            .hgetall(k.graph_meta(graph_id))
+            .hvals(k.graph_nodes(graph_id))
+            .hvals(k.graph_edges(graph_id))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let join = |texts: Vec<Vec<u8>>| {
+            let mut out = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+            out.push(b'[');
+            for (i, t) in texts.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&t);
+            }
+            out.push(b']');
+            out
+        };
+        StateParts {
+            meta,
+            nodes: join(nodes),
+            edges: join(edges),
+        }
+        .into_state(graph_id)
     }
 
     /// Change-log entries after `since`, oldest first, at most `limit`.

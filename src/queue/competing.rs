@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::db::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,7 @@ async fn run_partition<P: Processor>(ctx: Arc<Ctx<P>>, p: u16) {
 /// Reads up to `want` new jobs, highest priority first.
 async fn read<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     streams: &[String],
     p: u16,
     want: usize,
@@ -214,7 +214,7 @@ fn xreadgroup<P>(ctx: &Ctx<P>, count: usize, block: Option<u64>, streams: &[&str
 
 async fn collect<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     p: u16,
     reply: Option<StreamReadReply>,
     out: &mut Vec<(String, Job)>,
@@ -228,7 +228,7 @@ async fn collect<P: Processor>(
 /// Takes over entries left pending longer than the stall timeout.
 async fn reclaim<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     streams: &[String],
     p: u16,
     want: usize,
@@ -292,7 +292,7 @@ async fn run_job<P: Processor>(ctx: &Ctx<P>, stream: &str, job: &Job) -> Option<
 
 async fn reschedule<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     job: &Job,
     failed: u32,

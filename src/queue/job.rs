@@ -222,6 +222,38 @@ pub enum JobError {
     /// Trying again cannot help; the job goes to the dead-letter stream at once.
     #[error("{0}")]
     Permanent(String),
+    /// The store could not be reached (connection lost, a cluster failing
+    /// over): not the job's fault. An ordered queue tries again after a
+    /// backoff without spending an attempt; a priority queue counts it as a
+    /// retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl JobError {
+    /// `Unavailable` when Redis could not be reached (I/O, timeout, a cluster
+    /// redirect or failover, a master refusing writes without its replicas),
+    /// `Retry` for any other Redis error.
+    pub fn from_redis(e: &redis::RedisError) -> JobError {
+        let message = format!("redis: {e}");
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_cluster_error()
+            || e.code() == Some("NOREPLICAS")
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+            )
+        {
+            JobError::Unavailable(message)
+        } else {
+            JobError::Retry(message)
+        }
+    }
 }
 
 /// What adding a job did.
@@ -243,5 +275,32 @@ impl AddOutcome {
             | AddOutcome::Delayed { job_id }
             | AddOutcome::Duplicate { job_id, .. } => job_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobError;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn redis_away_is_not_the_jobs_fault_but_a_script_error_is() {
+        let away = [
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::TryAgain), "slot moving")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::MasterDown), "link down")),
+        ];
+        for e in &away {
+            assert!(
+                matches!(JobError::from_redis(e), JobError::Unavailable(_)),
+                "{e}"
+            );
+        }
+        let script = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+        ));
+        assert!(matches!(JobError::from_redis(&script), JobError::Retry(_)));
     }
 }

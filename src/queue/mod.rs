@@ -293,6 +293,7 @@ impl Queue {
         for inv in &invocations {
             pipe.invoke_script(inv);
         }
+        self.inner.redis.durable(&mut pipe);
         let replies: Vec<(String, String)> =
             query_pipeline(&pipe, &mut self.inner.redis.conn()).await?;
         Ok(replies

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::db::Conn;
 use redis::streams::StreamReadReply;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -78,7 +78,7 @@ pub(crate) async fn run<P: Processor>(ctx: Arc<Ctx<P>>) -> Result<(), QueueError
 
 async fn heartbeat<P: Processor>(
     ctx: &Arc<Ctx<P>>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     owned: &mut HashMap<u16, Owned>,
     tasks: &mut JoinSet<()>,
     sem: &Arc<Semaphore>,
@@ -156,7 +156,7 @@ async fn heartbeat<P: Processor>(
 /// expires by itself and shutdown must not wait on reconnect backoff.
 const CLEANUP_DEADLINE: Duration = Duration::from_millis(500);
 
-async fn release<P>(ctx: &Ctx<P>, conn: &mut ConnectionManager, parts: impl Iterator<Item = u16>) {
+async fn release<P>(ctx: &Ctx<P>, conn: &mut Conn, parts: impl Iterator<Item = u16>) {
     let invocations: Vec<_> = parts
         .map(|p| {
             let mut inv = SCRIPTS.lease_release.prepare_invoke();
@@ -207,7 +207,7 @@ async fn partition_task<P: Processor>(
 
 async fn run_partition<P: Processor>(
     ctx: &Arc<Ctx<P>>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     p: u16,
     stop: &CancellationToken,
@@ -249,7 +249,7 @@ async fn run_partition<P: Processor>(
 /// Takes over entries that earlier owners of the partition left pending.
 async fn reclaim<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     p: u16,
 ) -> Result<Vec<Job>, QueueError> {
@@ -259,7 +259,7 @@ async fn reclaim<P: Processor>(
 
 async fn read_new<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     p: u16,
 ) -> Result<Vec<Job>, QueueError> {
@@ -287,7 +287,7 @@ async fn read_new<P: Processor>(
 /// partition must stop (shutdown or lost lease interrupted a retry).
 async fn process<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     p: u16,
     jobs: Vec<Job>,
@@ -353,7 +353,7 @@ async fn process<P: Processor>(
 /// Retries a failed job where it stands, so the jobs behind it wait.
 async fn retry_in_place<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     job: &Job,
     first_error: JobError,
@@ -364,7 +364,25 @@ async fn retry_in_place<P: Processor>(
     let q = ctx.queue.name();
     let mut failed = job.attempts_made + 1;
     let mut err = first_error;
+    let mut outage = Duration::ZERO;
     loop {
+        if let JobError::Unavailable(message) = &err {
+            // Redis is away: wait for it without spending the job's attempts.
+            outage = (outage * 2).clamp(UNAVAILABLE_MIN_WAIT, UNAVAILABLE_MAX_WAIT);
+            tracing::debug!(job = %job.id, error = %message, wait_ms = outage.as_millis() as u64,
+                "redis unavailable; trying the job again");
+            if !sleep_or_stop(outage, stop).await {
+                return Ok(Settled::Abandoned);
+            }
+            match ctx.processor.process(job).await {
+                Ok(()) => return Ok(Settled::Succeeded),
+                Err(e) => {
+                    err = e;
+                    continue;
+                }
+            }
+        }
+        outage = Duration::ZERO;
         let message = err.to_string();
         if matches!(err, JobError::Permanent(_)) || !policy.allows_retry(failed) {
             ctx.dead_letter(conn, stream, job, &message, failed).await?;
@@ -405,11 +423,15 @@ async fn retry_in_place<P: Processor>(
     }
 }
 
+/// Bounds of the wait before retrying a job that found Redis unavailable.
+const UNAVAILABLE_MIN_WAIT: Duration = Duration::from_millis(50);
+const UNAVAILABLE_MAX_WAIT: Duration = Duration::from_secs(2);
+
 /// Acknowledges, retrying through Redis hiccups: an entry processed but never
 /// acknowledged would be processed again by the next owner.
 async fn ack_with_retry<P: Processor>(
     ctx: &Ctx<P>,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     p: u16,
     done: &[(String, String)],

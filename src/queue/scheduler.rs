@@ -148,10 +148,7 @@ pub(crate) async fn repeat_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellati
 
 /// Adds every repeatable job whose current slot has not been added yet.
 /// Returns the shortest period, to tick often enough.
-async fn run_due(
-    queue: &Queue,
-    conn: &mut redis::aio::ConnectionManager,
-) -> Result<Option<u64>, QueueError> {
+async fn run_due(queue: &Queue, conn: &mut crate::db::Conn) -> Result<Option<u64>, QueueError> {
     let keys = queue.keys();
     let q = queue.name();
     let defs: HashMap<String, String> = conn.hgetall(keys.repeatables(q)).await?;

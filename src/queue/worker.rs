@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamId;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,7 @@ impl<P: Processor> Ctx<P> {
     /// there, everything older is settled).
     pub async fn ack(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         partition: u16,
         done: &[(String, String)],
@@ -279,7 +279,7 @@ impl<P: Processor> Ctx<P> {
     /// Moves a job to the dead-letter stream with its error.
     pub async fn dead_letter(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         job: &Job,
         error: &str,
@@ -307,7 +307,7 @@ impl<P: Processor> Ctx<P> {
     #[allow(clippy::too_many_arguments)]
     pub async fn dead_letter_raw(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         partition: u16,
         entry_id: &str,
@@ -354,7 +354,7 @@ impl<P: Processor> Ctx<P> {
     /// by hand, say) go straight to the dead-letter stream.
     pub async fn decode(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         partition: u16,
         entries: Vec<StreamId>,
@@ -392,7 +392,7 @@ impl<P: Processor> Ctx<P> {
     /// are returned to run again.
     pub async fn reclaim(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         partition: u16,
         min_idle_ms: u64,
@@ -451,10 +451,7 @@ fn highest_id<'a>(ids: impl Iterator<Item = &'a str>) -> &'a str {
 }
 
 /// Creates the consumer group of `stream` (and the stream) unless it exists.
-pub(crate) async fn ensure_group(
-    conn: &mut ConnectionManager,
-    stream: &str,
-) -> Result<(), QueueError> {
+pub(crate) async fn ensure_group(conn: &mut Conn, stream: &str) -> Result<(), QueueError> {
     let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use graphq::db::Redis;
 use graphq::keys::Keys;
 use graphq::queue::{Queue, QueueOptions};
-use graphq::redis_server::RedisServer;
+use graphq::redis_server::{RedisCluster, RedisServer};
 
 pub struct TestEnv {
+    /// The test's Redis; in a cluster test, an idle one (nothing uses it).
     pub server: RedisServer,
+    /// Set by [`TestEnv::start_cluster`]: what `redis` and child processes use.
+    pub cluster: Option<RedisCluster>,
     pub redis: Redis,
     pub prefix: String,
     pub keys: Keys,
@@ -28,17 +31,29 @@ impl TestEnv {
         let keys = Keys::new(prefix.clone());
         TestEnv {
             server,
+            cluster: None,
             redis,
             prefix,
             keys,
         }
     }
 
+    /// A test on a local Redis Cluster of 3 masters and 3 replicas.
+    pub async fn start_cluster() -> TestEnv {
+        let mut env = TestEnv::start().await;
+        let cluster = RedisCluster::start(3).expect("a local redis cluster forms");
+        env.redis = Redis::connect_cluster(&cluster.seeds())
+            .await
+            .expect("connect to the test cluster");
+        env.cluster = Some(cluster);
+        env
+    }
+
     pub fn queue(&self, name: &str, opts: QueueOptions) -> Queue {
         Queue::new(self.redis.clone(), self.keys.clone(), name, opts).expect("valid queue options")
     }
 
-    pub fn conn(&self) -> redis::aio::ConnectionManager {
+    pub fn conn(&self) -> graphq::db::Conn {
         self.redis.conn()
     }
 
@@ -49,9 +64,12 @@ impl TestEnv {
             .env("GRAPHQ_PREFIX", &self.prefix)
             .env(
                 "RUST_LOG",
-                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn,redis=error".into()),
             )
             .stdin(Stdio::null());
+        if let Some(c) = &self.cluster {
+            cmd.env("GRAPHQ_REDIS_CLUSTER", c.seed_list());
+        }
         cmd
     }
 }

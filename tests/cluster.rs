@@ -1,0 +1,233 @@
+//! graphq on a Redis Cluster: a local cluster of 3 masters and 3 replicas
+//! (6 redis-server processes on free loopback ports, joined with
+//! `redis-cli --cluster create`, killed by PID afterwards), with real
+//! `graphq gateway` and `graphq worker` processes started with
+//! `GRAPHQ_REDIS_CLUSTER`. The tests run one at a time.
+
+mod common;
+#[path = "common/load.rs"]
+mod load;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::TestEnv;
+use graphq::redis_server::CLUSTER_NODE_TIMEOUT_MS;
+use load::*;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_flow_in_order_across_shards_and_moved_clients_catch_up() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(TestEnv::start_cluster().await, 2, 2, &[]).await;
+    let graphs = ["ca", "cb", "cc", "cd", "ce", "cf"];
+    let stop = CancellationToken::new();
+    let clients = start_load(&c, &stop, "c", 12, &graphs, 20);
+    progress(&clients, 20, "load flows on the cluster").await;
+    // Half the clients lose their gateway: they reconnect to the other one
+    // with the version they have and get exactly what they missed.
+    c.kill_gateway(0);
+    progress(&clients, 20, "load flows after the move").await;
+    let accepted = finish(&c, &clients, Duration::from_secs(60)).await;
+    let moved = clients
+        .iter()
+        .filter(|cl| cl.seen.lock().unwrap().reconnects > 0)
+        .count();
+    assert!(moved >= 1, "no client was moved");
+    // The graphs live on more than one shard.
+    let owners: HashSet<u16> = graphs
+        .iter()
+        .map(|g| owner_of(&c, &c.env.keys.graph_meta(g)))
+        .collect();
+    assert!(
+        owners.len() >= 2,
+        "all six graphs on one master: {owners:?}"
+    );
+    eprintln!("{accepted} commands accepted, {moved} clients moved, graphs on {owners:?}");
+    stop_load(&stop, clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_graphs_spread_over_every_master_and_operator_commands_work() {
+    let _serial = SERIAL.lock().await;
+    let c = Cluster::start(TestEnv::start_cluster().await, 1, 1, &[]).await;
+    let http = reqwest::Client::new();
+    let graphs: Vec<String> = (0..100).map(|i| format!("g{i}")).collect();
+    for g in &graphs {
+        let r = http
+            .post(format!(
+                "http://{}/api/v2/graphs/{g}/command?wait=10000",
+                c.addr(0)
+            ))
+            .bearer_auth(c.token("op", &[g]))
+            .body(
+                json!({"operationId": format!("{g}-1"), "type": "CREATE_NODE",
+                "payload": {"node": {"id": "n1", "position": {"x": 1, "y": 2}}}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{g}: applied within the wait");
+    }
+    // Every master holds graph keys and queue partitions.
+    let masters = c.env.cluster.as_ref().unwrap().master_ports();
+    assert_eq!(masters.len(), 3);
+    let mut graphs_on: HashMap<u16, HashSet<String>> = HashMap::new();
+    let mut partitions_on: HashMap<u16, usize> = HashMap::new();
+    for &port in &masters {
+        let keys = scan(&c, port).await;
+        for k in &keys {
+            if let Some(g) = tag(k, "{g:") {
+                graphs_on.entry(port).or_default().insert(g);
+            }
+            if tag(k, "{q:commands:").is_some() {
+                *partitions_on.entry(port).or_default() += 1;
+            }
+        }
+    }
+    for &port in &masters {
+        let n = graphs_on.get(&port).map_or(0, HashSet::len);
+        assert!(n >= 10, "master {port} holds {n} of the 100 graphs");
+        assert!(
+            partitions_on.get(&port).copied().unwrap_or(0) > 0,
+            "master {port} holds no queue partition"
+        );
+    }
+    let total: usize = graphs_on.values().map(HashSet::len).sum();
+    assert_eq!(total, 100, "each graph's keys on exactly one master");
+
+    // `graphq queues` sees every partition on every master.
+    let out = c.command(&["queues", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queues: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "commands")
+        .unwrap();
+    let parts = commands["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 16);
+    let processed: u64 = parts
+        .iter()
+        .map(|p| p["counters"]["processed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(processed, 100, "{commands}");
+    // `graphq graph verify` and `dump` read a graph wherever it lives.
+    for g in ["g0", "g42", "g99"] {
+        let out = c.command(&["graph", "verify", g]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{g}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = c.command(&["graph", "dump", g]).output().unwrap();
+        let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(state["version"], 1);
+        assert_eq!(state["nodes"][0]["id"], "n1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_under_load_fails_over_and_nothing_acknowledged_is_lost() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(TestEnv::start_cluster().await, 1, 2, &[]).await;
+    let graphs = ["fa", "fb", "fc", "fd", "fe", "ff"];
+    let stop = CancellationToken::new();
+    let clients = start_load(&c, &stop, "f", 6, &graphs, 25);
+    progress(&clients, 25, "load flows on the cluster").await;
+    // The master of the first graph dies; its replica takes over.
+    let victim = owner_of(&c, &c.env.keys.graph_meta(graphs[0]));
+    let cluster = c.env.cluster.as_mut().unwrap();
+    cluster.kill(victim);
+    let killed_at = std::time::Instant::now();
+    cluster
+        .wait_failover(victim, 3, Duration::from_secs(30))
+        .expect("a replica is promoted");
+    let promoted_after = killed_at.elapsed();
+    assert!(promoted_after >= Duration::from_millis(CLUSTER_NODE_TIMEOUT_MS / 2));
+    progress(&clients, 25, "load flows after the failover").await;
+    let accepted = finish(&c, &clients, Duration::from_secs(60)).await;
+    let new_owner = owner_of(&c, &c.env.keys.graph_meta(graphs[0]));
+    assert_ne!(new_owner, victim);
+    let pids: Vec<u32> = std::iter::once(c.gateway_pid(0))
+        .chain(c.workers.iter().map(|w| w.pid()))
+        .collect();
+    for pid in pids {
+        assert!(running(pid), "process {pid} died");
+    }
+    eprintln!(
+        "failover: replica promoted after {promoted_after:?}; {accepted} commands accepted, none lost"
+    );
+    stop_load(&stop, clients);
+}
+
+/// The port of the master serving `key`'s slot now.
+fn owner_of(c: &Cluster, key: &str) -> u16 {
+    let masters = c.env.cluster.as_ref().unwrap().master_ports();
+    let slot: u32 = redis_cli(masters[0], &["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .parse()
+        .unwrap();
+    let serves = |port: u16| {
+        redis_cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| l.contains("myself"))
+            .flat_map(|l| l.split(' ').skip(8).map(str::to_string).collect::<Vec<_>>())
+            .any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((&range, &range));
+                a.parse::<u32>().is_ok_and(|a| a <= slot)
+                    && b.parse::<u32>().is_ok_and(|b| slot <= b)
+            })
+    };
+    masters
+        .into_iter()
+        .find(|&p| serves(p))
+        .unwrap_or_else(|| panic!("no master serves {key}"))
+}
+
+/// Every key of this test on one master (SCAN through graphq's own routing).
+async fn scan(c: &Cluster, port: u16) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}:*", c.env.prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .clone();
+        let reply = c.env.redis.on_node("127.0.0.1", port, &cmd).await.unwrap();
+        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply).unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// The id inside `{prefix...}` of a key: `tag("p:{g:a}:meta", "{g:")` is "a".
+fn tag(key: &str, prefix: &str) -> Option<String> {
+    let start = key.find(prefix)? + prefix.len();
+    let end = key[start..].find('}')? + start;
+    Some(key[start..end].to_string())
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
