@@ -157,12 +157,7 @@ async fn a_master_killed_under_load_fails_over_and_nothing_acknowledged_is_lost(
     let accepted = finish(&c, &clients, Duration::from_secs(60)).await;
     let new_owner = owner_of(&c, &c.env.keys.graph_meta(graphs[0]));
     assert_ne!(new_owner, victim);
-    let pids: Vec<u32> = std::iter::once(c.gateway_pid(0))
-        .chain(c.workers.iter().map(|w| w.pid()))
-        .collect();
-    for pid in pids {
-        assert!(running(pid), "process {pid} died");
-    }
+    assert_processes_running(&c);
     eprintln!(
         "failover: replica promoted after {promoted_after:?}; {accepted} commands accepted, none lost"
     );

@@ -261,10 +261,7 @@ async fn redis_restarted_empty_gives_clients_a_new_epoch_and_nothing_crashes() {
         let s = cl.seen.lock().unwrap();
         assert!(s.resets > before, "{}: was never reset", cl.user);
     }
-    let pids = [c.gateway_pid(0), c.workers[0].pid(), c.workers[1].pid()];
-    for pid in pids {
-        assert!(running(pid), "process {pid} died");
-    }
+    assert_processes_running(&c);
     stop_load(&stop, clients);
 }
 

@@ -582,6 +582,20 @@ pub async fn p99_over(clients: &[LoadClient], n: usize, what: &str) -> u64 {
     all[(all.len() * 99 / 100).min(all.len() - 1)]
 }
 
+/// Asserts that every gateway not killed by the test and every worker is
+/// still running: nothing crashed under the fault.
+pub fn assert_processes_running(c: &Cluster) {
+    let pids = c
+        .gateways
+        .iter()
+        .flatten()
+        .map(|(p, _)| p.pid())
+        .chain(c.workers.iter().map(|w| w.pid()));
+    for pid in pids {
+        assert!(running(pid), "process {pid} died");
+    }
+}
+
 /// Whether a child process is still running (not exited, not a zombie).
 pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
