@@ -45,8 +45,15 @@ pub(crate) async fn run<P: Processor>(ctx: Arc<Ctx<P>>) -> Result<(), QueueError
             _ = tick.tick() => {}
         }
         while tasks.try_join_next().is_some() {}
-        if let Err(err) = heartbeat(&ctx, &mut conn, &mut owned, &mut tasks, &sem).await {
-            tracing::warn!(queue = ctx.queue.name(), %err, "partition heartbeat failed");
+        // A heartbeat waits on Redis (up to the response timeout when Redis
+        // is gone): shutdown must not wait for it.
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = heartbeat(&ctx, &mut conn, &mut owned, &mut tasks, &sem) => {
+                if let Err(err) = r {
+                    tracing::warn!(queue = ctx.queue.name(), %err, "partition heartbeat failed");
+                }
+            }
         }
     }
 
@@ -221,10 +228,17 @@ async fn run_partition<P: Processor>(
             sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
             continue;
         }
-        let read = if recovering {
-            reclaim(ctx, conn, stream, p).await
-        } else {
-            read_new(ctx, conn, stream, p).await
+        // Reads take nothing (a read cut short leaves its entries to the
+        // next read or owner), so a stop does not wait for one.
+        let read = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = async {
+                if recovering {
+                    reclaim(ctx, conn, stream, p).await
+                } else {
+                    read_new(ctx, conn, stream, p).await
+                }
+            } => r,
         };
         let jobs = match read {
             Ok(jobs) => jobs,
