@@ -164,6 +164,55 @@ async fn a_master_killed_under_load_fails_over_and_nothing_acknowledged_is_lost(
     stop_load(&stop, clients);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_across_slots_answers_in_order_and_waits_for_replicas() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start_cluster().await;
+    let keys: Vec<String> = (0..30)
+        .map(|i| format!("{}:{{g:p{i}}}:k", env.prefix))
+        .collect();
+    // Writes to 30 slots (all three masters), reads interleaved with them,
+    // a keyless command in the middle, and a WAIT at the end.
+    let mut pipe = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        pipe.cmd("SET").arg(k).arg(i).ignore();
+        pipe.cmd("INCR").arg(k);
+        if i == 15 {
+            pipe.cmd("PING");
+        }
+    }
+    env.redis.durable(&mut pipe);
+    let replies: Vec<redis::Value> = pipe.query_async(&mut env.redis.conn()).await.unwrap();
+    let mut want: Vec<redis::Value> = (0..30).map(|i| redis::Value::Int(i + 1)).collect();
+    want.insert(16, redis::Value::SimpleString("PONG".into()));
+    assert_eq!(replies, want, "replies in the pipeline's order");
+    // The WAIT ran where the writes did: every key is on a replica already.
+    let cluster = env.cluster.as_ref().unwrap();
+    let masters = cluster.master_ports();
+    let replicas: Vec<u16> = cluster
+        .seeds()
+        .iter()
+        .filter_map(|u| u.rsplit(':').next()?.parse().ok())
+        .filter(|p| !masters.contains(p))
+        .collect();
+    assert_eq!(replicas.len(), 3);
+    for (i, k) in keys.iter().enumerate() {
+        let on_a_replica = replicas.iter().any(|&port| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "printf 'READONLY\\nGET %s\\n' '{k}' | redis-cli -p {port}"
+                ))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == (i + 1).to_string())
+        });
+        assert!(on_a_replica, "{k} is on no replica");
+    }
+}
+
 /// The port of the master serving `key`'s slot now.
 fn owner_of(c: &Cluster, key: &str) -> u16 {
     let masters = c.env.cluster.as_ref().unwrap().master_ports();
