@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Graphs, Role};
+use crate::graph::Rejection;
 
 use super::{AppError, AppState};
 
@@ -77,40 +78,38 @@ struct DevTokenRequest {
 async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+) -> Result<Json<serde_json::Value>, AppError> {
     if !state.settings.dev_tokens {
-        return AppError::NotFound("no such route".into()).into_response();
+        return Err(AppError::NotFound("no such route".into()));
     }
+    let invalid = |code, field: &str, message: String| {
+        AppError::Rejected(Rejection {
+            code,
+            field: field.to_string(),
+            message,
+        })
+    };
     let Ok(Json(req)) = body else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"code": "INVALID_JSON",
-                "message": "expected {\"user\": NAME, \"role\"?: \"editor\"|\"viewer\"}"}})),
-        )
-            .into_response();
+        return Err(invalid(
+            "INVALID_JSON",
+            "",
+            "expected {\"user\": NAME, \"role\"?: \"editor\"|\"viewer\"}".into(),
+        ));
     };
     let role = match req.role.as_deref() {
         None | Some("editor") => Role::Editor,
         Some("viewer") => Role::Viewer,
         Some(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "INVALID_FIELD", "field": "role",
-                    "message": "role is editor or viewer"}})),
-            )
-                .into_response();
+            return Err(invalid(
+                "INVALID_FIELD",
+                "role",
+                "role is editor or viewer".into(),
+            ));
         }
     };
-    match state
+    let token = state
         .auth
         .mint(&req.user, Graphs::All, role, Duration::from_secs(24 * 3600))
-    {
-        Ok(token) => Json(json!({"token": token, "userId": req.user})).into_response(),
-        Err(err) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"code": "INVALID_FIELD", "field": "user",
-                "message": err.to_string()}})),
-        )
-            .into_response(),
-    }
+        .map_err(|err| invalid("INVALID_FIELD", "user", err.to_string()))?;
+    Ok(Json(json!({"token": token, "userId": req.user})))
 }
