@@ -10,35 +10,12 @@ cd "$(dirname "$0")/.."
 runs=${1:-1}
 scripts/ensure-deps
 cargo build --release --locked -q
-free_port() {
-  python3 -c 'import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p >= 55000:
-        continue
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 10000)); print(p); break
-    except OSError:
-        pass'
-}
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-start_redis() { # port [extra args...]
-  local port=$1; shift
-  mkdir -p "$dir/$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/$port" \
-    --daemonize no --logfile "$dir/$port/redis.log" "$@" &
-  pids+=($!)
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-}
+source benches/lib.sh
 
 single=$(free_port); start_redis "$single"
 nodes=()
 for _ in 1 2 3 4 5 6; do
-  p=$(free_port); start_redis "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+  p=$(free_port bus); start_redis "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
   nodes+=("127.0.0.1:$p")
 done
 redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
@@ -59,7 +36,7 @@ run_target() { # name, then the graphq flags that select the Redis
     ./target/release/graphq "$@" gateway --bind "127.0.0.1:$gport" & local gw=$!
     ./target/release/graphq "$@" worker & local wk=$!
     pids+=($gw $wk)
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    wait_ready "$gport"
     echo "$name $(./target/release/graphq "$@" bench e2e --url "ws://127.0.0.1:$gport" --clients 100 --graphs 20 --rate 2000 --duration 10)"
     kill "$gw" "$wk"; wait "$gw" "$wk" 2>/dev/null || true
   done

@@ -9,21 +9,15 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 scripts/ensure-deps
 cargo build --release --locked -q
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 rport=$(free_port); gport=$(free_port)
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize no --logfile "$dir/redis.log" &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$rport"
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="bench-secret-$(date +%s)-0123456789" RUST_LOG=warn
 # Benchmark clients are one user each; lift the per-user limit above the test rate.
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
 ./target/release/graphq worker & pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "$gport"
 url="ws://127.0.0.1:$gport"
 if [ "$what" = e2e ] || [ "$what" = all ]; then
   ./target/release/graphq bench e2e --url "$url" --clients 200 --graphs 20 --rate 2000 --duration 10 --ramp 5000,10000,20000,30000

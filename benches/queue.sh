@@ -9,12 +9,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 scripts/ensure-deps
 cargo build --release --locked -q
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize no --logfile "$dir/redis.log" &
-redis_pid=$!
-trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+source benches/lib.sh
+port=$(free_port)
+start_redis "$port"
 bench() { ./target/release/graphq --redis "redis://127.0.0.1:$port" bench queue "$@"; }
 for _ in $(seq "$runs"); do
   bench --jobs 200000 --concurrency 16 --handler noop

@@ -28,16 +28,9 @@ out=${SOAK_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 scripts/ensure-deps
 cargo build --release --locked -q
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 rport=$(free_port); gport=$(free_port)
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
-  --dir "$dir" --daemonize no --logfile "$dir/redis.log" &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$rport" --appendonly yes --appendfsync everysec
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="soak-secret-$(date +%s)-0123456789" RUST_LOG=warn
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 export GRAPHQ_GRAPH__LOG_RETENTION=${SOAK_LOG_RETENTION:-1000}
@@ -45,7 +38,7 @@ export GRAPHQ_GRAPH__OP_TTL_S=${SOAK_OP_TTL_S:-60}
 export GRAPHQ_QUEUES__COMMANDS__DEDUPE_WINDOW_MS=${SOAK_DEDUPE_WINDOW_MS:-60000}
 ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
 ./target/release/graphq worker & wk=$!; pids+=($wk)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "$gport"
 
 clients=$(( graphs * 2 ))
 ./target/release/graphq bench e2e --url "ws://127.0.0.1:$gport" --clients "$clients" --graphs "$graphs" \

@@ -1,0 +1,47 @@
+# Shared by the benchmark scripts (source it after `cd` to the repository):
+# free loopback ports, private redis-servers and graphq processes, all
+# stopped by PID when the script exits.
+
+# A free loopback port. With `bus`, one whose cluster bus port (+10000) is
+# free too.
+free_port() {
+  python3 - "${1:-}" <<'PY'
+import socket, sys
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if sys.argv[1] != "bus":
+        break
+    if p >= 55000:
+        continue
+    try:
+        socket.socket().bind(("127.0.0.1", p + 10000)); break
+    except OSError:
+        pass
+print(p)
+PY
+}
+
+bench_dir=$(mktemp -d)
+pids=()
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$bench_dir"
+}
+trap bench_cleanup EXIT
+
+# start_redis PORT [redis-server args...]: no persistence unless the args
+# say otherwise; returns once it answers PING.
+start_redis() {
+  local port=$1; shift
+  mkdir -p "$bench_dir/$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$bench_dir/$port" \
+    --daemonize no --logfile "$bench_dir/$port/redis.log" "$@" &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+# wait_ready PORT: until the gateway or worker listener on PORT answers /readyz.
+wait_ready() {
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
