@@ -368,6 +368,21 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Whether `e` says the server could not be reached at all (the connection
+/// failed, dropped or timed out), as opposed to a reply from Redis.
+pub fn is_unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// The connection a lock holds now; a poisoned lock still holds a usable one
+/// (nothing is left half-written by a swap).
+fn current_of(lock: &std::sync::RwLock<ClusterConnection>) -> ClusterConnection {
+    match lock.read() {
+        Ok(c) => c.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
 /// A cluster connection that is replaced when it loses track of the
 /// cluster. The `redis` crate refreshes its slot map on MOVED or CLUSTERDOWN
 /// replies, but a request to a master that was killed only fails to connect;
@@ -409,21 +424,14 @@ impl ClusterHandle {
 
     /// The connection in use now (cheap: a handle on a shared one).
     pub fn current(&self) -> ClusterConnection {
-        match self.inner.conn.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        current_of(&self.inner.conn)
     }
 
     /// Passes `r` through; a failure that says the topology may be stale
     /// starts a rebuild.
     fn check<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
         if let Err(e) = &r
-            && (e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.kind() == redis::ErrorKind::ClusterConnectionNotFound)
+            && (is_unreachable(e) || e.kind() == redis::ErrorKind::ClusterConnectionNotFound)
         {
             self.rebuild();
         }
@@ -695,10 +703,7 @@ impl ClusterSubscriber {
     }
 
     fn current(&self) -> ClusterConnection {
-        match self.conn.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        current_of(&self.conn)
     }
 
     async fn join(conn: &mut ClusterConnection, channel: &str, sharded: bool) -> RedisResult<()> {

@@ -236,10 +236,7 @@ impl JobError {
     /// `Retry` for any other Redis error.
     pub fn from_redis(e: &redis::RedisError) -> JobError {
         let message = format!("redis: {e}");
-        if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
+        if crate::db::is_unreachable(e)
             || e.is_cluster_error()
             || e.code() == Some("NOREPLICAS")
             || matches!(

@@ -373,57 +373,25 @@ async fn retry_in_place<P: Processor>(
     first_error: JobError,
     stop: &CancellationToken,
 ) -> Result<Settled, QueueError> {
-    let policy = &ctx.queue.options().retry;
-    let keys = ctx.queue.keys();
-    let q = ctx.queue.name();
     let mut failed = job.attempts_made + 1;
     let mut err = first_error;
     let mut outage = Duration::ZERO;
     loop {
-        if let JobError::Unavailable(message) = &err {
-            // Redis is away: wait for it without spending the job's attempts.
+        // Redis being away is waited out without spending the job's
+        // attempts; any other failure is recorded and counted.
+        let counted = !matches!(err, JobError::Unavailable(_));
+        let delay = if let JobError::Unavailable(message) = &err {
             outage = (outage * 2).clamp(UNAVAILABLE_MIN_WAIT, UNAVAILABLE_MAX_WAIT);
             tracing::debug!(job = %job.id, error = %message, wait_ms = outage.as_millis() as u64,
                 "redis unavailable; trying the job again");
-            if !sleep_or_stop(outage, stop).await {
-                return Ok(Settled::Abandoned);
-            }
-            match ctx.processor.process(job).await {
-                Ok(()) => return Ok(Settled::Succeeded),
-                Err(e) => {
-                    err = e;
-                    continue;
-                }
-            }
-        }
-        outage = Duration::ZERO;
-        let message = err.to_string();
-        if matches!(err, JobError::Permanent(_)) || !policy.allows_retry(failed) {
-            ctx.dead_letter(conn, stream, job, &message, failed).await?;
+            Some(outage)
+        } else {
+            outage = Duration::ZERO;
+            record_retry(ctx, conn, stream, job, &err, failed).await?
+        };
+        let Some(delay) = delay else {
             return Ok(Settled::Removed);
-        }
-        let delay = policy.delay(failed, Ctx::<P>::jitter());
-        let _: u32 = SCRIPTS
-            .record_failure
-            .key(keys.attempts(q, job.partition))
-            .key(keys.counters(q, job.partition))
-            .key(keys.events(q, job.partition))
-            .arg(&job.entry_id)
-            .arg(&job.id)
-            .arg(&message)
-            .arg(delay.as_millis() as u64)
-            .arg(ctx.queue.options().events_max_len)
-            .invoke_async(conn)
-            .await?;
-        ctx.emit(
-            &job.id,
-            job.partition,
-            JobEventKind::Retrying {
-                attempt: failed,
-                delay_ms: delay.as_millis() as u64,
-                error: message,
-            },
-        );
+        };
         if !sleep_or_stop(delay, stop).await {
             return Ok(Settled::Abandoned);
         }
@@ -431,10 +399,56 @@ async fn retry_in_place<P: Processor>(
             Ok(()) => return Ok(Settled::Succeeded),
             Err(e) => {
                 err = e;
-                failed += 1;
+                if counted {
+                    failed += 1;
+                }
             }
         }
     }
+}
+
+/// Records failed attempt `failed` of `job` and returns the backoff before
+/// the next one; dead-letters the job instead (None) when it is permanent or
+/// out of attempts.
+async fn record_retry<P: Processor>(
+    ctx: &Ctx<P>,
+    conn: &mut Conn,
+    stream: &str,
+    job: &Job,
+    err: &JobError,
+    failed: u32,
+) -> Result<Option<Duration>, QueueError> {
+    let policy = &ctx.queue.options().retry;
+    let keys = ctx.queue.keys();
+    let q = ctx.queue.name();
+    let message = err.to_string();
+    if matches!(err, JobError::Permanent(_)) || !policy.allows_retry(failed) {
+        ctx.dead_letter(conn, stream, job, &message, failed).await?;
+        return Ok(None);
+    }
+    let delay = policy.delay(failed, Ctx::<P>::jitter());
+    let _: u32 = SCRIPTS
+        .record_failure
+        .key(keys.attempts(q, job.partition))
+        .key(keys.counters(q, job.partition))
+        .key(keys.events(q, job.partition))
+        .arg(&job.entry_id)
+        .arg(&job.id)
+        .arg(&message)
+        .arg(delay.as_millis() as u64)
+        .arg(ctx.queue.options().events_max_len)
+        .invoke_async(conn)
+        .await?;
+    ctx.emit(
+        &job.id,
+        job.partition,
+        JobEventKind::Retrying {
+            attempt: failed,
+            delay_ms: delay.as_millis() as u64,
+            error: message,
+        },
+    );
+    Ok(Some(delay))
 }
 
 /// Bounds of the wait before retrying a job that found Redis unavailable.
