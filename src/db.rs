@@ -12,6 +12,7 @@
 //! cluster client routes them (`SCRIPT LOAD` to every master). Transactions
 //! (`MULTI`) always stay within one hash tag.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -499,18 +500,20 @@ async fn cluster_pipeline(
     if pipeline.is_transaction() || offset != 0 || count != cmds.len() || single_slot {
         return conn.req_packed_commands(pipeline, offset, count).await;
     }
-    let wanted: i64 = wait
-        .and_then(|i| cmds[i].args_iter().nth(1))
-        .and_then(|a| match a {
-            redis::Arg::Simple(v) => std::str::from_utf8(v).ok()?.parse().ok(),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let wait_arg = |n: usize| -> i64 {
+        wait.and_then(|i| cmds[i].args_iter().nth(n))
+            .and_then(|a| match a {
+                redis::Arg::Simple(v) => std::str::from_utf8(v).ok()?.parse().ok(),
+                _ => None,
+            })
+            .unwrap_or(0)
+    };
+    let (wanted, timeout_ms) = (wait_arg(1), wait_arg(2));
     let sends = groups.iter().map(|(slot, members)| {
         let mut c = conn.clone();
         let cmds = &cmds;
-        // Not while some shard recently had no replica to wait for.
-        let wait = wait.filter(|_| slot.is_some() && !degraded());
+        // Not on a slot whose master recently had no replica to wait for.
+        let wait = wait.filter(|_| slot.is_some_and(|s| !degraded(&s)));
         async move {
             match slot {
                 None => {
@@ -529,6 +532,9 @@ async fn cluster_pipeline(
                         .route_pipeline(part, 0, members.len() + usize::from(wait.is_some()), route)
                         .await?;
                     let reached = match wait.and_then(|_| values.pop()) {
+                        Some(Value::Int(n)) if n < wanted => {
+                            Some(settle_short_wait(&mut c, *slot, wanted, timeout_ms).await?)
+                        }
                         Some(Value::Int(n)) => Some(n),
                         _ => None,
                     };
@@ -546,14 +552,6 @@ async fn cluster_pipeline(
             out[i] = v;
         }
         if let (Some(_), Some(n)) = (slot, reached) {
-            if n < wanted {
-                tracing::debug!(
-                    reached = n,
-                    wanted,
-                    "a write reached fewer replicas than wanted within the WAIT timeout"
-                );
-                mark_degraded();
-            }
             fewest = Some(fewest.map_or(n, |f| f.min(n)));
         }
     }
@@ -563,22 +561,89 @@ async fn cluster_pipeline(
     Ok(out)
 }
 
-/// How long writes go without WAIT after one fell short. WAIT blocks the
-/// connection it runs on, and every request multiplexed behind it: a shard
-/// running on one node (its replica lost, or just promoted) would otherwise
-/// hold each write for the whole WAIT timeout, one after another.
-const DEGRADED_FOR: Duration = Duration::from_secs(5);
-
-/// When a WAIT last fell short, in ms since the Unix epoch (0: never).
-static DEGRADED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn degraded() -> bool {
-    let at = DEGRADED_AT.load(std::sync::atomic::Ordering::Relaxed);
-    at != 0 && now_ms().saturating_sub(at) < DEGRADED_FOR.as_millis() as u64
+/// A WAIT on `slot`'s master reached fewer than `wanted` replicas within
+/// its timeout. Which of two things happened decides what the write is worth:
+/// - the master has fewer replicas connected than wanted (it lost them, or
+///   was just promoted): no wait can do better. The write stands with the
+///   copies it has, and WAITs on the slot are left out for [`DEGRADED_FOR`].
+/// - its replicas are connected but lagging (a busy machine): they get a
+///   longer wait, and a write still unconfirmed after it is an error
+///   (`TRYAGAIN`), so that nobody is told a single-copy write is safe; the
+///   caller resends, and the write is idempotent.
+///
+/// Returns how many replicas the write reached.
+async fn settle_short_wait(
+    conn: &mut ClusterConnection,
+    slot: Slot,
+    wanted: i64,
+    timeout_ms: i64,
+) -> RedisResult<i64> {
+    let on_master = || {
+        redis::cluster_routing::RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_slot(slot, SlotAddr::Master),
+        ))
+    };
+    let role = conn.route_command(redis::cmd("ROLE"), on_master()).await?;
+    let connected = match &role {
+        Value::Array(parts) => match parts.get(2) {
+            Some(Value::Array(replicas)) => replicas.len() as i64,
+            _ => 0,
+        },
+        _ => 0,
+    };
+    if connected < wanted {
+        tracing::debug!(
+            connected,
+            wanted,
+            "a master has too few replicas to wait for; its writes go unconfirmed for a while"
+        );
+        mark_degraded(slot);
+        return Ok(connected);
+    }
+    let mut again = redis::cmd("WAIT");
+    again
+        .arg(wanted)
+        .arg(timeout_ms.max(1) * LAGGING_WAIT_FACTOR);
+    let reached = match conn.route_command(again, on_master()).await? {
+        Value::Int(n) => n,
+        _ => 0,
+    };
+    if reached < wanted {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+            "NOREPLICAS",
+            format!("a write reached {reached} of {wanted} replicas; resend it"),
+        )));
+    }
+    Ok(reached)
 }
 
-fn mark_degraded() {
-    DEGRADED_AT.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+/// The second wait for lagging replicas, in multiples of the configured WAIT
+/// timeout.
+const LAGGING_WAIT_FACTOR: i64 = 10;
+
+/// How long a slot's writes go without WAIT after its master was found with
+/// too few replicas. WAIT blocks the connection it runs on, and every request
+/// multiplexed behind it: a shard running on one node would otherwise hold
+/// each write for the whole WAIT timeout, one after another.
+const DEGRADED_FOR: Duration = Duration::from_secs(5);
+
+/// When each slot's master was last found with too few replicas, in ms since
+/// the Unix epoch.
+static DEGRADED_AT: std::sync::LazyLock<std::sync::Mutex<HashMap<Slot, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn degraded(slot: &Slot) -> bool {
+    let map = DEGRADED_AT.lock().unwrap_or_else(|p| p.into_inner());
+    map.get(slot)
+        .is_some_and(|at| now_ms().saturating_sub(*at) < DEGRADED_FOR.as_millis() as u64)
+}
+
+fn mark_degraded(slot: Slot) {
+    let mut map = DEGRADED_AT.lock().unwrap_or_else(|p| p.into_inner());
+    let now = now_ms();
+    map.retain(|_, at| now.saturating_sub(*at) < DEGRADED_FOR.as_millis() as u64);
+    map.insert(slot, now);
 }
 
 fn is_command(cmd: &Cmd, name: &[u8]) -> bool {

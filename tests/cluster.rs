@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::TestEnv;
-use graphq::redis_server::CLUSTER_NODE_TIMEOUT_MS;
+use graphq::redis_server::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
 use load::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ async fn commands_flow_in_order_across_shards_and_moved_clients_catch_up() {
     // The graphs live on more than one shard.
     let owners: HashSet<u16> = graphs
         .iter()
-        .map(|g| owner_of(&c, &c.env.keys.graph_meta(g)))
+        .map(|g| owner_of(c.env.cluster.as_ref().unwrap(), &c.env.keys.graph_meta(g)))
         .collect();
     assert!(
         owners.len() >= 2,
@@ -144,7 +144,10 @@ async fn a_master_killed_under_load_fails_over_and_nothing_acknowledged_is_lost(
     let clients = start_load(&c, &stop, "f", 6, &graphs, 25);
     progress(&clients, 25, "load flows on the cluster").await;
     // The master of the first graph dies; its replica takes over.
-    let victim = owner_of(&c, &c.env.keys.graph_meta(graphs[0]));
+    let victim = owner_of(
+        c.env.cluster.as_ref().unwrap(),
+        &c.env.keys.graph_meta(graphs[0]),
+    );
     let cluster = c.env.cluster.as_mut().unwrap();
     cluster.kill(victim);
     let killed_at = std::time::Instant::now();
@@ -155,7 +158,10 @@ async fn a_master_killed_under_load_fails_over_and_nothing_acknowledged_is_lost(
     assert!(promoted_after >= Duration::from_millis(CLUSTER_NODE_TIMEOUT_MS / 2));
     progress(&clients, 25, "load flows after the failover").await;
     let accepted = finish(&c, &clients, Duration::from_secs(60)).await;
-    let new_owner = owner_of(&c, &c.env.keys.graph_meta(graphs[0]));
+    let new_owner = owner_of(
+        c.env.cluster.as_ref().unwrap(),
+        &c.env.keys.graph_meta(graphs[0]),
+    );
     assert_ne!(new_owner, victim);
     assert_processes_running(&c);
     eprintln!(
@@ -213,9 +219,89 @@ async fn a_pipeline_across_slots_answers_in_order_and_waits_for_replicas() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_no_replica_confirmed_is_refused_unless_the_master_has_no_replica() {
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::start_cluster().await;
+    let key = format!("{}:{{g:lag}}:k", env.prefix);
+    let write = |n: u32| {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(n).ignore();
+        env.redis.durable(&mut pipe);
+        let mut conn = env.redis.conn();
+        async move {
+            let started = std::time::Instant::now();
+            let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            (r, started.elapsed())
+        }
+    };
+    let (ok, _) = write(1).await;
+    ok.unwrap();
+    let cluster = env.cluster.as_ref().unwrap();
+    let master = owner_of(cluster, &key);
+    // ROLE on a master: role, offset, then host, port, offset per replica.
+    let role = redis_cli(master, &["ROLE"]);
+    let replica: u16 = role
+        .lines()
+        .nth(3)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap();
+    let replica_pid = cluster.node(replica).unwrap().pid();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &replica_pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {replica_pid}");
+    };
+
+    // A replica that is connected but does not answer: the write is not
+    // confirmed, and the caller hears so instead of being told it is safe.
+    signal("-STOP");
+    let (refused, took) = write(2).await;
+    signal("-CONT");
+    let err = refused.expect_err("a write its replica never confirmed was reported safe");
+    assert!(err.to_string().contains("NOREPLICAS"), "{err}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "waited only {took:?} for a lagging replica"
+    );
+    // Once the replica answers again, writes are confirmed again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match write(3).await {
+            (Ok(()), _) => break,
+            (Err(e), _) if std::time::Instant::now() > deadline => panic!("never confirmed: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+
+    // A master with no replica left cannot do better than one copy: the
+    // write stands, and the next ones stop waiting for a replica.
+    env.cluster.as_mut().unwrap().kill(replica);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redis_cli(master, &["ROLE"]).lines().nth(3).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master still lists its replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (first, _) = write(4).await;
+    first.unwrap();
+    let (next, took) = write(5).await;
+    next.unwrap();
+    assert!(
+        took < Duration::from_millis(100),
+        "a write still waited {took:?} for a replica that is gone"
+    );
+    assert_eq!(redis_cli(master, &["GET", &key]).trim(), "5");
+}
+
 /// The port of the master serving `key`'s slot now.
-fn owner_of(c: &Cluster, key: &str) -> u16 {
-    let masters = c.env.cluster.as_ref().unwrap().master_ports();
+fn owner_of(cluster: &RedisCluster, key: &str) -> u16 {
+    let masters = cluster.master_ports();
     let slot: u32 = redis_cli(masters[0], &["CLUSTER", "KEYSLOT", key])
         .trim()
         .parse()

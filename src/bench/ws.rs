@@ -415,27 +415,33 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
             }
             connected.fetch_add(1, Ordering::Relaxed);
             drop(permit);
+            // Kept per subscriber and merged once at the end, and the done
+            // signal registered once: 10,000 subscribers taking a shared
+            // lock per frame would make the load generator what is measured.
+            let mut mine = Vec::new();
+            let finished = done.recv();
+            tokio::pin!(finished);
             loop {
                 tokio::select! {
-                    _ = done.recv() => break,
+                    _ = &mut finished => break,
                     m = rx.next() => match m {
                         Some(Ok(Message::Text(t))) => {
                             let now = started.elapsed().as_micros() as u64;
-                            // A scan, not a parse: 10,000 subscribers parsing every
-                            // frame would make the load generator what is measured.
+                            // A scan, not a parse, for the same reason.
                             if t.contains("\"type\":\"COMMAND_APPLIED\"")
                                 && let Some((_, t0)) = operation_id_of(&t).and_then(decode_op)
                             {
                                 delivered.fetch_add(1, Ordering::Relaxed);
-                                if let Ok(mut l) = lat.lock() {
-                                    l.push(now.saturating_sub(t0));
-                                }
+                                mine.push(now.saturating_sub(t0));
                             }
                         }
                         Some(Ok(_)) => {}
                         _ => break,
                     }
                 }
+            }
+            if let Ok(mut l) = lat.lock() {
+                l.extend(mine);
             }
             let _ = tx.close().await;
         });
@@ -484,6 +490,11 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = done_tx.send(());
+    // Each subscriber hands in its latencies as it finishes.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while subs.join_next().await.is_some() {}
+    })
+    .await;
     let list = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     let per_conn = match (rss_before, rss_after) {
         (Some(b), Some(a)) if n > 0 => Some((a.saturating_sub(b)) as f64 / n as f64),
