@@ -164,7 +164,7 @@ async fn connection(
     }
     let graphs: Vec<String> = session.graphs.keys().cloned().collect();
     state.broadcaster.unregister(&conn, &graphs).await;
-    conn.kick.cancel();
+    conn.end();
     let _ = sender.await;
 }
 
@@ -187,7 +187,7 @@ async fn send_loop(
             m = rx.recv() => match m {
                 Some(Outgoing::Text(t)) => {
                     if sink.send(Message::Text(t)).await.is_err() {
-                        conn.kick.cancel();
+                        conn.end();
                         return;
                     }
                 }
@@ -196,7 +196,7 @@ async fn send_loop(
             _ = heartbeat.tick() => {
                 let hb = json!({"type": "HEARTBEAT", "serverTime": server_time()}).to_string();
                 if sink.send(Message::Text(Utf8Bytes::from(hb))).await.is_err() {
-                    conn.kick.cancel();
+                    conn.end();
                     return;
                 }
             }
