@@ -239,13 +239,7 @@ async fn a_write_no_replica_confirmed_is_refused_unless_the_master_has_no_replic
     ok.unwrap();
     let cluster = env.cluster.as_ref().unwrap();
     let master = owner_of(cluster, &key);
-    // ROLE on a master: role, offset, then host, port, offset per replica.
-    let role = redis_cli(master, &["ROLE"]);
-    let replica: u16 = role
-        .lines()
-        .nth(3)
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap();
+    let replica = replica_of(master).expect("the master has a replica");
     let replica_pid = cluster.node(replica).unwrap().pid();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
@@ -281,7 +275,7 @@ async fn a_write_no_replica_confirmed_is_refused_unless_the_master_has_no_replic
     // write stands, and the next ones stop waiting for a replica.
     env.cluster.as_mut().unwrap().kill(replica);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while redis_cli(master, &["ROLE"]).lines().nth(3).is_some() {
+    while replica_of(master).is_some() {
         assert!(
             std::time::Instant::now() < deadline,
             "the master still lists its replica"
@@ -297,6 +291,15 @@ async fn a_write_no_replica_confirmed_is_refused_unless_the_master_has_no_replic
         "a write still waited {took:?} for a replica that is gone"
     );
     assert_eq!(redis_cli(master, &["GET", &key]).trim(), "5");
+}
+
+/// The port of the first replica the master on `master` lists, if any.
+fn replica_of(master: u16) -> Option<u16> {
+    // ROLE on a master: role, offset, then host, port, offset per replica.
+    redis_cli(master, &["ROLE"])
+        .lines()
+        .nth(3)
+        .and_then(|p| p.trim().parse().ok())
 }
 
 /// The port of the master serving `key`'s slot now.
