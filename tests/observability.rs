@@ -299,8 +299,16 @@ async fn worker_metrics_and_logs_follow_an_operation_across_processes() {
         "op-traced-1"
     );
 
-    let m = scrape(&worker).await;
-    assert_eq!(get(&m, "graphq_jobs_processed_total{queue=commands}"), 1.0);
+    // The worker counts the job once it is acknowledged, which may be a
+    // moment after subscribers hear COMMAND_APPLIED.
+    let processed = "graphq_jobs_processed_total{queue=commands}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut m = scrape(&worker).await;
+    while get(&m, processed) == 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape(&worker).await;
+    }
+    assert_eq!(get(&m, processed), 1.0);
     assert_eq!(get(&m, "graphq_command_latency_seconds{}"), 1.0);
     assert!(
         m.contains_key("graphq_queue_pending{queue=commands}"),
