@@ -100,7 +100,8 @@ struct Tally {
 fn decode_op(op: &str) -> Option<(usize, u64)> {
     let mut parts = op.split('-');
     let client = parts.next()?.strip_prefix('c')?.parse().ok()?;
-    let _seq = parts.next()?;
+    // Setup commands (`c{i}-init-0`) carry no send time: not measured.
+    let _seq: u64 = parts.next()?.parse().ok()?;
     let micros = parts.next()?.parse().ok()?;
     Some((client, micros))
 }
@@ -567,5 +568,13 @@ mod tests {
         assert_eq!(operation_id_of(frame), Some("c3-7-1234"));
         assert_eq!(operation_id_of(frame).and_then(decode_op), Some((3, 1234)));
         assert_eq!(operation_id_of("{}"), None);
+    }
+
+    #[test]
+    fn setup_commands_are_not_measured() {
+        // Their time field is 0: counting one read late would add the whole
+        // connection phase to the latencies.
+        assert_eq!(decode_op("c3-init-0"), None);
+        assert_eq!(decode_op("c3-1-250"), Some((3, 250)));
     }
 }
