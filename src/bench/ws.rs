@@ -263,44 +263,57 @@ async fn e2e_client(
     }
     ready.wait().await;
     let tally_rx = tally.clone();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Latencies are kept per client and merged once, and frames are read into
+    // borrowed fields only: the load generator shares the machine with what
+    // it measures, so its own CPU is kept small.
     let reader = tokio::spawn(async move {
+        let (mut own, mut others) = (Vec::new(), Vec::new());
         let mut last_version = 0u64;
-        while let Some(Ok(m)) = rx.next().await {
-            let Message::Text(t) = m else { continue };
-            let v: Value = match serde_json::from_str(&t) {
-                Ok(v) => v,
-                Err(_) => continue,
+        loop {
+            let m = tokio::select! {
+                _ = &mut stop_rx => break,
+                m = rx.next() => m,
+            };
+            let Some(Ok(Message::Text(t))) = m else {
+                if m.is_none() || matches!(m, Some(Err(_))) {
+                    break;
+                }
+                continue;
+            };
+            let Ok(f) = serde_json::from_str::<Seen>(&t) else {
+                continue;
             };
             let now = started.elapsed().as_micros() as u64;
-            match v["type"].as_str() {
-                Some("COMMAND_APPLIED") => {
-                    let version = v["version"].as_u64().unwrap_or(0);
+            let op = f.operation_id.and_then(decode_op);
+            match f.kind {
+                "COMMAND_APPLIED" => {
+                    let version = f.version.unwrap_or(0);
                     if version <= last_version {
                         tally_rx.duplicated.fetch_add(1, Ordering::Relaxed);
                     }
                     last_version = last_version.max(version);
-                    if let Some((client, t0)) = v["operationId"].as_str().and_then(decode_op) {
+                    if let Some((client, t0)) = op {
                         let lat = now.saturating_sub(t0);
                         if client == i {
                             tally_rx.applied.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut l) = tally_rx.own.lock() {
-                                l.push(lat);
-                            }
-                        } else if let Ok(mut l) = tally_rx.others.lock() {
-                            l.push(lat);
+                            own.push(lat);
+                        } else {
+                            others.push(lat);
                         }
                     }
                 }
-                Some("REVERT")
-                    if v["operationId"]
-                        .as_str()
-                        .and_then(decode_op)
-                        .is_some_and(|(c, _)| c == i) =>
-                {
+                "REVERT" if op.is_some_and(|(c, _)| c == i) => {
                     tally_rx.reverted.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
+        }
+        if let Ok(mut l) = tally_rx.own.lock() {
+            l.extend(own);
+        }
+        if let Ok(mut l) = tally_rx.others.lock() {
+            l.extend(others);
         }
     });
     let mut tick = tokio::time::interval(every);
@@ -331,9 +344,21 @@ async fn e2e_client(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    reader.abort();
+    let _ = stop_tx.send(());
+    let _ = reader.await;
     let _ = tx.close().await;
     Ok(())
+}
+
+/// The fields of a server frame the e2e load generator looks at.
+#[derive(serde::Deserialize)]
+struct Seen<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(rename = "operationId", default, borrow)]
+    operation_id: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
