@@ -428,14 +428,16 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
             else {
                 return;
             };
-            let (mut tx, mut rx) = socket.split();
+            // Not split: a subscriber only reads once subscribed, and the
+            // split halves would share a lock taken on every frame.
+            let mut socket = socket;
             let sub =
                 json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}).to_string();
-            if tx.send(Message::Text(sub.into())).await.is_err() {
+            if socket.send(Message::Text(sub.into())).await.is_err() {
                 return;
             }
             loop {
-                match rx.next().await {
+                match socket.next().await {
                     Some(Ok(Message::Text(t))) if t.contains("\"SYNC\"") => break,
                     Some(Ok(_)) => {}
                     _ => return,
@@ -452,7 +454,7 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
             loop {
                 tokio::select! {
                     _ = &mut finished => break,
-                    m = rx.next() => match m {
+                    m = socket.next() => match m {
                         Some(Ok(Message::Text(t))) => {
                             let now = started.elapsed().as_micros() as u64;
                             // A scan, not a parse, for the same reason.
@@ -471,7 +473,7 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
             if let Ok(mut l) = lat.lock() {
                 l.extend(mine);
             }
-            let _ = tx.close().await;
+            let _ = socket.close(None).await;
         });
     }
     // Wait until every subscriber is in (or stops making progress).
