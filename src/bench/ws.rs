@@ -232,8 +232,7 @@ async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true).await?;
+    let socket = connect(url).await?;
     let (mut tx, mut rx) = socket.split();
     let send = |v: Value| Message::Text(v.to_string().into());
     tx.send(send(
@@ -275,11 +274,10 @@ async fn e2e_client(
                 _ = &mut stop_rx => break,
                 m = rx.next() => m,
             };
-            let Some(Ok(Message::Text(t))) = m else {
-                if m.is_none() || matches!(m, Some(Err(_))) {
-                    break;
-                }
-                continue;
+            let t = match m {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => continue,
+                _ => break,
             };
             let Ok(f) = serde_json::from_str::<Seen>(&t) else {
                 continue;
@@ -422,15 +420,11 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
         let mut done = done_tx.subscribe();
         subs.spawn(async move {
             let permit = gate.acquire_owned().await;
-            let Ok((socket, _)) =
-                tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), true)
-                    .await
-            else {
-                return;
-            };
             // Not split: a subscriber only reads once subscribed, and the
             // split halves would share a lock taken on every frame.
-            let mut socket = socket;
+            let Ok(mut socket) = connect(&url).await else {
+                return;
+            };
             let sub =
                 json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}).to_string();
             if socket.send(Message::Text(sub.into())).await.is_err() {
@@ -495,8 +489,7 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
     let rss_after = args.gateway_pid.and_then(rss_kib);
     let n = connected.load(Ordering::Relaxed) as usize;
 
-    let (socket, _) =
-        tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), true).await?;
+    let socket = connect(&url).await?;
     let (mut tx, _rx) = socket.split();
     for k in 0..args.messages {
         let t0 = started.elapsed().as_micros() as u64;
@@ -545,14 +538,22 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
     })
 }
 
-/// Socket settings of the load generator's clients. tungstenite's default
-/// 128 KiB read buffer is zeroed on every read: with 10,000 subscribers that
-/// memset was over half of the load generator's CPU (perf), and so part of
-/// what the fanout benchmark measured.
-fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+/// Opens one load-generator client socket, without Nagle's delay.
+/// tungstenite's default 128 KiB read buffer is zeroed on every read: with
+/// 10,000 subscribers that memset was over half of the load generator's CPU
+/// (perf), and so part of what the fanout benchmark measured; the clients
+/// read with 4 KiB, as the gateway does.
+async fn connect(
+    url: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    Ok(socket)
 }
 
 /// The value of the first `"operationId":"…"` in a frame (ids contain no quotes).
