@@ -23,8 +23,14 @@ PY
 
 bench_dir=$(mktemp -d)
 pids=()
+# Stopped newest first: graphq processes go before the Redis they use, so
+# they hand back their leases instead of logging broken pipes.
 bench_cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$bench_dir"
 }
