@@ -253,13 +253,22 @@ async fn e2e_client(
         let Some(m) = rx.next().await else {
             return Err(WsBenchError::Protocol("closed before start".into()));
         };
-        if let Message::Text(t) = m? {
-            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-            if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
-                && v["operationId"] == format!("c{i}-init-0")
-            {
-                break;
+        match m? {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
+                    && v["operationId"] == format!("c{i}-init-0")
+                {
+                    break;
+                }
             }
+            Message::Close(Some(f)) => {
+                return Err(WsBenchError::Protocol(format!(
+                    "closed before start: {} {}",
+                    f.code, f.reason
+                )));
+            }
+            _ => {}
         }
     }
     ready.wait().await;

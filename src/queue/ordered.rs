@@ -209,7 +209,9 @@ async fn partition_task<P: Processor>(
     if let Err(err) = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem).await {
         tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
     }
-    release(&ctx, &mut conn, std::iter::once(p)).await;
+    // Not on the partition's own connection: a stop may have cut short a
+    // blocking XREADGROUP there, and the release would queue behind it.
+    release(&ctx, &mut ctx.queue.redis().conn(), std::iter::once(p)).await;
 }
 
 async fn run_partition<P: Processor>(
