@@ -102,7 +102,8 @@ struct Tally {
 fn decode_op(op: &str) -> Option<(usize, u64)> {
     let mut parts = op.split('-');
     let client = parts.next()?.strip_prefix('c')?.parse().ok()?;
-    // Setup commands (`c{i}-init-0`) carry no send time: not measured.
+    // Setup commands (`c{i}-init-{run}`) carry no send time: not measured.
+    // What follows the time (the run) only keeps ids unique across runs.
     let _seq: u64 = parts.next()?.parse().ok()?;
     let micros = parts.next()?.parse().ok()?;
     Some((client, micros))
@@ -166,10 +167,11 @@ async fn e2e_round(
         )?;
         let url = format!("{base}/ws?token={token}");
         let graph = format!("bench-{run}-{}", i % graphs);
-        let (tally, ready) = (tally.clone(), ready.clone());
+        let (tally, ready, run) = (tally.clone(), ready.clone(), run.clone());
         tasks.spawn(async move {
             let r = e2e_client(
                 i,
+                &run,
                 &url,
                 &graph,
                 per_client,
@@ -226,6 +228,7 @@ async fn e2e_round(
 #[allow(clippy::too_many_arguments)]
 async fn e2e_client(
     i: usize,
+    run: &str,
     url: &str,
     graph: &str,
     every: Duration,
@@ -242,7 +245,12 @@ async fn e2e_client(
     ))
     .await?;
     let node = format!("n{i}");
-    let create = json!({"operationId": format!("c{i}-init-0"), "type": "CREATE_NODE",
+    // Operation ids are unique per run: graphq dedupes them (per queue
+    // partition for 10 minutes, and by outcome for an hour), so an id
+    // reused from an earlier run would be answered as a duplicate and never
+    // applied again.
+    let init_op = format!("c{i}-init-{run}");
+    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
         "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
     tx.send(send(
         json!({"type": "COMMAND", "graphId": graph, "command": create}),
@@ -257,9 +265,12 @@ async fn e2e_client(
             Message::Text(t) => {
                 let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
                 if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
-                    && v["operationId"] == format!("c{i}-init-0")
+                    && v["operationId"] == init_op.as_str()
                 {
                     break;
+                }
+                if v["type"] == "ERROR" {
+                    return Err(WsBenchError::Protocol(format!("setup refused: {t}")));
                 }
             }
             Message::Close(Some(f)) => {
@@ -337,7 +348,7 @@ async fn e2e_client(
         tick.tick().await;
         seq += 1;
         let t0 = started.elapsed().as_micros() as u64;
-        let c = json!({"operationId": format!("c{i}-{seq}-{t0}"), "type": "UPDATE_NODE",
+        let c = json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
             "payload": {"id": node, "patch": {"position": {"x": seq, "y": i}}}});
         tx.send(send(
             json!({"type": "COMMAND", "graphId": graph, "command": c}),
@@ -522,10 +533,10 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
     for k in 0..args.messages {
         let t0 = started.elapsed().as_micros() as u64;
         let c = if k == 0 {
-            json!({"operationId": format!("c0-{k}-{t0}"), "type": "CREATE_NODE",
+            json!({"operationId": format!("c0-{k}-{t0}-{graph}"), "type": "CREATE_NODE",
                 "payload": {"node": {"id": "n", "position": {"x": 0, "y": 0}}}})
         } else {
-            json!({"operationId": format!("c0-{k}-{t0}"), "type": "UPDATE_NODE",
+            json!({"operationId": format!("c0-{k}-{t0}-{graph}"), "type": "UPDATE_NODE",
                 "payload": {"id": "n", "patch": {"position": {"x": k, "y": 0}}}})
         };
         tx.send(Message::Text(
@@ -630,7 +641,7 @@ mod tests {
     fn setup_commands_are_not_measured() {
         // Their time field is 0: counting one read late would add the whole
         // connection phase to the latencies.
-        assert_eq!(decode_op("c3-init-0"), None);
-        assert_eq!(decode_op("c3-1-250"), Some((3, 250)));
+        assert_eq!(decode_op("c3-init-ab12r0"), None);
+        assert_eq!(decode_op("c3-1-250-ab12r0"), Some((3, 250)));
     }
 }
