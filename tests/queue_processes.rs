@@ -294,6 +294,46 @@ async fn sigterm_drains_the_worker_and_hands_its_partitions_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_an_idle_worker_releases_its_leases_without_a_warning() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::start().await;
+    // Long blocking reads: when the signal comes, every partition has one in
+    // flight on its own connection.
+    let mut cmd = env.graphq();
+    cmd.args(["worker", "--queue", "commands"])
+        .env("GRAPHQ_QUEUES__COMMANDS__HEARTBEAT_MS", "200")
+        .env("GRAPHQ_QUEUES__COMMANDS__BLOCK_MS", "5000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut w = Proc {
+        child: cmd.spawn().expect("spawn graphq"),
+    };
+    eventually(
+        Duration::from_secs(20),
+        "worker owns every partition",
+        || async { lease_owners(&env).await.values().sum::<usize>() == PARTITIONS as usize },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = w
+        .terminate(Duration::from_secs(15))
+        .expect("worker exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        lease_owners(&env).await.is_empty(),
+        "leases released, not left to expire"
+    );
+    let mut log = String::new();
+    if let Some(mut err) = w.child.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut log).unwrap();
+    }
+    assert!(
+        !log.contains("WARN"),
+        "a graceful stop of a healthy worker warns of nothing:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_a_worker_promptly_even_when_redis_is_gone() {
     let _serial = SERIAL.lock().await;
     let mut env = TestEnv::start().await;
