@@ -584,6 +584,68 @@ async fn a_resent_operation_that_already_settled_is_answered_with_its_outcome() 
     assert_eq!(s.store.state("g1").await.unwrap().version, 1);
 }
 
+/// Operation ids are global: an id that a command on one graph has is
+/// refused on another graph, over WebSocket and HTTP, and that graph stays
+/// unchanged; a resend on the first graph is still a harmless duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_id_taken_on_another_graph_is_refused() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let mut a = client(&s, "alice", Role::Editor).await;
+    a.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
+        .await;
+    a.next_of("SYNC").await;
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("same-1", "a")}))
+        .await;
+    a.next_of("ACCEPTED").await;
+    assert_eq!(a.next_of("COMMAND_APPLIED").await["operationId"], "same-1");
+
+    a.send(json!({"type": "COMMAND", "graphId": "g2", "command": create("same-1", "b")}))
+        .await;
+    let refused = a.next().await;
+    assert_eq!(refused["type"], "ERROR", "{refused}");
+    assert_eq!(refused["code"], "OPERATION_ID_IN_USE");
+    assert_eq!(refused["operationId"], "same-1");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("another graph"),
+        "{refused}"
+    );
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v2/graphs/g2/command", s.url))
+        .bearer_auth(s.token("alice", &["g2"], Role::Editor))
+        .json(&create("same-1", "b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "OPERATION_ID_IN_USE");
+
+    // The resend where the id belongs is still answered as a duplicate.
+    a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("same-1", "a")}))
+        .await;
+    let again = a.next_of("ACCEPTED").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    // g2 takes commands with ids of their own, and the refused one was
+    // never queued: g2's first version is the next command's, applied in order.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v2/graphs/g2/command?wait=5000", s.url))
+        .bearer_auth(s.token("alice", &["g2"], Role::Editor))
+        .json(&create("other-1", "b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let g2 = s.store.state("g2").await.unwrap();
+    assert_eq!(g2.version, 1, "only other-1 applied on g2");
+    let g1 = s.store.state("g1").await.unwrap();
+    assert_eq!(g1.version, 1, "same-1 applied once, on g1");
+}
+
 /// A presence update that leaves out a field keeps its last value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_keeps_the_field_a_message_leaves_out() {

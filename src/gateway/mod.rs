@@ -219,8 +219,14 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     Gone(String),
+    /// The operation id is taken by a command on another graph.
+    OperationIdInUse {
+        operation_id: String,
+    },
     TooLarge(usize),
-    RateLimited { retry_after_ms: u64 },
+    RateLimited {
+        retry_after_ms: u64,
+    },
     Unavailable(String),
 }
 
@@ -232,6 +238,7 @@ impl AppError {
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Gone(_) => "TOO_OLD",
+            AppError::OperationIdInUse { .. } => "OPERATION_ID_IN_USE",
             AppError::TooLarge(_) => "TOO_LARGE",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
@@ -243,6 +250,10 @@ impl AppError {
             AppError::Rejected(r) => r.message.clone(),
             AppError::Unauthorized(e) => e.to_string(),
             AppError::Forbidden(m) | AppError::NotFound(m) | AppError::Gone(m) => m.clone(),
+            AppError::OperationIdInUse { operation_id } => format!(
+                "operationId `{operation_id}` belongs to a command on another graph; \
+                 every command needs an id of its own"
+            ),
             AppError::TooLarge(limit) => format!("request body is larger than {limit} bytes"),
             AppError::RateLimited { retry_after_ms } => {
                 format!("too many commands; retry in {retry_after_ms} ms")
@@ -259,6 +270,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Gone(_) => StatusCode::GONE,
+            AppError::OperationIdInUse { .. } => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -387,8 +399,11 @@ async fn queue_command(
     if let Some(limit) = &state.settings.user_rate_limit {
         take_user_permit(state, &id.user, limit).await?;
     }
-    // The index write runs beside the enqueue: HSETNX never overwrites the
-    // worker's "processing", whichever lands first.
+    // Operation ids are global (`GET /operations/{id}` names no graph), so
+    // the id is claimed for this graph before anything is queued. A resend
+    // finds its own claim; an id taken on another graph is refused, whatever
+    // queue partition the two graphs share. HSETNX never overwrites the
+    // worker's "processing".
     let index = state.store.keys().operation(&cmd.operation_id);
     let mut pipe = redis::pipe();
     pipe.cmd("HSETNX")
@@ -396,25 +411,24 @@ async fn queue_command(
         .arg("status")
         .arg("pending")
         .ignore()
-        .hset(&index, "graphId", graph)
+        .cmd("HSETNX")
+        .arg(&index)
+        .arg("graphId")
+        .arg(graph)
         .ignore()
         .expire(&index, state.store.settings().op_ttl_s as i64)
-        .ignore();
-    let mut conn = state.redis.conn();
-    let (outcome, ()) = tokio::try_join!(
-        async {
-            state
-                .commands
-                .add(command_job(graph, &id.user, cmd))
-                .await
-                .map_err(AppError::from)
-        },
-        async {
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(AppError::from)
-        },
-    )?;
+        .ignore()
+        .hget(&index, "graphId");
+    let (owner,): (Option<String>,) = pipe.query_async(&mut state.redis.conn()).await?;
+    if owner.is_some_and(|g| g != graph) {
+        return Err(AppError::OperationIdInUse {
+            operation_id: cmd.operation_id.clone(),
+        });
+    }
+    let outcome = state
+        .commands
+        .add(command_job(graph, &id.user, cmd))
+        .await?;
     Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
 }
 
