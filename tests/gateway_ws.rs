@@ -584,6 +584,17 @@ async fn a_resent_operation_that_already_settled_is_answered_with_its_outcome() 
     assert_eq!(s.store.state("g1").await.unwrap().version, 1);
 }
 
+/// Alice's command to g2 over HTTP, waiting up to 5 s for its outcome.
+async fn post_to_g2(s: &Stack, command: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/api/v2/graphs/g2/command?wait=5000", s.url))
+        .bearer_auth(s.token("alice", &["g2"], Role::Editor))
+        .json(&command)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Operation ids are global: an id that a command on one graph has is
 /// refused on another graph, over WebSocket and HTTP, and that graph stays
 /// unchanged; a resend on the first graph is still a harmless duplicate.
@@ -614,13 +625,7 @@ async fn an_operation_id_taken_on_another_graph_is_refused() {
         "{refused}"
     );
 
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v2/graphs/g2/command", s.url))
-        .bearer_auth(s.token("alice", &["g2"], Role::Editor))
-        .json(&create("same-1", "b"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_to_g2(&s, create("same-1", "b")).await;
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "OPERATION_ID_IN_USE");
@@ -632,13 +637,7 @@ async fn an_operation_id_taken_on_another_graph_is_refused() {
     assert_eq!(again["duplicate"], true, "{again}");
     // g2 takes commands with ids of their own, and the refused one was
     // never queued: g2's first version is the next command's, applied in order.
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v2/graphs/g2/command?wait=5000", s.url))
-        .bearer_auth(s.token("alice", &["g2"], Role::Editor))
-        .json(&create("other-1", "b"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_to_g2(&s, create("other-1", "b")).await;
     assert_eq!(r.status(), 200);
     let g2 = s.store.state("g2").await.unwrap();
     assert_eq!(g2.version, 1, "only other-1 applied on g2");

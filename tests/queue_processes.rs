@@ -249,6 +249,18 @@ async fn a_shared_rate_limit_holds_within_ten_percent_across_two_processes() {
     assert!(limited > 0);
 }
 
+/// SIGTERM: the worker exits cleanly and leaves no lease to expire.
+async fn stop_and_expect_leases_back(w: &mut Proc, env: &TestEnv) {
+    let status = w
+        .terminate(Duration::from_secs(15))
+        .expect("worker exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        lease_owners(env).await.is_empty(),
+        "leases released, not left to expire"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_worker_and_hands_its_partitions_back() {
     let _serial = SERIAL.lock().await;
@@ -267,14 +279,7 @@ async fn sigterm_drains_the_worker_and_hands_its_partitions_back() {
         applied_total(&env, 4).await >= 1
     })
     .await;
-    let status = w
-        .terminate(Duration::from_secs(15))
-        .expect("worker exits after SIGTERM");
-    assert!(status.success(), "clean exit: {status:?}");
-    assert!(
-        lease_owners(&env).await.is_empty(),
-        "leases released, not left to expire"
-    );
+    stop_and_expect_leases_back(&mut w, &env).await;
     let mut conn = env.conn();
     let registered: Vec<String> = conn
         .zrange(env.keys.workers("commands"), 0, -1)
@@ -315,14 +320,7 @@ async fn sigterm_of_an_idle_worker_releases_its_leases_without_a_warning() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = w
-        .terminate(Duration::from_secs(15))
-        .expect("worker exits after SIGTERM");
-    assert!(status.success(), "clean exit: {status:?}");
-    assert!(
-        lease_owners(&env).await.is_empty(),
-        "leases released, not left to expire"
-    );
+    stop_and_expect_leases_back(&mut w, &env).await;
     let mut log = String::new();
     if let Some(mut err) = w.child.stderr.take() {
         std::io::Read::read_to_string(&mut err, &mut log).unwrap();
