@@ -4,60 +4,29 @@
 //! round of a ramp.
 
 mod common;
+#[path = "common/load.rs"]
+mod load;
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use common::{Proc, SECRET, TestEnv, eventually};
+use common::TestEnv;
+use load::Cluster;
 use serde_json::Value;
-
-struct Stack {
-    _gateway: Proc,
-    _worker: Proc,
-    gateway_pid: u32,
-    addr: String,
-}
 
 /// One partition for graph commands: every graph shares it, so an operation
 /// id the load generator reused across rounds would be deduplicated (and
 /// never applied) every time, not only when two graphs happen to collide.
 const ONE_PARTITION: (&str, &str) = ("GRAPHQ_QUEUES__COMMANDS__PARTITIONS", "1");
 
-async fn stack(env: &TestEnv) -> Stack {
-    let port = graphq::redis_server::free_port().unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let mut gw = env.graphq();
-    gw.args(["gateway", "--bind", &addr])
-        .env("GRAPHQ_AUTH_SECRET", SECRET)
-        .env(ONE_PARTITION.0, ONE_PARTITION.1);
-    let gateway = Proc::spawn(gw);
-    let mut wk = env.graphq();
-    wk.args(["worker", "--queue", "commands"])
-        .env("GRAPHQ_QUEUES__COMMANDS__BLOCK_MS", "200")
-        .env(ONE_PARTITION.0, ONE_PARTITION.1);
-    let worker = Proc::spawn(wk);
-    eventually(Duration::from_secs(30), "gateway ready", || async {
-        reqwest::get(format!("http://{addr}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    Stack {
-        gateway_pid: gateway.pid(),
-        _gateway: gateway,
-        _worker: worker,
-        addr,
-    }
+/// One gateway and one worker on the test's Redis.
+async fn stack() -> Cluster {
+    Cluster::start(TestEnv::start().await, 1, 1, &[ONE_PARTITION]).await
 }
 
 /// Runs `graphq bench ARGS` and parses the one JSON document it prints.
-fn bench(env: &TestEnv, args: &[&str]) -> Value {
-    let mut cmd = env.graphq();
-    cmd.arg("bench")
-        .args(args)
-        .env("GRAPHQ_AUTH_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+fn bench(c: &Cluster, args: &[&str]) -> Value {
+    let mut cmd = c.command(&["bench"]);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = cmd.output().expect("graphq bench runs");
     assert!(
         out.status.success(),
@@ -87,11 +56,10 @@ fn assert_percentiles(v: &Value, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_e2e_reports_every_command_once_with_its_latencies() {
-    let env = TestEnv::start().await;
-    let s = stack(&env).await;
-    let url = format!("ws://{}", s.addr);
+    let c = stack().await;
+    let url = format!("ws://{}", c.addr(0));
     let r = bench(
-        &env,
+        &c,
         &[
             "e2e",
             "--url",
@@ -130,12 +98,11 @@ async fn bench_e2e_reports_every_command_once_with_its_latencies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_fanout_delivers_each_change_to_every_subscriber() {
-    let env = TestEnv::start().await;
-    let s = stack(&env).await;
-    let url = format!("ws://{}", s.addr);
-    let pid = s.gateway_pid.to_string();
+    let c = stack().await;
+    let url = format!("ws://{}", c.addr(0));
+    let pid = c.gateway_pid(0).to_string();
     let r = bench(
-        &env,
+        &c,
         &[
             "fanout",
             "--url",
