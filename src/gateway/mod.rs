@@ -219,14 +219,10 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     Gone(String),
-    /// The operation id is taken by a command on another graph.
-    OperationIdInUse {
-        operation_id: String,
-    },
+    // The operation id (held here) is taken by a command on another graph.
+    OperationIdInUse(String),
     TooLarge(usize),
-    RateLimited {
-        retry_after_ms: u64,
-    },
+    RateLimited { retry_after_ms: u64 },
     Unavailable(String),
 }
 
@@ -238,7 +234,7 @@ impl AppError {
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Gone(_) => "TOO_OLD",
-            AppError::OperationIdInUse { .. } => "OPERATION_ID_IN_USE",
+            AppError::OperationIdInUse(_) => "OPERATION_ID_IN_USE",
             AppError::TooLarge(_) => "TOO_LARGE",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
@@ -250,7 +246,7 @@ impl AppError {
             AppError::Rejected(r) => r.message.clone(),
             AppError::Unauthorized(e) => e.to_string(),
             AppError::Forbidden(m) | AppError::NotFound(m) | AppError::Gone(m) => m.clone(),
-            AppError::OperationIdInUse { operation_id } => format!(
+            AppError::OperationIdInUse(operation_id) => format!(
                 "operationId `{operation_id}` belongs to a command on another graph; \
                  every command needs an id of its own"
             ),
@@ -270,7 +266,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Gone(_) => StatusCode::GONE,
-            AppError::OperationIdInUse { .. } => StatusCode::CONFLICT,
+            AppError::OperationIdInUse(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -421,9 +417,7 @@ async fn queue_command(
         .hget(&index, "graphId");
     let (owner,): (Option<String>,) = pipe.query_async(&mut state.redis.conn()).await?;
     if owner.is_some_and(|g| g != graph) {
-        return Err(AppError::OperationIdInUse {
-            operation_id: cmd.operation_id.clone(),
-        });
+        return Err(AppError::OperationIdInUse(cmd.operation_id.clone()));
     }
     let outcome = state
         .commands
