@@ -19,24 +19,22 @@
 //! - [`metrics`]: Prometheus metrics of gateway and worker.
 //! - [`queue`]: the job queue engine (ordered partitions, priorities, retries,
 //!   dead letters, delayed and repeatable jobs, rate limits, crash recovery).
-//! - [`workers`]: processors that run on the engine (in `workers/`).
-//! - [`redis_server`]: starts a private `redis-server` child (tests, `graphq dev`).
-//! - [`cli`]: the `graphq` command line; `main.rs` only parses and dispatches.
-//! - [`bench`]: `graphq bench` load generators.
+//! - [`os`]: file-descriptor limits for processes with many sockets.
+//! - [`redis_server`]: starts a private `redis-server` child (`graphq dev`).
+//!
+//! The processors that run on the queues, the composition root that starts
+//! gateways and workers, the `graphq` command line and binary, and `graphq
+//! bench` are the `graphq-workers` crate in `workers/`, built on this one.
 
 pub mod auth;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod db;
 pub mod gateway;
 pub mod graph;
 pub mod keys;
 pub mod metrics;
+pub mod os;
 pub mod queue;
 pub mod redis_server;
 pub mod resp;
 pub mod scripts;
-
-#[path = "../workers/mod.rs"]
-pub mod workers;

@@ -24,7 +24,6 @@ pub struct Scripts {
     pub lease_release: Script,
     pub register_worker: Script,
     pub rate_limit: Script,
-    pub bench_apply: Script,
     pub apply_command: Script,
     pub record_revert: Script,
 }
@@ -42,13 +41,12 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     lease_release: Script::new(include_str!("../lua/lease_release.lua")),
     register_worker: Script::new(include_str!("../lua/register_worker.lua")),
     rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
-    bench_apply: Script::new(include_str!("../lua/bench_apply.lua")),
     apply_command: Script::new(include_str!("../lua/apply_command.lua")),
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.enqueue,
             &self.promote,
@@ -62,7 +60,6 @@ impl Scripts {
             &self.lease_release,
             &self.register_worker,
             &self.rate_limit,
-            &self.bench_apply,
             &self.apply_command,
             &self.record_revert,
         ]
@@ -141,12 +138,16 @@ mod tests {
                     "{name}: no code built from strings"
                 );
             }
-            seen += 1;
+            // The benchmark job's script belongs to `graphq bench` (the
+            // workers crate's `bench` feature), which registers it itself.
+            if path.file_name().is_some_and(|f| f != "bench_apply.lua") {
+                seen += 1;
+            }
         }
         assert_eq!(
             seen,
             super::SCRIPTS.all().len(),
-            "every file in lua/ is registered"
+            "every file in lua/ but the benchmark's is registered"
         );
     }
 }

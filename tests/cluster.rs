@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::TestEnv;
-use graphq::redis_server::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
+use common::cluster::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
 use load::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

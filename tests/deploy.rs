@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use graphq::cli::{Cli, Command};
 use graphq::config::{Config, Overrides};
+use graphq_workers::cli::{Cli, Command};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -122,7 +122,7 @@ fn environment(service: &Yaml) -> Vec<(String, String)> {
 
 /// What `graphq` would run with: the parsed command line and the settings it
 /// loads from the defaults, the service's environment and the flags (the same
-/// mapping of flags to settings as `graphq::cli::run`).
+/// mapping of flags to settings as `graphq_workers::cli::run`).
 fn effective(name: &str, service: &Yaml) -> (Cli, Config) {
     let argv = command(service).unwrap_or_else(|| panic!("{name}: no command"));
     let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| {

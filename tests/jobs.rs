@@ -13,7 +13,7 @@ use graphq::auth::Role;
 use graphq::gateway::GatewaySettings;
 use graphq::graph::GraphStore;
 use graphq::queue::{NewJob, Queue, QueueKind, QueueOptions, RetryPolicy, Worker};
-use graphq::workers::GraphqProcessor;
+use graphq_workers::GraphqProcessor;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use graphq::auth::{Auth, Graphs, Role};
 use graphq::config::{Config, Overrides};
 use graphq::queue::{NewJob, Priority};
+use graphq_workers::app;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -318,15 +319,24 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
             }
         })
     };
-    let workers = {
-        let (config, redis, stop) = (config.clone(), env.redis.clone(), stop.clone());
-        tokio::spawn(async move { graphq::cli::run_workers(&config, redis, &[], stop).await })
-    };
-    let gateway = {
-        let (config, redis, stop) = (config.clone(), env.redis.clone(), stop.clone());
-        let auth = Auth::new(SECRET).unwrap();
-        tokio::spawn(async move { graphq::cli::run_gateway(&config, redis, auth, stop).await })
-    };
+    // What `graphq dev` runs, plus the benchmark's jobs (whose keys are
+    // documented too): the production processor with `bench.*` routed.
+    let processor = graphq_workers::bench::jobs::BenchProcessor::new(
+        app::processor(&config, &env.redis).unwrap(),
+        env.redis.clone(),
+        env.keys.clone(),
+    );
+    let workers = app::start_workers(&config, &env.redis, &[], processor, &stop).unwrap();
+    let bound = tokio::net::TcpListener::bind(&config.bind).await.unwrap();
+    let gateway = app::start_gateway(
+        &config,
+        env.redis.clone(),
+        Auth::new(SECRET).unwrap(),
+        bound,
+        &stop,
+    )
+    .await
+    .unwrap();
     let http = format!("http://{addr}");
     eventually(Duration::from_secs(20), "the gateway is ready", || async {
         reqwest::get(format!("{http}/readyz"))
@@ -526,8 +536,11 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
     // The benchmark's job, on the commands queue as `graphq bench` sends it.
     queue("commands")
         .add(
-            NewJob::new(graphq::workers::BENCH_APPLY, r#"{"node":"n1","value":"v"}"#)
-                .key("bench-graph"),
+            NewJob::new(
+                graphq_workers::bench::jobs::BENCH_APPLY,
+                r#"{"node":"n1","value":"v"}"#,
+            )
+            .key("bench-graph"),
         )
         .await
         .unwrap();
@@ -580,8 +593,8 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
     sampler.await.unwrap();
     listener.await.unwrap();
     sample(&env.redis, &env.prefix, &seen).await;
-    workers.await.unwrap().unwrap();
-    gateway.await.unwrap().unwrap();
+    workers.stopped().await;
+    gateway.stopped().await.unwrap();
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let (doc_keys, doc_channels) = documented();

@@ -1,9 +1,10 @@
 //! The queue engine across real `graphq worker` processes: order, crash
 //! recovery after SIGKILL, and a rate limit shared between replicas.
 //!
-//! Jobs use the `bench.apply` handler: one idempotent Lua write per job that
-//! appends the job to its graph's log, so the log shows the order jobs took
-//! effect in and whether any took effect twice.
+//! Jobs use the `bench.apply` handler (so the workers are `graphq bench
+//! worker`): one idempotent Lua write per job that appends the job to its
+//! graph's log, so the log shows the order jobs took effect in and whether
+//! any took effect twice. A production `graphq worker` does not run them.
 
 mod common;
 
@@ -27,9 +28,10 @@ fn commands_opts() -> QueueOptions {
     }
 }
 
+/// `graphq bench worker`: a production worker that also runs `bench.*` jobs.
 fn worker(env: &TestEnv, extra: &[(&str, &str)]) -> Proc {
     let mut cmd = env.graphq();
-    cmd.args(["worker", "--queue", "commands"])
+    cmd.args(["bench", "worker", "--queue", "commands"])
         .env("GRAPHQ_QUEUES__COMMANDS__LEASE_TTL_MS", "1000")
         .env("GRAPHQ_QUEUES__COMMANDS__HEARTBEAT_MS", "200")
         .env("GRAPHQ_QUEUES__COMMANDS__BLOCK_MS", "200");

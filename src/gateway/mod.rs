@@ -28,8 +28,8 @@ use crate::auth::{Auth, AuthError, Identity};
 use crate::db::Redis;
 use crate::graph::GraphStore;
 use crate::graph::command::{Command, Rejection, is_graph_id};
+use crate::graph::command_job;
 use crate::queue::{AddOutcome, Queue, RateLimit};
-use crate::workers::command_job;
 
 pub use broadcast::{BroadcastSettings, Broadcaster};
 

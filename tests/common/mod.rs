@@ -2,14 +2,19 @@
 //! PID when the test ends, panics included) and its own key prefix.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use cluster::RedisCluster;
 use graphq::db::Redis;
 use graphq::keys::Keys;
 use graphq::queue::{Queue, QueueOptions};
-use graphq::redis_server::{RedisCluster, RedisServer};
+use graphq::redis_server::RedisServer;
 
 pub struct TestEnv {
     /// The test's Redis; in a cluster test, an idle one (nothing uses it).
@@ -59,7 +64,7 @@ impl TestEnv {
 
     /// The graphq binary wired to this test's Redis and prefix.
     pub fn graphq(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_graphq"));
+        let mut cmd = Command::new(graphq_bin());
         cmd.env("GRAPHQ_REDIS_URL", self.server.url())
             .env("GRAPHQ_PREFIX", &self.prefix)
             .env(
@@ -72,6 +77,45 @@ impl TestEnv {
         }
         cmd
     }
+}
+
+/// The `graphq` binary, which the workers crate builds (a test of this crate
+/// cannot ask Cargo for another crate's binary). `$GRAPHQ_BIN` when set
+/// (`scripts/test` builds the workspace first and sets it); otherwise Cargo
+/// builds it once per test process, into this test's own target directory,
+/// so it is never older than the code under test.
+pub fn graphq_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("GRAPHQ_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary sits in target/<profile>/deps");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "graphq-workers",
+            "--bin",
+            "graphq",
+        ]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build of the graphq binary failed");
+        profile_dir.join("graphq")
+    })
 }
 
 /// A child process killed by PID when dropped.
@@ -164,49 +208,44 @@ pub struct Stack {
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 impl Stack {
+    /// Starts both through the composition root, as `graphq dev` does, with
+    /// only the `commands` queue (4 partitions, fast recovery) configured.
     pub async fn start(env: &TestEnv, gateway: graphq::gateway::GatewaySettings) -> Stack {
-        use graphq::gateway::{AppState, BroadcastSettings, Broadcaster};
-        use graphq::graph::{GraphSettings, GraphStore};
-        use graphq::queue::{QueueKind, Worker};
+        use graphq::config::{Config, Overrides};
+        use graphq::queue::QueueKind;
+        use graphq_workers::app;
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let store = GraphStore::new(
-            env.redis.clone(),
-            env.keys.clone(),
-            GraphSettings::default(),
-        );
-        let commands = env.queue(
-            "commands",
+        let mut config = Config::load(None, Vec::new(), &Overrides::default())
+            .expect("the shipped defaults load");
+        config.prefix = env.prefix.clone();
+        config.graph = graphq::graph::GraphSettings::default();
+        config.gateway = gateway;
+        config.queues = [(
+            "commands".to_string(),
             fast(QueueOptions {
                 kind: QueueKind::Ordered,
                 partitions: 4,
                 ..QueueOptions::default()
             }),
-        );
-        let worker = Worker::new(
-            commands.clone(),
-            graphq::workers::GraphqProcessor::new(store.clone()),
-        );
-        tokio::spawn(worker.run(shutdown.clone()));
+        )]
+        .into_iter()
+        .collect();
+        let store = app::graph_store(&config, env.redis.clone());
+        let processor = app::processor(&config, &env.redis).expect("commands is configured");
+        app::start_workers(&config, &env.redis, &[], processor, &shutdown)
+            .expect("the commands worker starts");
         let auth = graphq::auth::Auth::new(SECRET).unwrap();
-        let settings = BroadcastSettings {
-            max_changes: 1000,
-            presence_timeout: Duration::from_millis(gateway.presence_timeout_ms),
-        };
-        let broadcaster =
-            Broadcaster::start(env.redis.clone(), store.clone(), settings, shutdown.clone())
-                .await
-                .unwrap();
-        let state = AppState::new(
-            store.clone(),
-            commands,
-            auth.clone(),
-            broadcaster,
-            gateway,
-            shutdown.clone(),
-        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(graphq::gateway::serve(listener, state));
+        let gateway = app::start_gateway(
+            &config,
+            env.redis.clone(),
+            auth.clone(),
+            listener,
+            &shutdown,
+        )
+        .await
+        .expect("the gateway starts");
+        let addr = gateway.addr;
         Stack {
             url: format!("http://{addr}"),
             ws: format!("ws://{addr}"),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::auth::{Auth, Graphs, Role};
+use graphq::auth::{Auth, Graphs, Role};
 
 use super::Percentiles;
 
@@ -24,7 +24,7 @@ pub enum WsBenchError {
     #[error("websocket: {0}")]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthError),
+    Auth(#[from] graphq::auth::AuthError),
     #[error("{0}")]
     Protocol(String),
 }
@@ -110,7 +110,7 @@ fn decode_op(op: &str) -> Option<(usize, u64)> {
 }
 
 pub async fn e2e(secret: &str, args: &E2eArgs) -> Result<E2eReport, WsBenchError> {
-    raise_fd_limit();
+    graphq::os::raise_fd_limit();
     let mut rates = vec![args.rate];
     rates.extend(args.ramp.iter().copied().filter(|r| *r != args.rate));
     let mut main = None;
@@ -427,7 +427,7 @@ pub struct FanoutReport {
 }
 
 pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsBenchError> {
-    raise_fd_limit();
+    graphq::os::raise_fd_limit();
     let auth = Auth::new(secret)?;
     let base = ws_base(&args.url);
     let graph = format!("fanout-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
@@ -607,22 +607,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Lets this process open as many sockets as the hard limit allows.
-pub fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
-            l.rlim_cur = l.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-        }
-    }
 }
 
 #[cfg(test)]

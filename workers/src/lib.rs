@@ -5,25 +5,39 @@
 //!   `graphq graph verify` replays the log from.
 //! - `BROADCAST_UPDATE`, `SYNC_CLIENT`, `RESOLVE_CONFLICT` (on `sync`) and
 //!   `CALCULATE_PROGRESS`, `UPDATE_METRICS` (on `analytics`): [`jobs`].
-//! - `bench.noop`, `bench.apply`: [`bench`], for benchmarks and engine tests.
 //!
 //! A job whose name has no handler fails permanently: it is dead-lettered
 //! with that reason rather than retried. docs/queue.md lists every job.
+//!
+//! This crate is also the top of graphq: [`app`] assembles gateways and
+//! workers from a `Config`, [`cli`] is the `graphq` command line on top of
+//! it, and `main.rs` the binary. With the `bench` feature (on by default),
+//! [`bench`] holds `graphq bench` and the synthetic `bench.*` jobs, which only
+//! `graphq bench worker` and `graphq bench queue` run.
+//!
+//! # Layout
+//!
+//! - [`commands`]: graph commands, applied through the graph store.
+//! - [`jobs`]: the other jobs of the `sync` and `analytics` queues.
+//! - [`app`]: the composition root: `start_gateway`, `start_workers`.
+//! - [`cli`]: subcommands; `main.rs` parses and calls [`cli::run`].
+//! - [`bench`]: load generators and benchmark jobs (feature `bench`).
 
+pub mod app;
+#[cfg(feature = "bench")]
 pub mod bench;
+pub mod cli;
 pub mod commands;
 pub mod jobs;
 
-use crate::graph::GraphStore;
-use crate::queue::{Job, JobError, Processor, Queue, process_in_order};
+use graphq::graph::GraphStore;
+use graphq::queue::{Job, JobError, Processor, Queue, process_in_order};
 
-pub use bench::{BENCH_APPLY, BENCH_NOOP};
-pub use commands::{COMMAND_TYPES, CommandsHandler, GENERATE_SNAPSHOT, command_job};
+pub use commands::{COMMAND_TYPES, CommandsHandler, GENERATE_SNAPSHOT};
 
 /// Routes each job to its handler by name.
 #[derive(Clone)]
 pub struct GraphqProcessor {
-    bench: bench::BenchHandler,
     commands: CommandsHandler,
     jobs: jobs::JobsHandler,
 }
@@ -31,7 +45,6 @@ pub struct GraphqProcessor {
 impl GraphqProcessor {
     pub fn new(store: GraphStore) -> Self {
         GraphqProcessor {
-            bench: bench::BenchHandler::new(store.redis().clone(), store.keys().clone()),
             jobs: jobs::JobsHandler::new(store.clone()),
             commands: CommandsHandler::new(store),
         }
@@ -57,8 +70,6 @@ fn is_command(job: &Job) -> bool {
 impl Processor for GraphqProcessor {
     async fn process(&self, job: &Job) -> Result<(), JobError> {
         match job.name.as_str() {
-            BENCH_NOOP => Ok(()),
-            BENCH_APPLY => self.bench.apply(job).await,
             GENERATE_SNAPSHOT => {
                 let graph = job.key.as_deref().ok_or_else(|| {
                     JobError::Permanent("GENERATE_SNAPSHOT needs a graph id key".into())
@@ -76,19 +87,11 @@ impl Processor for GraphqProcessor {
         }
     }
 
-    /// Pipelines batches made only of commands or only of `bench.apply`
-    /// jobs; anything else goes one job at a time.
+    /// Pipelines batches made only of commands; anything else goes one job
+    /// at a time.
     async fn process_batch(&self, jobs: &[Job]) -> Vec<Result<(), JobError>> {
-        if jobs.iter().all(|j| j.name == BENCH_NOOP) {
-            return jobs.iter().map(|_| Ok(())).collect();
-        }
         if jobs.iter().all(is_command) {
             return self.commands.process_batch(jobs).await;
-        }
-        if jobs.iter().all(|j| j.name == BENCH_APPLY)
-            && let Some(results) = self.bench.apply_pipelined(jobs).await
-        {
-            return results;
         }
         process_in_order(self, jobs).await
     }

@@ -6,6 +6,7 @@
 //! several producers), then runs one in-process worker until all are done.
 //! It works under its own throwaway key prefix and deletes it afterwards.
 
+pub mod jobs;
 pub mod ws;
 
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Redis;
-use crate::keys::Keys;
-use crate::queue::{EventsMode, NewJob, Queue, QueueError, QueueKind, QueueOptions, Worker};
-use crate::workers::{BENCH_APPLY, BENCH_NOOP, GraphqProcessor};
+use graphq::db::Redis;
+use graphq::keys::Keys;
+use graphq::queue::{EventsMode, NewJob, Queue, QueueError, QueueKind, QueueOptions, Worker};
+
+use crate::GraphqProcessor;
+use jobs::{BENCH_APPLY, BENCH_NOOP, BenchProcessor};
 
 /// What each benchmark job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -132,7 +135,7 @@ async fn run_queue_bench(
     name: &str,
     args: &QueueBenchArgs,
 ) -> Result<QueueBenchReport, QueueError> {
-    crate::scripts::SCRIPTS.load_all(&mut redis.conn()).await?;
+    graphq::scripts::SCRIPTS.load_all(&mut redis.conn()).await?;
     let jobs: Vec<NewJob> = (0..args.jobs)
         .map(|i| {
             let data = format!(r#"{{"node":"n{}","value":"v{i}"}}"#, i % 100);
@@ -167,11 +170,15 @@ async fn run_queue_bench(
 
     let worker = Worker::new(
         queue.clone(),
-        GraphqProcessor::new(crate::graph::GraphStore::new(
+        BenchProcessor::new(
+            GraphqProcessor::new(graphq::graph::GraphStore::new(
+                redis.clone(),
+                keys.clone(),
+                Default::default(),
+            )),
             redis.clone(),
             keys.clone(),
-            Default::default(),
-        )),
+        ),
     )
     .without_scheduler();
     let counters = worker.counters();
@@ -311,7 +318,7 @@ pub async fn graph(
     redis: Redis,
     base_prefix: &str,
     args: &GraphBenchArgs,
-) -> Result<GraphBenchReport, crate::graph::StoreError> {
+) -> Result<GraphBenchReport, graphq::graph::StoreError> {
     let prefix = format!(
         "{base_prefix}:bench:{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -321,17 +328,17 @@ pub async fn graph(
     result
 }
 
-fn bench_command(op_id: String, kind: &str, payload: serde_json::Value) -> crate::graph::Command {
+fn bench_command(op_id: String, kind: &str, payload: serde_json::Value) -> graphq::graph::Command {
     let json = serde_json::json!({"operationId": op_id, "type": kind, "payload": payload});
-    crate::graph::command::from_value(&json).expect("benchmark commands are valid")
+    graphq::graph::command::from_value(&json).expect("benchmark commands are valid")
 }
 
 async fn run_graph_bench(
     redis: &Redis,
     prefix: &str,
     args: &GraphBenchArgs,
-) -> Result<GraphBenchReport, crate::graph::StoreError> {
-    use crate::graph::{ApplyContext, GraphSettings, GraphStore};
+) -> Result<GraphBenchReport, graphq::graph::StoreError> {
+    use graphq::graph::{ApplyContext, GraphSettings, GraphStore};
     use serde_json::json;
     let settings = GraphSettings {
         max_nodes: 1_000_000,
@@ -339,11 +346,11 @@ async fn run_graph_bench(
         ..GraphSettings::default()
     };
     let store = GraphStore::new(redis.clone(), Keys::new(prefix), settings);
-    crate::scripts::SCRIPTS.load_all(&mut redis.conn()).await?;
+    graphq::scripts::SCRIPTS.load_all(&mut redis.conn()).await?;
     let ctx = |g: usize| ApplyContext {
         graph_id: format!("g{g}"),
         user_id: "bench".into(),
-        now_ms: crate::db::now_ms(),
+        now_ms: graphq::db::now_ms(),
         new_epoch: "bench".into(),
     };
     let graphs = args.graphs.max(1);
@@ -360,7 +367,7 @@ async fn run_graph_bench(
             )
             .await?;
     }
-    let commands: Vec<(ApplyContext, crate::graph::Command)> = (0..args.commands)
+    let commands: Vec<(ApplyContext, graphq::graph::Command)> = (0..args.commands)
         .map(|i| {
             let payload =
                 json!({"id": "n", "patch": {"position": {"x": i, "y": i}, "data": {"step": i}}});

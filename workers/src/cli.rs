@@ -1,20 +1,20 @@
 //! The `graphq` command line: flag definitions and what each subcommand does.
-//! `main.rs` parses, sets up logging and calls [`run`].
+//! `main.rs` parses and calls [`run`], which reads the configuration, sets up
+//! logging and starts what the subcommand asks for through [`crate::app`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, Overrides};
-use crate::db::Redis;
-use crate::graph::GraphStore;
-use crate::keys::Keys;
-use crate::queue::{DeadLetter, Queue, QueueError, QueueStats, Worker};
-use crate::redis_server::{RedisServer, RedisServerError, RedisServerOptions};
-use crate::workers::GraphqProcessor;
+use graphq::config::{Config, ConfigError, Overrides};
+use graphq::db::Redis;
+use graphq::graph::GraphStore;
+use graphq::queue::{DeadLetter, Queue, QueueError, QueueStats};
+use graphq::redis_server::{RedisServer, RedisServerError, RedisServerOptions};
+
+use crate::app::{self, StartError, connect, graph_store, queue};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,13 +87,15 @@ pub enum Command {
         /// A graph the token reaches (repeatable); `*` for every graph.
         #[arg(long = "graph", required = true)]
         graphs: Vec<String>,
-        #[arg(long, value_enum, default_value_t = crate::auth::Role::Editor)]
-        role: crate::auth::Role,
+        #[arg(long, value_enum, default_value_t = graphq::auth::Role::Editor)]
+        role: graphq::auth::Role,
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Load generators (JSON on stdout).
+    /// Load generators (JSON on stdout), and a worker that also runs the
+    /// synthetic `bench.*` jobs.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
@@ -146,6 +148,7 @@ pub enum GraphAction {
     },
 }
 
+#[cfg(feature = "bench")]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Enqueue and processing throughput of the queue engine alone.
@@ -156,6 +159,13 @@ pub enum BenchCommand {
     E2e(crate::bench::ws::E2eArgs),
     /// One change reaching N subscribers of a running gateway.
     Fanout(crate::bench::ws::FanoutArgs),
+    /// `graphq worker` that also runs `bench.noop` and `bench.apply` jobs
+    /// (the engine's multi-process tests use it; production workers do not).
+    Worker {
+        /// Only this queue (repeatable).
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,23 +174,18 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("redis at {url}: {source}")]
-    Connect {
-        url: String,
-        source: redis::RedisError,
-    },
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error(transparent)]
     RedisServer(#[from] RedisServerError),
-    #[error("unknown queue `{0}` (configured: {1})")]
-    UnknownQueue(String, String),
     #[error("{0}")]
     NotFound(String),
     #[error("graph {0} is inconsistent")]
     Inconsistent(String),
     #[error(transparent)]
-    Store(#[from] crate::graph::StoreError),
+    Store(#[from] graphq::graph::StoreError),
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
+    Auth(#[from] graphq::auth::AuthError),
     #[error("GRAPHQ_AUTH_SECRET is not set; tokens cannot be minted or checked without it")]
     NoSecret,
     #[error("io: {0}")]
@@ -208,36 +213,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Dev { .. } => dev(config).await,
         Command::Gateway { .. } => {
-            crate::bench::ws::raise_fd_limit();
+            graphq::os::raise_fd_limit();
             let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
-            let auth = crate::auth::Auth::new(&secret)?;
+            let auth = graphq::auth::Auth::new(&secret)?;
             let redis = connect(&config, Duration::from_secs(60)).await?;
             let shutdown = shutdown_signal();
-            run_gateway(&config, redis, auth, shutdown).await
+            let listener = tokio::net::TcpListener::bind(&config.bind).await?;
+            let gateway = app::start_gateway(&config, redis, auth, listener, &shutdown).await?;
+            Ok(gateway.stopped().await?)
         }
         Command::Worker { queues, .. } => {
             let redis = connect(&config, Duration::from_secs(60)).await?;
-            let shutdown = shutdown_signal();
-            if let Some(bind) = &config.metrics_bind {
-                let names: Vec<String> = if queues.is_empty() {
-                    config.queues.keys().cloned().collect()
-                } else {
-                    queues.clone()
-                };
-                let watched = names
-                    .iter()
-                    .map(|name| queue(&config, &redis, name))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let listener = tokio::net::TcpListener::bind(bind).await?;
-                tracing::info!(%bind, "worker metrics listening");
-                tokio::spawn(crate::metrics::serve(
-                    listener,
-                    redis.clone(),
-                    watched,
-                    shutdown.clone(),
-                ));
-            }
-            run_workers(&config, redis, &queues, shutdown).await
+            let processor = app::processor(&config, &redis)?;
+            run_workers(&config, redis, &queues, processor).await
         }
         Command::Queues { json } => {
             let redis = connect(&config, Duration::from_secs(2)).await?;
@@ -281,24 +269,34 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             ttl,
         } => {
             let secret = config.auth_secret.as_deref().ok_or(CliError::NoSecret)?;
-            let auth = crate::auth::Auth::new(secret)?;
+            let auth = graphq::auth::Auth::new(secret)?;
             let graphs = if graphs.iter().any(|g| g == "*") {
-                crate::auth::Graphs::All
+                graphq::auth::Graphs::All
             } else {
                 if let Some(bad) = graphs
                     .iter()
-                    .find(|g| !crate::graph::command::is_graph_id(g))
+                    .find(|g| !graphq::graph::command::is_graph_id(g))
                 {
-                    return Err(CliError::Auth(crate::auth::AuthError::Invalid(format!(
+                    return Err(CliError::Auth(graphq::auth::AuthError::Invalid(format!(
                         "`{bad}` is not a graph id"
                     ))));
                 }
-                crate::auth::Graphs::Only(graphs)
+                graphq::auth::Graphs::Only(graphs)
             };
             println!("{}", auth.mint(&user, graphs, role, ttl)?);
             Ok(())
         }
+        #[cfg(feature = "bench")]
         Command::Bench { which } => {
+            if let BenchCommand::Worker { queues } = &which {
+                let redis = connect(&config, Duration::from_secs(60)).await?;
+                let processor = crate::bench::jobs::BenchProcessor::new(
+                    app::processor(&config, &redis)?,
+                    redis.clone(),
+                    graphq::keys::Keys::new(config.prefix.clone()),
+                );
+                return run_workers(&config, redis, queues, processor).await;
+            }
             let ws_error = |e: crate::bench::ws::WsBenchError| CliError::NotFound(e.to_string());
             match &which {
                 BenchCommand::E2e(args) => {
@@ -321,7 +319,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let redis = connect(&config, Duration::from_secs(2)).await?;
             match which {
-                BenchCommand::E2e(_) | BenchCommand::Fanout(_) => {}
+                BenchCommand::E2e(_) | BenchCommand::Fanout(_) | BenchCommand::Worker { .. } => {}
                 BenchCommand::Queue(args) => {
                     let report = crate::bench::queue(redis, &config.prefix, &args).await?;
                     println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -336,81 +334,37 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn connect(config: &Config, patience: Duration) -> Result<Redis, CliError> {
-    let target = config.redis_target();
-    Redis::connect_with_retry(&target, patience)
-        .await
-        .map(|r| r.with_wait(config.redis_wait()))
-        .map_err(|source| CliError::Connect {
-            url: target.describe(),
-            source,
-        })
-}
-
-fn graph_store(config: &Config, redis: Redis) -> GraphStore {
-    GraphStore::new(
-        redis,
-        Keys::new(config.prefix.clone()),
-        config.graph.clone(),
-    )
-}
-
-fn queue(config: &Config, redis: &Redis, name: &str) -> Result<Queue, CliError> {
-    let opts = config.queues.get(name).ok_or_else(|| {
-        let known: Vec<&str> = config.queues.keys().map(String::as_str).collect();
-        CliError::UnknownQueue(name.to_string(), known.join(", "))
-    })?;
-    Ok(Queue::new(
-        redis.clone(),
-        Keys::new(config.prefix.clone()),
-        name,
-        opts.clone(),
-    )?)
-}
-
-/// Runs a worker for each selected queue until `shutdown` fires.
-pub async fn run_workers(
+/// Runs workers for the selected queues (all when `only` is empty) until
+/// SIGINT/SIGTERM, with the metrics listener when `metrics_bind` is set.
+async fn run_workers<P: graphq::queue::Processor + Clone>(
     config: &Config,
     redis: Redis,
     only: &[String],
-    shutdown: CancellationToken,
+    processor: P,
 ) -> Result<(), CliError> {
-    let names: Vec<String> = if only.is_empty() {
-        config.queues.keys().cloned().collect()
-    } else {
-        only.to_vec()
-    };
-    let store = graph_store(config, redis.clone());
-    let mut processor = GraphqProcessor::new(store);
-    if config.queues.contains_key("commands") {
-        processor = processor.with_commands(queue(config, &redis, "commands")?);
+    let shutdown = shutdown_signal();
+    if let Some(bind) = &config.metrics_bind {
+        let names: Vec<String> = if only.is_empty() {
+            config.queues.keys().cloned().collect()
+        } else {
+            only.to_vec()
+        };
+        let watched = names
+            .iter()
+            .map(|name| queue(config, &redis, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        tracing::info!(%bind, "worker metrics listening");
+        app::serve_worker_metrics(listener, redis.clone(), watched, shutdown.clone());
     }
-    if config.queues.contains_key("analytics") {
-        let analytics = queue(config, &redis, "analytics")?;
-        processor = processor.with_snapshots(analytics, config.graph.snapshot_every);
-    }
-    let tasks = TaskTracker::new();
-    for name in &names {
-        let q = queue(config, &redis, name)?;
-        let worker = Worker::new(q, processor.clone());
-        tracing::info!(queue = %name, worker = worker.id(), "worker started");
-        let shutdown = shutdown.clone();
-        let name = name.clone();
-        tasks.spawn(async move {
-            if let Err(err) = worker.run(shutdown).await {
-                tracing::error!(queue = %name, %err, "worker stopped with an error");
-            }
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
-    tracing::info!("workers stopped");
+    app::start_workers(config, &redis, only, processor, &shutdown)?
+        .stopped()
+        .await;
     Ok(())
 }
 
-/// Serves the HTTP API and WebSocket endpoint on `config.bind` until `shutdown`.
 /// Log lines on stderr, as configured; the level from RUST_LOG (default info).
-fn init_logging(format: crate::config::LogFormat) {
+fn init_logging(format: graphq::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -418,46 +372,9 @@ fn init_logging(format: crate::config::LogFormat) {
         .with_writer(std::io::stderr);
     // A second call (tests run several commands in one process) keeps the first.
     let _ = match format {
-        crate::config::LogFormat::Json => logs.json().try_init(),
-        crate::config::LogFormat::Human => logs.try_init(),
+        graphq::config::LogFormat::Json => logs.json().try_init(),
+        graphq::config::LogFormat::Human => logs.try_init(),
     };
-}
-
-pub async fn run_gateway(
-    config: &Config,
-    redis: Redis,
-    auth: crate::auth::Auth,
-    shutdown: CancellationToken,
-) -> Result<(), CliError> {
-    let store = graph_store(config, redis.clone());
-    let commands = queue(config, &redis, "commands")?;
-    let broadcaster = crate::gateway::Broadcaster::start(
-        redis.clone(),
-        store.clone(),
-        crate::gateway::BroadcastSettings {
-            max_changes: config.graph.max_changes,
-            presence_timeout: Duration::from_millis(config.gateway.presence_timeout_ms),
-        },
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|source| CliError::Connect {
-        url: config.redis_target().describe(),
-        source,
-    })?;
-    let state = crate::gateway::AppState::new(
-        store,
-        commands,
-        auth,
-        broadcaster,
-        config.gateway.clone(),
-        shutdown,
-    );
-    let listener = tokio::net::TcpListener::bind(&config.bind).await?;
-    tracing::info!(bind = %config.bind, "gateway listening");
-    crate::gateway::serve(listener, state).await?;
-    tracing::info!("gateway stopped");
-    Ok(())
 }
 
 async fn dev(mut config: Config) -> Result<(), CliError> {
@@ -492,11 +409,11 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
     };
     config.gateway.dev_tokens = true;
     let bind = config.bind.clone();
-    let auth = crate::auth::Auth::new(&secret)?;
+    let auth = graphq::auth::Auth::new(&secret)?;
     let token = auth.mint(
         "dev",
-        crate::auth::Graphs::All,
-        crate::auth::Role::Editor,
+        graphq::auth::Graphs::All,
+        graphq::auth::Role::Editor,
         Duration::from_secs(24 * 3600),
     )?;
     eprintln!(
@@ -510,14 +427,14 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         config.prefix
     );
     let shutdown = shutdown_signal();
-    let workers = {
-        let (config, redis, shutdown) = (config.clone(), redis.clone(), shutdown.clone());
-        tokio::spawn(async move { run_workers(&config, redis, &[], shutdown).await })
-    };
-    let gateway = run_gateway(&config, redis, auth, shutdown.clone()).await;
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    let processor = app::processor(&config, &redis)?;
+    let workers = app::start_workers(&config, &redis, &[], processor, &shutdown)?;
+    let gateway = app::start_gateway(&config, redis, auth, listener, &shutdown).await?;
+    let served = gateway.stopped().await;
     shutdown.cancel();
-    let _ = workers.await;
-    gateway
+    workers.stopped().await;
+    Ok(served?)
 }
 
 async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> {

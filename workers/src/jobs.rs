@@ -23,12 +23,12 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::db::now_ms;
-use crate::graph::GraphStore;
-use crate::graph::command::{self, is_entity_id, is_graph_id};
-use crate::queue::{Job, JobError, Queue};
+use graphq::db::now_ms;
+use graphq::graph::GraphStore;
+use graphq::graph::command::{self, is_entity_id, is_graph_id};
+use graphq::queue::{Job, JobError, Queue};
 
-use super::command_job;
+use graphq::graph::command_job;
 
 pub const BROADCAST_UPDATE: &str = "BROADCAST_UPDATE";
 pub const SYNC_CLIENT: &str = "SYNC_CLIENT";

@@ -1,5 +1,5 @@
-//! The `graphq` binary: parse flags, run the subcommand (which reads the
-//! configuration and sets up logging).
+//! The `graphq` binary: parse flags and run the subcommand, which reads the
+//! configuration, sets up logging and starts what it names.
 
 use clap::Parser;
 
@@ -9,8 +9,8 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = graphq::cli::Cli::parse();
+    let cli = graphq_workers::cli::Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(graphq::cli::run(cli))?;
+    runtime.block_on(graphq_workers::cli::run(cli))?;
     Ok(())
 }

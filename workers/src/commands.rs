@@ -8,16 +8,13 @@
 //! reach Redis are job errors (retried, then dead-lettered, which answers the
 //! sender with `REVERT DEAD_LETTERED`).
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 
-use crate::db::now_ms;
-use crate::graph::command::{self, Command, is_entity_id, is_graph_id};
-use crate::graph::{ApplyContext, GraphStore, Outcome};
-use crate::queue::{Job, JobError, NewJob, Queue};
-use crate::scripts::query_pipeline;
-
-use super::bench::redis_error;
+use graphq::db::now_ms;
+use graphq::graph::command::{self, Command, is_entity_id, is_graph_id};
+use graphq::graph::{ApplyContext, CommandEnvelope, GraphStore, Outcome};
+use graphq::queue::{Job, JobError, NewJob, Queue};
+use graphq::scripts::query_pipeline;
 
 /// Job names the commands processor answers to.
 pub const COMMAND_TYPES: [&str; 10] = [
@@ -35,29 +32,6 @@ pub const COMMAND_TYPES: [&str; 10] = [
 
 /// Job name of the analytics job that snapshots a graph.
 pub const GENERATE_SNAPSHOT: &str = "GENERATE_SNAPSHOT";
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    graph_id: String,
-    user_id: String,
-    command: Value,
-}
-
-/// The `commands` job for a validated command from `user_id` on `graph_id`.
-pub fn command_job(graph_id: &str, user_id: &str, cmd: &Command) -> NewJob {
-    let command: Value = serde_json::from_str(&cmd.canonical).unwrap_or(Value::Null);
-    let data = serde_json::to_string(&Envelope {
-        graph_id: graph_id.to_string(),
-        user_id: user_id.to_string(),
-        command,
-    })
-    .unwrap_or_default();
-    NewJob::new(cmd.op.type_name(), data)
-        .key(graph_id)
-        .id(cmd.operation_id.clone())
-        .rate_key(user_id)
-}
 
 /// A job made ready for the script, or the reason it cannot be.
 enum Prepared {
@@ -98,7 +72,7 @@ impl CommandsHandler {
     }
 
     fn prepare(job: &Job) -> Prepared {
-        let envelope: Envelope = match job.json() {
+        let envelope: CommandEnvelope = match job.json() {
             Ok(e) => e,
             Err(e) => {
                 return Prepared::Invalid {
@@ -233,7 +207,7 @@ impl CommandsHandler {
                 Ok(o) => o,
                 // Part of the pipeline may have run; apply is idempotent per
                 // operation id, so the engine retries from the first job.
-                Err(e) => return vec![Err(redis_error(e))],
+                Err(e) => return vec![Err(JobError::from_redis(&e))],
             }
         };
         let mut outcomes = outcomes.into_iter();
@@ -266,7 +240,7 @@ impl CommandsHandler {
 
     /// Retries ran out: the sender hears REVERT DEAD_LETTERED.
     pub async fn dead_lettered(&self, job: &Job, error: &str) {
-        let (graph_id, user_id) = match job.json::<Envelope>() {
+        let (graph_id, user_id) = match job.json::<CommandEnvelope>() {
             Ok(e) => (e.graph_id, e.user_id),
             Err(_) => (job.key.clone().unwrap_or_default(), String::new()),
         };
@@ -304,7 +278,7 @@ fn settled(
     version: Option<u64>,
     code: Option<&str>,
 ) {
-    crate::metrics::observe_since(crate::metrics::COMMAND_LATENCY, job.enqueued_at);
+    graphq::metrics::observe_since(graphq::metrics::COMMAND_LATENCY, job.enqueued_at);
     tracing::debug!(
         graph_id = %ctx.graph_id,
         operation_id = %cmd.operation_id,
@@ -331,10 +305,10 @@ fn outcome_head(outcome: &str) -> Option<OutcomeHead> {
 
 /// A store failure as the queue should treat it: Redis unreachable is not
 /// the command's fault (see [`JobError::Unavailable`]).
-fn store_error(e: crate::graph::StoreError) -> JobError {
+fn store_error(e: graphq::graph::StoreError) -> JobError {
     match &e {
-        crate::graph::StoreError::Redis(r) => JobError::from_redis(r),
-        crate::graph::StoreError::Resp(crate::resp::RespError::Io(_)) => {
+        graphq::graph::StoreError::Redis(r) => JobError::from_redis(r),
+        graphq::graph::StoreError::Resp(graphq::resp::RespError::Io(_)) => {
             JobError::Unavailable(e.to_string())
         }
         _ => JobError::Retry(e.to_string()),
