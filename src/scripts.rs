@@ -27,6 +27,7 @@ pub struct Scripts {
     pub bench_apply: Script,
     pub apply_command: Script,
     pub record_revert: Script,
+    pub save_progress: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -45,10 +46,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     bench_apply: Script::new(include_str!("../lua/bench_apply.lua")),
     apply_command: Script::new(include_str!("../lua/apply_command.lua")),
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
+    save_progress: Script::new(include_str!("../lua/save_progress.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.promote,
@@ -65,6 +67,7 @@ impl Scripts {
             &self.bench_apply,
             &self.apply_command,
             &self.record_revert,
+            &self.save_progress,
         ]
     }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::{TestEnv, eventually, fast};
 use futures_util::StreamExt;
 use graphq::graph::command::parse;
-use graphq::graph::{GraphSettings, GraphStore};
+use graphq::graph::{GraphSettings, GraphStore, command_job};
 use graphq::queue::{NewJob, Queue, QueueKind, QueueOptions, RetryPolicy, Worker};
-use graphq::workers::{GraphqProcessor, command_job};
+use graphq::workers::GraphqProcessor;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

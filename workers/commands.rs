@@ -1,23 +1,18 @@
 //! The `commands` processor: applies graph commands with the graph store's
 //! Lua script, in partition order, pipelining each batch into one round trip.
 //!
-//! A job is `{name: COMMAND_TYPE, key: GRAPH_ID, id: OPERATION_ID, data:
-//! {"graphId","userId","command"}}` ([`command_job`] builds it). Outcomes
+//! A job is what [`command_job`](crate::graph::command_job) builds. Outcomes
 //! (applied or reverted) are business results: the script records them and
 //! publishes them on the graph's channel for broadcasters. Only failures to
 //! reach Redis are job errors (retried, then dead-lettered, which answers the
 //! sender with `REVERT DEAD_LETTERED`).
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::db::now_ms;
 use crate::graph::command::{self, Command, is_entity_id, is_graph_id};
-use crate::graph::{ApplyContext, GraphStore, Outcome};
+use crate::graph::{ApplyContext, CommandEnvelope, GraphStore, Outcome};
 use crate::queue::{Job, JobError, NewJob, Queue};
-use crate::scripts::query_pipeline;
-
-use super::bench::redis_error;
 
 /// Job names the commands processor answers to.
 pub const COMMAND_TYPES: [&str; 10] = [
@@ -35,29 +30,6 @@ pub const COMMAND_TYPES: [&str; 10] = [
 
 /// Job name of the analytics job that snapshots a graph.
 pub const GENERATE_SNAPSHOT: &str = "GENERATE_SNAPSHOT";
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    graph_id: String,
-    user_id: String,
-    command: Value,
-}
-
-/// The `commands` job for a validated command from `user_id` on `graph_id`.
-pub fn command_job(graph_id: &str, user_id: &str, cmd: &Command) -> NewJob {
-    let command: Value = serde_json::from_str(&cmd.canonical).unwrap_or(Value::Null);
-    let data = serde_json::to_string(&Envelope {
-        graph_id: graph_id.to_string(),
-        user_id: user_id.to_string(),
-        command,
-    })
-    .unwrap_or_default();
-    NewJob::new(cmd.op.type_name(), data)
-        .key(graph_id)
-        .id(cmd.operation_id.clone())
-        .rate_key(user_id)
-}
 
 /// A job made ready for the script, or the reason it cannot be.
 enum Prepared {
@@ -98,7 +70,7 @@ impl CommandsHandler {
     }
 
     fn prepare(job: &Job) -> Prepared {
-        let envelope: Envelope = match job.json() {
+        let envelope: CommandEnvelope = match job.json() {
             Ok(e) => e,
             Err(e) => {
                 return Prepared::Invalid {
@@ -199,42 +171,19 @@ impl CommandsHandler {
     /// apply it, in order. Invalid jobs are answered first, on their own.
     pub async fn process_batch(&self, jobs: &[Job]) -> Vec<Result<(), JobError>> {
         let prepared: Vec<Prepared> = jobs.iter().map(Self::prepare).collect();
-        let mut pipe = redis::pipe();
-        let mut invocations = Vec::new();
-        let mut ready = Vec::new();
-        for (i, p) in prepared.iter().enumerate() {
-            if let Prepared::Ready(r) = p {
-                invocations.push(self.store.invocation(&r.0, &r.1));
-                ready.push(i);
-            }
-        }
-        let keys = self.store.keys();
-        for (n, &i) in ready.iter().enumerate() {
-            let Prepared::Ready(r) = &prepared[i] else {
-                continue;
-            };
-            let (ctx, cmd) = (&r.0, &r.1);
-            let index = keys.operation(&cmd.operation_id);
-            pipe.hset_multiple(
-                &index,
-                &[("graphId", ctx.graph_id.as_str()), ("status", "processing")],
-            )
-            .ignore()
-            .expire(&index, self.store.settings().op_ttl_s as i64)
-            .ignore()
-            .invoke_script(&invocations[n]);
-        }
+        let batch: Vec<(&ApplyContext, &Command)> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Ready(r) => Some((&r.0, &r.1)),
+                Prepared::Invalid { .. } => None,
+            })
+            .collect();
         let mut results: Vec<Result<(), JobError>> = Vec::with_capacity(jobs.len());
-        self.store.redis().durable(&mut pipe);
-        let outcomes: Vec<String> = if ready.is_empty() {
-            Vec::new()
-        } else {
-            match query_pipeline::<Vec<String>, _>(&pipe, &mut self.store.redis().conn()).await {
-                Ok(o) => o,
-                // Part of the pipeline may have run; apply is idempotent per
-                // operation id, so the engine retries from the first job.
-                Err(e) => return vec![Err(redis_error(e))],
-            }
+        let outcomes = match self.store.apply_batch(&batch).await {
+            Ok(o) => o,
+            // Part of the pipeline may have run; apply is idempotent per
+            // operation id, so the engine retries from the first job.
+            Err(e) => return vec![Err(store_error(e))],
         };
         let mut outcomes = outcomes.into_iter();
         for (job, p) in jobs.iter().zip(&prepared) {
@@ -266,7 +215,7 @@ impl CommandsHandler {
 
     /// Retries ran out: the sender hears REVERT DEAD_LETTERED.
     pub async fn dead_lettered(&self, job: &Job, error: &str) {
-        let (graph_id, user_id) = match job.json::<Envelope>() {
+        let (graph_id, user_id) = match job.json::<CommandEnvelope>() {
             Ok(e) => (e.graph_id, e.user_id),
             Err(_) => (job.key.clone().unwrap_or_default(), String::new()),
         };

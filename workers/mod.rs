@@ -18,7 +18,7 @@ use crate::graph::GraphStore;
 use crate::queue::{Job, JobError, Processor, Queue, process_in_order};
 
 pub use bench::{BENCH_APPLY, BENCH_NOOP};
-pub use commands::{COMMAND_TYPES, CommandsHandler, GENERATE_SNAPSHOT, command_job};
+pub use commands::{COMMAND_TYPES, CommandsHandler, GENERATE_SNAPSHOT};
 
 /// Routes each job to its handler by name.
 #[derive(Clone)]

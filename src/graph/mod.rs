@@ -1,8 +1,10 @@
 //! The graph store: commands applied atomically in Redis by
 //! `lua/apply_command.lua`, and the queries that read graphs back.
-//! docs/graph.md is the exact semantics.
+//! docs/graph.md is the exact semantics. [`job`] is the queue job that
+//! carries a command from the gateway to the worker.
 
 pub mod command;
+pub mod job;
 mod store;
 
 use std::collections::BTreeMap;
@@ -11,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use command::{Command, Op, Rejection};
-pub use store::{Changes, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport};
+pub use job::{CommandEnvelope, command_job};
+pub use store::{
+    Changes, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
+};
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
