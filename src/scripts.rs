@@ -26,6 +26,7 @@ pub struct Scripts {
     pub rate_limit: Script,
     pub apply_command: Script,
     pub record_revert: Script,
+    pub save_progress: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -43,10 +44,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
     apply_command: Script::new(include_str!("../lua/apply_command.lua")),
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
+    save_progress: Script::new(include_str!("../lua/save_progress.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 14] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.enqueue,
             &self.promote,
@@ -62,6 +64,7 @@ impl Scripts {
             &self.rate_limit,
             &self.apply_command,
             &self.record_revert,
+            &self.save_progress,
         ]
     }
 

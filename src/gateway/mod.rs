@@ -26,9 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, AuthError, Identity};
 use crate::db::Redis;
-use crate::graph::GraphStore;
 use crate::graph::command::{Command, Rejection, is_graph_id};
-use crate::graph::command_job;
+use crate::graph::{GraphStore, command_job};
 use crate::queue::{AddOutcome, Queue, RateLimit};
 
 pub use broadcast::{BroadcastSettings, Broadcaster};
@@ -395,28 +394,13 @@ async fn queue_command(
     if let Some(limit) = &state.settings.user_rate_limit {
         take_user_permit(state, &id.user, limit).await?;
     }
-    // Operation ids are global (`GET /operations/{id}` names no graph), so
-    // the id is claimed for this graph before anything is queued. A resend
-    // finds its own claim; an id taken on another graph is refused, whatever
-    // queue partition the two graphs share. HSETNX never overwrites the
-    // worker's "processing".
-    let index = state.store.keys().operation(&cmd.operation_id);
-    let mut pipe = redis::pipe();
-    pipe.cmd("HSETNX")
-        .arg(&index)
-        .arg("status")
-        .arg("pending")
-        .ignore()
-        .cmd("HSETNX")
-        .arg(&index)
-        .arg("graphId")
-        .arg(graph)
-        .ignore()
-        .expire(&index, state.store.settings().op_ttl_s as i64)
-        .ignore()
-        .hget(&index, "graphId");
-    let (owner,): (Option<String>,) = pipe.query_async(&mut state.redis.conn()).await?;
-    if owner.is_some_and(|g| g != graph) {
+    // Operation ids are global, so the id is claimed for this graph before
+    // anything is queued (see `GraphStore::claim_operation`).
+    if !state
+        .store
+        .claim_operation(graph, &cmd.operation_id)
+        .await?
+    {
         return Err(AppError::OperationIdInUse(cmd.operation_id.clone()));
     }
     let outcome = state

@@ -14,7 +14,9 @@ use serde_json::Value;
 
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
-pub use store::{Changes, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport};
+pub use store::{
+    Changes, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
+};
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,13 +1,20 @@
-//! [`GraphStore`]: applies commands with `lua/apply_command.lua` and reads
-//! graphs back (state, changes since a version, operation status, snapshot,
-//! verify). Only this module and the script touch graph keys.
+//! [`GraphStore`]: the one owner of graph and operation keys. It applies
+//! commands with `lua/apply_command.lua` and reads graphs back (state,
+//! changes since a version); its submodules keep the operation records
+//! ([`operations`]: claim, status, reverts), snapshots and verify
+//! ([`verify`]), and the records the analytics jobs derive from a graph
+//! ([`analytics`]). Only this module, its submodules and the graph scripts
+//! touch graph keys, and the only transactions are its reads within one graph.
+
+mod analytics;
+mod operations;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -16,9 +23,12 @@ use crate::keys::Keys;
 use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
 use crate::scripts::SCRIPTS;
 
+pub use analytics::GraphActivity;
+pub use operations::OperationStatus;
+pub use verify::VerifyReport;
+
 use super::{
     ApplyContext, ChangeEntry, Command, GraphSettings, GraphState, Outcome, RawGraph, checksum_hex,
-    checksum_of,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,72 +73,6 @@ pub struct StateJson {
     pub json: String,
     pub version: u64,
     pub epoch: String,
-}
-
-/// Status of one operation (SPEC §4 `GET /api/v2/operations/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OperationStatus {
-    pub operation_id: String,
-    pub graph_id: String,
-    /// pending | processing | completed | failed
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Value>,
-}
-
-/// What `graphq graph verify` found.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyReport {
-    pub graph_id: String,
-    pub version: u64,
-    pub stored_checksum: String,
-    pub computed_checksum: String,
-    /// Where the replay started: "empty graph" or "snapshot at version N".
-    pub replayed_from: Option<String>,
-    pub replayed_entries: u64,
-    /// Everything that does not add up; empty when the graph is consistent.
-    pub problems: Vec<String>,
-}
-
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-/// The parts of a log entry's change that replay needs, as exact texts.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReplayChange<'a> {
-    #[serde(borrow)]
-    nodes: Vec<&'a RawValue>,
-    #[serde(borrow)]
-    edges: Vec<&'a RawValue>,
-    removed_nodes: Vec<String>,
-    removed_edges: Vec<String>,
-    #[serde(default, borrow)]
-    viewport: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: String,
-}
-
-/// A stored snapshot: exact entity texts at one version.
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
-    epoch: String,
-    version: u64,
-    nodes: BTreeMap<String, String>,
-    edges: BTreeMap<String, String>,
-    viewport: Option<String>,
 }
 
 impl GraphStore {
@@ -208,6 +152,41 @@ impl GraphStore {
         let (raw,): (String,) =
             crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
         parse_outcome(&raw)
+    }
+
+    /// Marks each operation `processing` and applies it, in order, in one
+    /// round trip; returns what the script answered for each, as text.
+    /// When this fails part of the batch may have run; applying is
+    /// idempotent per operation id, so the whole batch can be sent again.
+    pub async fn apply_batch(
+        &self,
+        batch: &[(&ApplyContext, &Command)],
+    ) -> Result<Vec<String>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let invocations: Vec<_> = batch
+            .iter()
+            .map(|(ctx, cmd)| self.invocation(ctx, cmd))
+            .collect();
+        let mut pipe = redis::pipe();
+        for ((ctx, cmd), invocation) in batch.iter().zip(&invocations) {
+            self.push_mark(&mut pipe, &cmd.operation_id, &ctx.graph_id, "processing");
+            pipe.invoke_script(invocation);
+        }
+        self.redis.durable(&mut pipe);
+        Ok(crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?)
+    }
+
+    /// Publishes a control note (`{"graphId", "control", ...}`) on the
+    /// graph's channel, next to its outcomes: every gateway with subscribers
+    /// of the graph acts on it.
+    pub async fn publish_control(&self, graph_id: &str, note: &Value) -> Result<(), StoreError> {
+        let channel = self.keys.graph_channel(graph_id);
+        self.redis
+            .publish_graph(&channel, &note.to_string())
+            .await?;
+        Ok(())
     }
 
     /// The stored bytes of a graph, read atomically.
@@ -381,290 +360,6 @@ impl GraphStore {
             too_old,
         })
     }
-
-    /// The status of an operation, from the operation index (written when it
-    /// was accepted) and the graph's outcome record (written when decided).
-    pub async fn operation(
-        &self,
-        operation_id: &str,
-    ) -> Result<Option<OperationStatus>, StoreError> {
-        let mut conn = self.redis.conn();
-        let index: BTreeMap<String, String> =
-            conn.hgetall(self.keys.operation(operation_id)).await?;
-        let Some(graph_id) = index.get("graphId").cloned() else {
-            return Ok(None);
-        };
-        let outcome: Option<String> = conn
-            .get(self.keys.graph_op(&graph_id, operation_id))
-            .await?;
-        let mut status = OperationStatus {
-            operation_id: operation_id.to_string(),
-            graph_id,
-            status: index
-                .get("status")
-                .cloned()
-                .unwrap_or_else(|| "pending".into()),
-            version: None,
-            result: None,
-            error: None,
-        };
-        if let Some(text) = outcome {
-            let v: Value =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if v["status"] == "applied" {
-                status.status = "completed".into();
-                status.version = v["version"].as_u64();
-                status.result =
-                    Some(serde_json::json!({"type": "COMMAND_APPLIED", "version": v["version"]}));
-            } else {
-                status.status = "failed".into();
-                status.error =
-                    Some(serde_json::json!({"code": v["code"], "message": v["message"]}));
-            }
-        }
-        Ok(Some(status))
-    }
-
-    /// Records where an operation went and that it is `status` (pending,
-    /// processing, failed), until its outcome says otherwise.
-    pub async fn mark_operation(
-        &self,
-        operation_id: &str,
-        graph_id: &str,
-        status: &str,
-    ) -> Result<(), StoreError> {
-        let key = self.keys.operation(operation_id);
-        let _: () = redis::pipe()
-            .hset_multiple(&key, &[("graphId", graph_id), ("status", status)])
-            .ignore()
-            .expire(&key, self.settings.op_ttl_s as i64)
-            .ignore()
-            .query_async(&mut self.redis.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// Records a revert for an operation that never reached the script (not
-    /// a valid command, or dead-lettered) and notifies subscribers. Does
-    /// nothing when the operation already has an outcome.
-    pub async fn record_revert(
-        &self,
-        graph_id: &str,
-        user_id: &str,
-        operation_id: &str,
-        kind: &str,
-        code: &str,
-        message: &str,
-    ) -> Result<bool, StoreError> {
-        let stored = serde_json::json!({"status": "reverted", "code": code, "message": message});
-        let outcome = serde_json::json!({
-            "status": "reverted", "code": code, "message": message,
-            "current": {"nodes": {}, "edges": {}}, "conflicts": [],
-        });
-        let note = serde_json::json!({
-            "graphId": graph_id, "operationId": operation_id, "userId": user_id, "type": kind,
-            "timestamp": 0, "command": Value::Null, "outcome": outcome,
-        });
-        let recorded: u8 = SCRIPTS
-            .record_revert
-            .key(self.keys.graph_op(graph_id, operation_id))
-            .arg(stored.to_string())
-            .arg(self.settings.op_ttl_s)
-            .arg(self.keys.user_channel(user_id))
-            .arg(note.to_string())
-            .invoke_async(&mut self.redis.conn())
-            .await?;
-        Ok(recorded == 1)
-    }
-
-    /// Saves the current state as the graph's snapshot (base for replay when
-    /// the log has been trimmed). Returns its version.
-    pub async fn snapshot(&self, graph_id: &str) -> Result<u64, StoreError> {
-        let raw = self.raw(graph_id).await?;
-        let snap = Snapshot {
-            epoch: raw.epoch,
-            version: raw.version,
-            nodes: raw.nodes,
-            edges: raw.edges,
-            viewport: raw.viewport,
-        };
-        let json = serde_json::to_string(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: () = self
-            .redis
-            .conn()
-            .set(self.keys.graph_snapshot(graph_id), json)
-            .await?;
-        Ok(snap.version)
-    }
-
-    /// Recomputes the checksum from the stored entities, and replays the
-    /// retained log from a snapshot (or from the empty graph) to check that
-    /// it reproduces the stored state exactly.
-    pub async fn verify(&self, graph_id: &str) -> Result<VerifyReport, StoreError> {
-        self.verify_with_progress(graph_id, |_, _| {}).await
-    }
-
-    /// [`GraphStore::verify`], calling `progress(replayed, retained)` after
-    /// each replayed log entry (for long replays on a terminal).
-    pub async fn verify_with_progress(
-        &self,
-        graph_id: &str,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<VerifyReport, StoreError> {
-        let raw = self.raw(graph_id).await?;
-        let computed = checksum_of(&raw);
-        let mut report = VerifyReport {
-            graph_id: graph_id.to_string(),
-            version: raw.version,
-            stored_checksum: checksum_hex(raw.checksum),
-            computed_checksum: checksum_hex(computed),
-            replayed_from: None,
-            replayed_entries: 0,
-            problems: Vec::new(),
-        };
-        if computed != raw.checksum {
-            report.problems.push(format!(
-                "checksum mismatch: stored {} but the entities sum to {}",
-                report.stored_checksum, report.computed_checksum
-            ));
-        }
-        let mut conn = self.redis.conn();
-        let snapshot: Option<String> = conn.get(self.keys.graph_snapshot(graph_id)).await?;
-        let log: redis::Value = redis::cmd("XRANGE")
-            .arg(self.keys.graph_log(graph_id))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await?;
-        let entries = crate::queue::parse_entries(&log);
-        let oldest = entries.first().and_then(|(id, _)| entry_version(id));
-        let snapshot: Option<Snapshot> = snapshot
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .filter(|s: &Snapshot| {
-                s.epoch == raw.epoch && oldest.is_none_or(|o| s.version + 1 >= o)
-            });
-        let mut state = match snapshot {
-            Some(s) => {
-                report.replayed_from = Some(format!("snapshot at version {}", s.version));
-                RawGraph {
-                    epoch: s.epoch,
-                    version: s.version,
-                    checksum: 0,
-                    nodes: s.nodes,
-                    edges: s.edges,
-                    viewport: s.viewport,
-                }
-            }
-            None if oldest.is_none_or(|o| o == 1) => {
-                report.replayed_from = Some("empty graph".into());
-                RawGraph {
-                    epoch: raw.epoch.clone(),
-                    ..RawGraph::default()
-                }
-            }
-            None => {
-                report.problems.push(format!(
-                    "cannot replay: the log starts at version {} and no snapshot reaches it",
-                    oldest.unwrap_or(0)
-                ));
-                return Ok(report);
-            }
-        };
-        for (id, fields) in &entries {
-            let Some(v) = entry_version(id) else {
-                report
-                    .problems
-                    .push(format!("log entry {id} is not <version>-0"));
-                continue;
-            };
-            if v <= state.version {
-                continue;
-            }
-            if v != state.version + 1 {
-                report
-                    .problems
-                    .push(format!("log jumps from version {} to {v}", state.version));
-                return Ok(report);
-            }
-            let change = fields
-                .iter()
-                .find(|(f, _)| f == "change")
-                .map(|(_, c)| c.as_str());
-            let Some(change) = change else {
-                report
-                    .problems
-                    .push(format!("log entry {id} has no change"));
-                return Ok(report);
-            };
-            if let Err(e) = replay(&mut state, change) {
-                report.problems.push(format!("log entry {id}: {e}"));
-                return Ok(report);
-            }
-            state.version = v;
-            report.replayed_entries += 1;
-            progress(report.replayed_entries, entries.len() as u64);
-        }
-        if state.version != raw.version {
-            report.problems.push(format!(
-                "replay reached version {} but the graph is at {}",
-                state.version, raw.version
-            ));
-        }
-        for (what, replayed, stored) in [
-            ("node", &state.nodes, &raw.nodes),
-            ("edge", &state.edges, &raw.edges),
-        ] {
-            for (id, json) in stored {
-                match replayed.get(id) {
-                    None => report.problems.push(format!(
-                        "{what} {id} is stored but the log never created it"
-                    )),
-                    Some(r) if r != json => report
-                        .problems
-                        .push(format!("{what} {id} differs from what the log says")),
-                    Some(_) => {}
-                }
-            }
-            for id in replayed.keys().filter(|id| !stored.contains_key(*id)) {
-                report
-                    .problems
-                    .push(format!("{what} {id} should exist according to the log"));
-            }
-        }
-        if state.viewport != raw.viewport {
-            report
-                .problems
-                .push("viewport differs from what the log says".into());
-        }
-        if checksum_of(&state) != raw.checksum && report.problems.is_empty() {
-            report
-                .problems
-                .push("replayed state has a different checksum".into());
-        }
-        Ok(report)
-    }
-}
-
-/// Applies one change's upserts and removals to a raw state.
-fn replay(state: &mut RawGraph, change: &str) -> Result<(), String> {
-    let c: ReplayChange = serde_json::from_str(change).map_err(|e| e.to_string())?;
-    for id in &c.removed_edges {
-        state.edges.remove(id);
-    }
-    for id in &c.removed_nodes {
-        state.nodes.remove(id);
-    }
-    for (raw, map) in [(&c.nodes, &mut state.nodes), (&c.edges, &mut state.edges)] {
-        for entity in raw {
-            let id: IdOnly = serde_json::from_str(entity.get()).map_err(|e| e.to_string())?;
-            map.insert(id.id, entity.get().to_string());
-        }
-    }
-    if let Some(v) = c.viewport {
-        state.viewport = (v.get() != "null").then(|| v.get().to_string());
-    }
-    Ok(())
 }
 
 fn entry_version(id: &str) -> Option<u64> {

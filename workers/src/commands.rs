@@ -1,8 +1,7 @@
 //! The `commands` processor: applies graph commands with the graph store's
 //! Lua script, in partition order, pipelining each batch into one round trip.
 //!
-//! A job is `{name: COMMAND_TYPE, key: GRAPH_ID, id: OPERATION_ID, data:
-//! {"graphId","userId","command"}}` ([`command_job`] builds it). Outcomes
+//! A job is what [`command_job`](graphq::graph::command_job) builds. Outcomes
 //! (applied or reverted) are business results: the script records them and
 //! publishes them on the graph's channel for broadcasters. Only failures to
 //! reach Redis are job errors (retried, then dead-lettered, which answers the
@@ -14,7 +13,6 @@ use graphq::db::now_ms;
 use graphq::graph::command::{self, Command, is_entity_id, is_graph_id};
 use graphq::graph::{ApplyContext, CommandEnvelope, GraphStore, Outcome};
 use graphq::queue::{Job, JobError, NewJob, Queue};
-use graphq::scripts::query_pipeline;
 
 /// Job names the commands processor answers to.
 pub const COMMAND_TYPES: [&str; 10] = [
@@ -173,42 +171,19 @@ impl CommandsHandler {
     /// apply it, in order. Invalid jobs are answered first, on their own.
     pub async fn process_batch(&self, jobs: &[Job]) -> Vec<Result<(), JobError>> {
         let prepared: Vec<Prepared> = jobs.iter().map(Self::prepare).collect();
-        let mut pipe = redis::pipe();
-        let mut invocations = Vec::new();
-        let mut ready = Vec::new();
-        for (i, p) in prepared.iter().enumerate() {
-            if let Prepared::Ready(r) = p {
-                invocations.push(self.store.invocation(&r.0, &r.1));
-                ready.push(i);
-            }
-        }
-        let keys = self.store.keys();
-        for (n, &i) in ready.iter().enumerate() {
-            let Prepared::Ready(r) = &prepared[i] else {
-                continue;
-            };
-            let (ctx, cmd) = (&r.0, &r.1);
-            let index = keys.operation(&cmd.operation_id);
-            pipe.hset_multiple(
-                &index,
-                &[("graphId", ctx.graph_id.as_str()), ("status", "processing")],
-            )
-            .ignore()
-            .expire(&index, self.store.settings().op_ttl_s as i64)
-            .ignore()
-            .invoke_script(&invocations[n]);
-        }
+        let batch: Vec<(&ApplyContext, &Command)> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Ready(r) => Some((&r.0, &r.1)),
+                Prepared::Invalid { .. } => None,
+            })
+            .collect();
         let mut results: Vec<Result<(), JobError>> = Vec::with_capacity(jobs.len());
-        self.store.redis().durable(&mut pipe);
-        let outcomes: Vec<String> = if ready.is_empty() {
-            Vec::new()
-        } else {
-            match query_pipeline::<Vec<String>, _>(&pipe, &mut self.store.redis().conn()).await {
-                Ok(o) => o,
-                // Part of the pipeline may have run; apply is idempotent per
-                // operation id, so the engine retries from the first job.
-                Err(e) => return vec![Err(JobError::from_redis(&e))],
-            }
+        let outcomes = match self.store.apply_batch(&batch).await {
+            Ok(o) => o,
+            // Part of the pipeline may have run; apply is idempotent per
+            // operation id, so the engine retries from the first job.
+            Err(e) => return vec![Err(store_error(e))],
         };
         let mut outcomes = outcomes.into_iter();
         for (job, p) in jobs.iter().zip(&prepared) {

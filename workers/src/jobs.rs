@@ -19,16 +19,13 @@
 
 use std::collections::BTreeMap;
 
-use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use graphq::db::now_ms;
-use graphq::graph::GraphStore;
 use graphq::graph::command::{self, is_entity_id, is_graph_id};
+use graphq::graph::{GraphStore, command_job};
 use graphq::queue::{Job, JobError, Queue};
-
-use graphq::graph::command_job;
 
 pub const BROADCAST_UPDATE: &str = "BROADCAST_UPDATE";
 pub const SYNC_CLIENT: &str = "SYNC_CLIENT";
@@ -121,13 +118,10 @@ impl JobsHandler {
     /// Publishes a control note on the graph's channel: every gateway with
     /// subscribers of the graph acts on it.
     async fn control(&self, graph: &str, note: Value) -> Result<(), JobError> {
-        let channel = self.store.keys().graph_channel(graph);
         self.store
-            .redis()
-            .publish_graph(&channel, &note.to_string())
+            .publish_control(graph, &note)
             .await
-            .map_err(retry)?;
-        Ok(())
+            .map_err(retry)
     }
 
     async fn resolve(&self, job: &Job) -> Result<(), JobError> {
@@ -205,50 +199,24 @@ impl JobsHandler {
                 .into_iter()
                 .map(|(s, n)| (format!("status:{s}"), n.to_string())),
         );
-        let key = self.store.keys().graph_progress(graph);
-        // Replaced whole: a status no node has any more must not linger.
-        let _: () = redis::pipe()
-            .atomic()
-            .del(&key)
-            .hset_multiple(&key, &fields)
-            .query_async(&mut self.store.redis().conn())
+        self.store
+            .save_progress(graph, &fields)
             .await
-            .map_err(retry)?;
-        Ok(())
+            .map_err(retry)
     }
 
     async fn metrics(&self, graph: &str) -> Result<(), JobError> {
-        let k = self.store.keys();
-        let key = k.graph_metrics(graph);
-        let mut conn = self.store.redis().conn();
-        let (meta, nodes, edges, log, before): (
-            BTreeMap<String, String>,
-            u64,
-            u64,
-            u64,
-            BTreeMap<String, String>,
-        ) = redis::pipe()
-            .hgetall(k.graph_meta(graph))
-            .hlen(k.graph_nodes(graph))
-            .hlen(k.graph_edges(graph))
-            .xlen(k.graph_log(graph))
-            .hgetall(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(retry)?;
-        let version: u64 = meta
-            .get("version")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let activity = self.store.activity(graph).await.map_err(retry)?;
+        let version = activity.version;
         let now = now_ms();
         let mut fields = vec![
             ("version", version.to_string()),
-            ("nodes", nodes.to_string()),
-            ("edges", edges.to_string()),
-            ("logEntries", log.to_string()),
+            ("nodes", activity.nodes.to_string()),
+            ("edges", activity.edges.to_string()),
+            ("logEntries", activity.log_entries.to_string()),
             ("updatedAt", now.to_string()),
         ];
-        let previous = |f: &str| before.get(f).and_then(|v| v.parse::<u64>().ok());
+        let previous = |f: &str| activity.previous.get(f).and_then(|v| v.parse::<u64>().ok());
         if let (Some(v0), Some(t0)) = (previous("version"), previous("updatedAt"))
             && now > t0
             && version >= v0
@@ -256,8 +224,7 @@ impl JobsHandler {
             let per_minute = (version - v0) as f64 * 60_000.0 / (now - t0) as f64;
             fields.push(("versionsPerMinute", format!("{per_minute:.2}")));
         }
-        let _: () = conn.hset_multiple(&key, &fields).await.map_err(retry)?;
-        Ok(())
+        self.store.save_metrics(graph, &fields).await.map_err(retry)
     }
 }
 
