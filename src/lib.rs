@@ -14,6 +14,7 @@
 //! - [`resp`]: raw RESP connections for the multi-megabyte state read.
 //! - [`scripts`]: the Lua scripts of `lua/`, compiled in and invoked by SHA.
 //! - [`gateway`]: HTTP API, WebSocket protocol and the broadcaster.
+//! - [`protocol`]: the WebSocket messages and close codes as types.
 //! - [`graph`]: commands, their validation, and the graph store (Lua) with
 //!   state, change log, conflicts, undo/redo and verify.
 //! - [`metrics`]: Prometheus metrics of gateway and worker.
@@ -34,6 +35,7 @@ pub mod graph;
 pub mod keys;
 pub mod metrics;
 pub mod os;
+pub mod protocol;
 pub mod queue;
 pub mod redis_server;
 pub mod resp;

@@ -152,7 +152,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then waits for open
-/// HTTP exchanges to finish (upgraded WebSockets close on their own).
+/// HTTP exchanges to finish (upgraded WebSockets close on their own) and,
+/// for a bounded time, for the broadcaster's tasks.
 ///
 /// Connections are served with hyper directly rather than `axum::serve`,
 /// which sets no timer and so no header-read timeout: a client trickling its
@@ -161,6 +162,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     use hyper_util::rt::{TokioIo, TokioTimer};
     let shutdown = state.shutdown.clone();
     let header_timeout = Duration::from_millis(state.settings.header_read_timeout_ms);
+    let broadcaster = state.broadcaster.clone();
     let router = app(state);
     let connections = tokio_util::task::TaskTracker::new();
     loop {
@@ -207,8 +209,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     }
     connections.close();
     connections.wait().await;
+    broadcaster.drain(BROADCASTER_DRAIN).await;
     Ok(())
 }
+
+/// How long a stopping gateway waits for its feeds to see their sockets
+/// leave (and announce their users gone).
+const BROADCASTER_DRAIN: Duration = Duration::from_secs(5);
 
 /// An error answered to an HTTP client: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug)]

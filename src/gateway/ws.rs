@@ -18,19 +18,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
 use crate::graph::command;
 use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
+use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
 
 use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
 use super::http::identity;
 use super::{AppError, AppState, accept, check_graph, invalid_command};
-
-/// Close code for a socket that stayed silent past the idle timeout.
-pub const CLOSE_IDLE: u16 = 4002;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade)).route(
@@ -143,14 +141,14 @@ async fn connection(
         };
         let frame = match next {
             Err(_) => {
-                conn.close(CLOSE_IDLE);
+                conn.close(CloseCode::Idle);
                 break;
             }
             Ok(None) => break,
             Ok(Some(Err(err))) => {
                 // Oversized frames end here: tungstenite refuses them.
                 tracing::debug!(%err, "websocket read failed");
-                conn.close(1009);
+                conn.close(CloseCode::TooLarge);
                 break;
             }
             Ok(Some(Ok(m))) => m,
@@ -194,7 +192,7 @@ async fn send_loop(
                 None => break,
             },
             _ = heartbeat.tick() => {
-                let hb = json!({"type": "HEARTBEAT", "serverTime": server_time()}).to_string();
+                let hb = ServerMessage::Heartbeat { server_time: server_time() }.to_json();
                 if sink.send(Message::Text(Utf8Bytes::from(hb))).await.is_err() {
                     conn.end();
                     return;
@@ -202,22 +200,15 @@ async fn send_loop(
             }
         }
     }
-    let code = match conn.close_code.load(Ordering::SeqCst) {
-        0 if state.shutdown.is_cancelled() => 1001,
-        0 => 1000,
-        c => c,
-    };
-    let reason = match code {
-        4008 => "too slow: send queue full; resubscribe",
-        CLOSE_IDLE => "silent for too long",
-        1001 => "server shutting down",
-        1009 => "frame too large",
-        _ => "",
+    let code = match conn.close_code() {
+        Some(c) => c,
+        None if state.shutdown.is_cancelled() => CloseCode::GoingAway,
+        None => CloseCode::Normal,
     };
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
+            code: code as u16,
+            reason: Utf8Bytes::from_static(code.description()),
         })))
         .await;
     let _ = sink.close().await;
@@ -225,165 +216,168 @@ async fn send_loop(
 
 impl Session {
     fn error(&self, code: &str, message: &str, operation_id: Option<&str>) {
-        let mut e = json!({"type": "ERROR", "code": code, "message": message});
-        if let Some(op) = operation_id {
-            e["operationId"] = json!(op);
-        }
-        self.conn.send_json(&e);
+        self.conn.send_message(&ServerMessage::Error {
+            code,
+            message,
+            field: None,
+            retry_after_ms: None,
+            operation_id,
+        });
     }
 
+    /// The ERROR for a refused command: what an HTTP client gets as
+    /// `{"error": ...}` (see [`AppError::body`]), plus the operation id.
     fn app_error(&self, err: &AppError, operation_id: Option<&str>) {
-        let mut e = err.body();
-        e["type"] = json!("ERROR");
-        if let Some(op) = operation_id {
-            e["operationId"] = json!(op);
-        }
-        self.conn.send_json(&e);
+        let message = err.message();
+        self.conn.send_message(&ServerMessage::Error {
+            code: err.code(),
+            message: &message,
+            field: match err {
+                AppError::Rejected(r) => Some(&r.field),
+                _ => None,
+            },
+            retry_after_ms: match err {
+                AppError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+                _ => None,
+            },
+            operation_id,
+        });
     }
 
     async fn on_text(&mut self, text: &str) {
-        let msg: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => return self.error("INVALID_JSON", &format!("not valid JSON: {e}"), None),
+        let msg = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(refusal) => return self.error(refusal.code, &refusal.message, None),
         };
-        let Some(kind) = msg.get("type").and_then(Value::as_str) else {
-            return self.error("INVALID_MESSAGE", "every message has a string `type`", None);
-        };
-        let graph = msg
-            .get("graphId")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let need_graph = |s: &Self| {
-            if graph.is_none() {
-                s.error(
-                    "INVALID_MESSAGE",
-                    &format!("{kind} needs a string `graphId`"),
-                    None,
-                );
+        match msg {
+            ClientMessage::Subscribe {
+                graph_id,
+                client_version,
+                epoch,
+            } => {
+                let at = ClientPosition {
+                    version: client_version,
+                    epoch,
+                };
+                self.subscribe(&graph_id, at).await;
             }
-            graph.clone()
-        };
-        match kind {
-            "SUBSCRIBE" | "REQUEST_SYNC" => {
-                let Some(g) = need_graph(self) else { return };
-                let version = match msg.get("clientVersion") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => match v.as_u64() {
-                        Some(n) => Some(n),
-                        None => {
-                            return self.error(
-                                "INVALID_MESSAGE",
-                                "clientVersion is a non-negative integer",
-                                None,
-                            );
-                        }
-                    },
+            ClientMessage::RequestSync {
+                graph_id,
+                client_version,
+                epoch,
+            } => {
+                let at = ClientPosition {
+                    version: client_version,
+                    epoch,
                 };
-                let epoch = match msg.get("epoch") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(e)) => Some(e.clone()),
-                    Some(_) => return self.error("INVALID_MESSAGE", "epoch is a string", None),
-                };
-                let at = ClientPosition { version, epoch };
-                if kind == "SUBSCRIBE" || !self.graphs.contains_key(&g) {
-                    self.subscribe(&g, at).await;
+                if !self.graphs.contains_key(&graph_id) {
+                    self.subscribe(&graph_id, at).await;
                 } else {
                     self.state
                         .broadcaster
-                        .request_sync(self.conn.clone(), &g, at);
+                        .request_sync(self.conn.clone(), &graph_id, at);
                 }
             }
-            "UNSUBSCRIBE" => {
-                let Some(g) = need_graph(self) else { return };
-                if self.graphs.remove(&g).is_some() {
-                    self.state.broadcaster.unsubscribe(&self.conn, &g).await;
+            ClientMessage::Unsubscribe { graph_id } => {
+                if self.graphs.remove(&graph_id).is_some() {
+                    self.state
+                        .broadcaster
+                        .unsubscribe(&self.conn, &graph_id)
+                        .await;
                 }
             }
-            "COMMAND" => {
-                let Some(g) = need_graph(self) else { return };
-                let Some(raw) = msg.get("command") else {
-                    return self.error("INVALID_MESSAGE", "COMMAND needs a `command` object", None);
-                };
-                let op = raw.get("operationId").and_then(Value::as_str);
-                let cmd = match command::from_value(raw) {
-                    // The frame limit is twice the command limit: without
-                    // this a frame could carry a command HTTP refuses.
-                    Ok(c) if c.canonical.len() > command::MAX_COMMAND_BYTES => {
-                        let r = command::Rejection {
-                            code: "TOO_LARGE",
-                            field: String::new(),
-                            message: format!(
-                                "command is {} bytes; the limit is {}",
-                                c.canonical.len(),
-                                command::MAX_COMMAND_BYTES
-                            ),
-                        };
-                        return self.app_error(&invalid_command(r), op);
-                    }
-                    Ok(c) => c,
-                    Err(r) => return self.app_error(&invalid_command(r), op),
-                };
-                match accept(&self.state, &self.id, &g, &cmd).await {
-                    Ok(true) => self.conn.send_json(
-                        &json!({"type": "ACCEPTED", "graphId": g, "operationId": cmd.operation_id}),
-                    ),
-                    Ok(false) => self.accepted_again(&g, &cmd.operation_id).await,
-                    Err(e) => self.app_error(&e, Some(&cmd.operation_id)),
-                }
+            ClientMessage::Command { graph_id, command } => {
+                self.on_command(&graph_id, &command).await;
             }
-            "PRESENCE" => {
-                let Some(g) = need_graph(self) else { return };
-                if !self.graphs.contains_key(&g) {
-                    return self.error(
-                        "NOT_SUBSCRIBED",
-                        "subscribe to the graph before sending presence",
-                        None,
-                    );
-                }
-                let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
-                let now = Instant::now();
-                let last = self.presence_at.get(&g);
-                if last.is_some_and(|(t, _, _)| now.duration_since(*t) < interval) {
-                    return;
-                }
-                let (last_cursor, last_selection) = last
-                    .map_or((Value::Null, Value::Null), |(_, c, s)| {
-                        (c.clone(), s.clone())
-                    });
-                let cursor = msg.get("cursor").cloned().unwrap_or(last_cursor);
-                let selection = msg.get("selection").cloned().unwrap_or(last_selection);
-                let cursor_ok = cursor.is_null()
-                    || (cursor["x"].as_f64().is_some_and(f64::is_finite)
-                        && cursor["y"].as_f64().is_some_and(f64::is_finite));
-                let selection_ok = selection.is_null()
-                    || selection.as_array().is_some_and(|a| {
-                        a.len() <= 1000
-                            && a.iter()
-                                .all(|s| s.as_str().is_some_and(command::is_entity_id))
-                    });
-                if !cursor_ok || !selection_ok {
-                    return self.error(
-                        "INVALID_MESSAGE",
-                        "cursor is {x, y}; selection is a list of ids",
-                        None,
-                    );
-                }
-                self.presence_at
-                    .insert(g.clone(), (now, cursor.clone(), selection.clone()));
-                self.state
-                    .broadcaster
-                    .publish_presence(&g, &self.id.user, &cursor, &selection)
-                    .await;
-            }
-            "HEARTBEAT" => self
-                .conn
-                .send_json(&json!({"type": "HEARTBEAT", "serverTime": server_time()})),
-            other => self.error(
-                "UNKNOWN_TYPE",
-                &format!("unknown message type `{other}`"),
-                None,
-            ),
+            ClientMessage::Presence {
+                graph_id,
+                cursor,
+                selection,
+            } => self.on_presence(&graph_id, cursor, selection).await,
+            ClientMessage::Heartbeat => self.conn.send_message(&ServerMessage::Heartbeat {
+                server_time: server_time(),
+            }),
+            // `parse` answers unknown types itself.
+            ClientMessage::Unknown => {}
         }
+    }
+
+    async fn on_command(&mut self, g: &str, raw: &Value) {
+        let op = raw.get("operationId").and_then(Value::as_str);
+        let cmd = match command::from_value(raw) {
+            // The frame limit is twice the command limit: without
+            // this a frame could carry a command HTTP refuses.
+            Ok(c) if c.canonical.len() > command::MAX_COMMAND_BYTES => {
+                let r = command::Rejection {
+                    code: "TOO_LARGE",
+                    field: String::new(),
+                    message: format!(
+                        "command is {} bytes; the limit is {}",
+                        c.canonical.len(),
+                        command::MAX_COMMAND_BYTES
+                    ),
+                };
+                return self.app_error(&invalid_command(r), op);
+            }
+            Ok(c) => c,
+            Err(r) => return self.app_error(&invalid_command(r), op),
+        };
+        match accept(&self.state, &self.id, g, &cmd).await {
+            Ok(true) => self.conn.send_message(&ServerMessage::Accepted {
+                graph_id: g,
+                operation_id: &cmd.operation_id,
+                duplicate: false,
+                status: None,
+                version: None,
+            }),
+            Ok(false) => self.accepted_again(g, &cmd.operation_id).await,
+            Err(e) => self.app_error(&e, Some(&cmd.operation_id)),
+        }
+    }
+
+    /// `cursor` and `selection` are None when the message left them out:
+    /// the socket's last value for them stands.
+    async fn on_presence(&mut self, g: &str, cursor: Option<Value>, selection: Option<Value>) {
+        if !self.graphs.contains_key(g) {
+            return self.error(
+                "NOT_SUBSCRIBED",
+                "subscribe to the graph before sending presence",
+                None,
+            );
+        }
+        let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
+        let now = Instant::now();
+        let last = self.presence_at.get(g);
+        if last.is_some_and(|(t, _, _)| now.duration_since(*t) < interval) {
+            return;
+        }
+        let (last_cursor, last_selection) = last.map_or((Value::Null, Value::Null), |(_, c, s)| {
+            (c.clone(), s.clone())
+        });
+        let cursor = cursor.unwrap_or(last_cursor);
+        let selection = selection.unwrap_or(last_selection);
+        let cursor_ok = cursor.is_null()
+            || (cursor["x"].as_f64().is_some_and(f64::is_finite)
+                && cursor["y"].as_f64().is_some_and(f64::is_finite));
+        let selection_ok = selection.is_null()
+            || selection.as_array().is_some_and(|a| {
+                a.len() <= 1000
+                    && a.iter()
+                        .all(|s| s.as_str().is_some_and(command::is_entity_id))
+            });
+        if !cursor_ok || !selection_ok {
+            return self.error(
+                "INVALID_MESSAGE",
+                "cursor is {x, y}; selection is a list of ids",
+                None,
+            );
+        }
+        self.presence_at
+            .insert(g.to_string(), (now, cursor.clone(), selection.clone()));
+        self.state
+            .broadcaster
+            .publish_presence(g, &self.id.user, &cursor, &selection)
+            .await;
     }
 
     /// A resent operation id. Its outcome may have been announced while the
@@ -392,8 +386,6 @@ impl Session {
     /// ACCEPTED with `"duplicate": true` plus `"status": "completed"` and
     /// the version it made, or ACCEPTED then the REVERT again.
     async fn accepted_again(&mut self, graph: &str, operation_id: &str) {
-        let mut accepted = json!({"type": "ACCEPTED", "graphId": graph,
-            "operationId": operation_id, "duplicate": true});
         let settled = match self.state.store.operation(operation_id).await {
             Ok(Some(op)) if op.graph_id == graph => Some(op),
             Ok(_) => None,
@@ -402,21 +394,21 @@ impl Session {
                 None
             }
         };
-        let mut revert = None;
-        match settled {
-            Some(op) if op.status == "completed" => {
-                accepted["status"] = json!("completed");
-                accepted["version"] = json!(op.version);
-            }
-            Some(op) if op.status == "failed" => {
-                revert = Some(json!({"type": "REVERT", "graphId": graph,
-                    "operationId": operation_id, "error": op.error}));
-            }
-            _ => {}
-        }
-        self.conn.send_json(&accepted);
-        if let Some(revert) = revert {
-            self.conn.send_json(&revert);
+        let completed = settled.as_ref().filter(|op| op.status == "completed");
+        self.conn.send_message(&ServerMessage::Accepted {
+            graph_id: graph,
+            operation_id,
+            duplicate: true,
+            status: completed.map(|_| "completed"),
+            version: completed.and_then(|op| op.version),
+        });
+        if let Some(op) = settled.as_ref().filter(|op| op.status == "failed") {
+            self.conn.send_message(&ServerMessage::Revert {
+                graph_id: graph,
+                operation_id,
+                error: RevertError::Stored(op.error.as_ref()),
+                current: None,
+            });
         }
     }
 

@@ -1,0 +1,92 @@
+//! The broadcaster's handle on one WebSocket connection ([`Conn`]): its
+//! bounded send queue of shared [`Frame`]s, and how it is told to close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{CloseCode, ServerMessage};
+
+/// A text frame. Shared by every subscriber it goes to: cloning it bumps a
+/// reference count instead of copying the text.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
+/// A frame queued for one socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Frame),
+}
+
+/// The broadcaster's handle on one WebSocket connection.
+pub struct Conn {
+    pub id: u64,
+    pub user: String,
+    /// Bounded: a client that cannot keep up is closed rather than buffered.
+    tx: mpsc::Sender<Outgoing>,
+    /// Fired to close the socket; `close_code` says with which code.
+    pub kick: CancellationToken,
+    /// A [`CloseCode`] as a number, 0 while none was chosen: the first
+    /// reason to close wins.
+    close_code: AtomicU16,
+    /// Set with `kick` by [`Conn::end`]: checked per queued frame, where
+    /// the token's own check would take its lock (10,000 times per change
+    /// during a large fanout).
+    ended: AtomicBool,
+}
+
+impl Conn {
+    /// `shutdown` is the server's: when it fires, the connection is kicked too.
+    pub fn new(
+        id: u64,
+        user: String,
+        queue: usize,
+        shutdown: &CancellationToken,
+    ) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let conn = Conn {
+            id,
+            user,
+            tx,
+            kick: shutdown.child_token(),
+            close_code: AtomicU16::new(0),
+            ended: AtomicBool::new(false),
+        };
+        (Arc::new(conn), rx)
+    }
+
+    /// Queues a frame; a full queue closes the connection as too slow.
+    pub fn send(&self, frame: Frame) {
+        if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.tx.try_send(Outgoing::Text(frame)).is_err() {
+            self.close(CloseCode::TooSlow);
+        }
+    }
+
+    /// Serializes a message for this socket alone. Frames for many sockets
+    /// are serialized once and queued with [`Conn::send`].
+    pub fn send_message(&self, message: &ServerMessage) {
+        self.send(Frame::from(message.to_json()));
+    }
+
+    pub fn close(&self, code: CloseCode) {
+        let _ =
+            self.close_code
+                .compare_exchange(0, code as u16, Ordering::SeqCst, Ordering::SeqCst);
+        self.end();
+    }
+
+    /// Why the socket was closed, if a reason was given.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        CloseCode::from_u16(self.close_code.load(Ordering::SeqCst))
+    }
+
+    /// Ends the connection: nothing more is queued, and its socket closes.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+        self.kick.cancel();
+    }
+}

@@ -1,0 +1,118 @@
+//! Per-user channels: a user's channel is subscribed while the user has a
+//! socket or a waiter on this gateway, and the REVERT and CONFLICT frames
+//! its notes carry go to every socket of that user here, subscribed to the
+//! graph or not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::protocol::{RevertError, ServerMessage};
+
+use super::note::Note;
+use super::{Broadcaster, Conn, Frame};
+
+/// Who holds a user's channel on this gateway.
+pub(super) struct UserRef {
+    pub conns: HashMap<u64, Arc<Conn>>,
+    pub waiters: usize,
+}
+
+impl Broadcaster {
+    /// REVERT and CONFLICT frames to every socket of the sender on this gateway.
+    pub(super) fn to_user(&self, note: &Note) {
+        let Some(user) = note.user_id.as_deref() else {
+            return;
+        };
+        let conns: Vec<Arc<Conn>> = match self.inner.users.lock().expect("users lock").get(user) {
+            Some(u) => u.conns.values().cloned().collect(),
+            None => return,
+        };
+        if conns.is_empty() {
+            return;
+        }
+        let Some(outcome) = note.outcome() else {
+            return;
+        };
+        let graph_id = note.graph_id.as_str();
+        let operation_id = note.operation_id.as_deref().unwrap_or_default();
+        let mut frames = Vec::new();
+        if outcome.status.as_deref() == Some("reverted") {
+            frames.push(ServerMessage::Revert {
+                graph_id,
+                operation_id,
+                error: RevertError::Outcome {
+                    code: outcome.code,
+                    message: outcome.message,
+                },
+                current: Some(outcome.current),
+            });
+        }
+        for c in &outcome.conflicts {
+            frames.push(ServerMessage::Conflict {
+                graph_id,
+                operation_id,
+                field: c.field,
+                client_value: c.client_value,
+                server_value: c.server_value,
+                strategy: c.strategy,
+            });
+        }
+        for f in frames {
+            let f = Frame::from(f.to_json());
+            for c in &conns {
+                c.send(f.clone());
+            }
+        }
+    }
+
+    /// Takes a reference on a user's channel for a socket (or, with None, a
+    /// waiter); the first one subscribes it.
+    pub(super) async fn hold_user(&self, user: &str, conn: Option<Arc<Conn>>) {
+        let first = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            let u = users.entry(user.to_string()).or_insert_with(|| UserRef {
+                conns: HashMap::new(),
+                waiters: 0,
+            });
+            let first = u.conns.is_empty() && u.waiters == 0;
+            match conn {
+                Some(c) => {
+                    u.conns.insert(c.id, c);
+                }
+                None => u.waiters += 1,
+            }
+            first
+        };
+        if first {
+            self.subscribe_channel(self.inner.keys.user_channel(user), false)
+                .await;
+        }
+    }
+
+    /// Drops what [`Self::hold_user`] took; the last one unsubscribes.
+    pub(super) async fn release_user(&self, user: &str, conn_id: Option<u64>) {
+        let last = {
+            let mut users = self.inner.users.lock().expect("users lock");
+            match users.get_mut(user) {
+                Some(u) => {
+                    match conn_id {
+                        Some(id) => {
+                            u.conns.remove(&id);
+                        }
+                        None => u.waiters = u.waiters.saturating_sub(1),
+                    }
+                    let last = u.conns.is_empty() && u.waiters == 0;
+                    if last {
+                        users.remove(user);
+                    }
+                    last
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.unsubscribe_channel(self.inner.keys.user_channel(user), false)
+                .await;
+        }
+    }
+}
