@@ -392,7 +392,8 @@ pub async fn run_workers(
     let tasks = TaskTracker::new();
     for name in &names {
         let q = queue(config, &redis, name)?;
-        let worker = Worker::new(q, processor.clone());
+        let worker =
+            Worker::new(q, processor.clone()).observer(crate::metrics::JobMetrics::new(name));
         tracing::info!(queue = %name, worker = worker.id(), "worker started");
         let shutdown = shutdown.clone();
         let name = name.clone();

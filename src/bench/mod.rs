@@ -173,6 +173,7 @@ async fn run_queue_bench(
             Default::default(),
         )),
     )
+    .observer(crate::metrics::JobMetrics::new(queue.name()))
     .without_scheduler();
     let counters = worker.counters();
     let shutdown = CancellationToken::new();

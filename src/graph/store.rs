@@ -358,7 +358,7 @@ impl GraphStore {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let epoch = meta.get("epoch").cloned().unwrap_or_default();
-        let oldest = crate::queue::parse_entries(&first)
+        let oldest = crate::db::streams::parse_entries(&first)
             .first()
             .and_then(|(id, _)| entry_version(id));
         let too_old = since < current
@@ -369,7 +369,7 @@ impl GraphStore {
         let changes = if too_old {
             Vec::new()
         } else {
-            crate::queue::parse_entries(&entries)
+            crate::db::streams::parse_entries(&entries)
                 .into_iter()
                 .map(|(id, fields)| change_entry(&id, fields))
                 .collect::<Result<_, _>>()?
@@ -536,7 +536,7 @@ impl GraphStore {
             .arg("+")
             .query_async(&mut conn)
             .await?;
-        let entries = crate::queue::parse_entries(&log);
+        let entries = crate::db::streams::parse_entries(&log);
         let oldest = entries.first().and_then(|(id, _)| entry_version(id));
         let snapshot: Option<Snapshot> = snapshot
             .as_deref()

@@ -185,7 +185,8 @@ impl Stack {
         let worker = Worker::new(
             commands.clone(),
             graphq::workers::GraphqProcessor::new(store.clone()),
-        );
+        )
+        .observer(graphq::metrics::JobMetrics::new("commands"));
         tokio::spawn(worker.run(shutdown.clone()));
         let auth = graphq::auth::Auth::new(SECRET).unwrap();
         let settings = BroadcastSettings {
