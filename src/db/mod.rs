@@ -64,9 +64,10 @@ pub struct Redis {
 
 /// `WAIT replicas timeout_ms` after writes that are acknowledged to someone
 /// (an enqueue answered ACCEPTED, an applied command): in a cluster, a
-/// master's loss then loses nothing that had reached its replica. Best
-/// effort: when no replica answers within the timeout (a shard running on
-/// one node, e.g. after a failover) the write stands, with one copy.
+/// master's loss then loses nothing that had reached its replica. A shard
+/// with no replica left (lost, or its master just promoted) cannot do better:
+/// the write stands with one copy. A lagging replica gets a longer wait, and
+/// a write still unconfirmed after it fails (`cluster` has the details).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wait {
     pub replicas: u32,
