@@ -5,8 +5,6 @@
 //! queue-wide keys `{q:QUEUE}`, per-key rate limiters `{rl:QUEUE:KEY}` and graph
 //! keys `{g:GRAPH_ID}`. docs/operations.md lists them with redis-cli commands.
 
-use crate::queue::Priority;
-
 /// Builds key names under one configurable prefix.
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -36,9 +34,10 @@ impl Keys {
         format!("{}:{{q:{queue}:{partition}}}:{suffix}", self.prefix)
     }
 
-    /// Stream holding the jobs of one priority level of a partition.
-    pub fn stream(&self, queue: &str, partition: u16, priority: Priority) -> String {
-        self.part(queue, partition, &format!("stream:{}", priority.as_str()))
+    /// Stream holding the jobs of one priority lane (`high`, `normal`, `low`:
+    /// the queue's `Priority::lane`) of a partition.
+    pub fn stream(&self, queue: &str, partition: u16, lane: &str) -> String {
+        self.part(queue, partition, &format!("stream:{lane}"))
     }
 
     /// Lease naming the worker that owns an ordered partition.
@@ -212,7 +211,7 @@ mod tests {
     fn partition_keys_share_one_tag() {
         let k = Keys::new("graphq");
         let keys = [
-            k.stream("commands", 3, Priority::Normal),
+            k.stream("commands", 3, "normal"),
             k.lease("commands", 3),
             k.delayed("commands", 3),
             k.delayed_jobs("commands", 3),

@@ -16,7 +16,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::queue::{JobEventKind, Queue, QueueStats};
+use crate::queue::{JobEventKind, JobObserver, Queue, QueueStats};
 
 /// Seconds; from 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -184,7 +184,8 @@ fn set_queue_gauges(stats: &QueueStats) {
     set("graphq_queue_paused", if stats.paused { 1.0 } else { 0.0 });
 }
 
-/// Job counters of one queue in this process, resolved once.
+/// Job counters of one queue in this process, resolved once: the observer a
+/// worker is given (`Worker::observer`) so that its jobs show on `/metrics`.
 pub struct JobMetrics {
     processed: Counter,
     failed: Counter,
@@ -195,7 +196,10 @@ pub struct JobMetrics {
 }
 
 impl JobMetrics {
+    /// Installs the recorder first (see [`install`]): counters resolved
+    /// before it would count nowhere.
     pub fn new(queue: &str) -> JobMetrics {
+        install();
         let c = |name: &'static str| counter!(name, "queue" => queue.to_string());
         JobMetrics {
             processed: c("graphq_jobs_processed_total"),
@@ -206,8 +210,10 @@ impl JobMetrics {
             stalled: c("graphq_jobs_stalled_total"),
         }
     }
+}
 
-    pub fn record(&self, kind: &JobEventKind) {
+impl JobObserver for JobMetrics {
+    fn on_event(&self, kind: &JobEventKind) {
         match kind {
             JobEventKind::Completed => self.processed.increment(1),
             JobEventKind::Retrying { .. } => self.retried.increment(1),

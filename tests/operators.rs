@@ -99,7 +99,7 @@ async fn seen_by_redis(env: &TestEnv, q: &Queue) -> (bool, BTreeMap<u16, Seen>) 
             owner: conn.get(k.lease(q.name(), p)).await.unwrap(),
         };
         for prio in Priority::ALL {
-            let stream = k.stream(q.name(), p, prio);
+            let stream = k.stream(q.name(), p, prio.lane());
             seen.length += conn.xlen::<_, u64>(&stream).await.unwrap();
             // XPENDING's summary: [count, min id, max id, consumers]; no group yet: nothing pending.
             let summary: redis::RedisResult<(u64, redis::Value, redis::Value, redis::Value)> =

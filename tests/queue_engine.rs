@@ -71,7 +71,10 @@ async fn total_len(env: &TestEnv, q: &Queue) -> u64 {
     let mut n = 0;
     for p in q.partitions() {
         for prio in Priority::ALL {
-            let len: u64 = conn.xlen(env.keys.stream(q.name(), p, prio)).await.unwrap();
+            let len: u64 = conn
+                .xlen(env.keys.stream(q.name(), p, prio.lane()))
+                .await
+                .unwrap();
             n += len;
         }
     }
@@ -527,7 +530,7 @@ async fn a_job_left_by_a_dead_consumer_is_taken_over_after_the_stall_timeout() {
         ..priority()
     };
     let q = env.queue("sync", opts);
-    let stream = env.keys.stream("sync", 0, Priority::Normal);
+    let stream = env.keys.stream("sync", 0, Priority::Normal.lane());
     let mut conn = env.conn();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -591,7 +594,7 @@ async fn a_job_left_by_a_dead_consumer_is_taken_over_after_the_stall_timeout() {
 async fn a_malformed_entry_is_dead_lettered_and_the_queue_goes_on() {
     let env = TestEnv::start().await;
     let q = env.queue("commands", ordered(1));
-    let stream = env.keys.stream("commands", 0, Priority::Normal);
+    let stream = env.keys.stream("commands", 0, Priority::Normal.lane());
     let mut conn = env.conn();
     let _: String = conn
         .xadd(&stream, "*", &[("garbage", "yes")])
@@ -763,7 +766,7 @@ async fn stats_agree_with_what_redis_says() {
     let before = q.stats().await.unwrap();
     assert_eq!(before.total(|p| p.lag), 50);
     assert_eq!(before.total(|p| p.pending), 0);
-    let stream = env.keys.stream("sync", 0, Priority::Normal);
+    let stream = env.keys.stream("sync", 0, Priority::Normal.lane());
     let mut conn = env.conn();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")

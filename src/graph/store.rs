@@ -337,7 +337,7 @@ impl GraphStore {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let epoch = meta.get("epoch").cloned().unwrap_or_default();
-        let oldest = crate::queue::parse_entries(&first)
+        let oldest = crate::db::streams::parse_entries(&first)
             .first()
             .and_then(|(id, _)| entry_version(id));
         let too_old = since < current
@@ -348,7 +348,7 @@ impl GraphStore {
         let changes = if too_old {
             Vec::new()
         } else {
-            crate::queue::parse_entries(&entries)
+            crate::db::streams::parse_entries(&entries)
                 .into_iter()
                 .map(|(id, fields)| change_entry(&id, fields))
                 .collect::<Result<_, _>>()?

@@ -47,7 +47,7 @@ async fn run_partition<P: Processor>(ctx: Arc<Ctx<P>>, p: u16) {
     let q = ctx.queue.name().to_string();
     let streams: Vec<String> = Priority::ALL
         .iter()
-        .map(|prio| ctx.queue.keys().stream(&q, p, *prio))
+        .map(|prio| ctx.queue.keys().stream(&q, p, prio.lane()))
         .collect();
     let slots = Arc::new(Semaphore::new(opts.concurrency));
     let in_flight: InFlight = Arc::default();

@@ -4,9 +4,10 @@
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
+use crate::db::streams::parse_entries;
 use crate::scripts::SCRIPTS;
 
-use super::{Priority, Queue, QueueError, parse_entries};
+use super::{Priority, Queue, QueueError};
 
 /// One dead job with why it died.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -140,9 +141,9 @@ impl DeadLetters {
         let entry: Option<String> = SCRIPTS
             .dlq_retry
             .key(keys.dlq(q, p))
-            .key(keys.stream(q, p, Priority::High))
-            .key(keys.stream(q, p, Priority::Normal))
-            .key(keys.stream(q, p, Priority::Low))
+            .key(keys.stream(q, p, Priority::High.lane()))
+            .key(keys.stream(q, p, Priority::Normal.lane()))
+            .key(keys.stream(q, p, Priority::Low.lane()))
             .key(keys.events(q, p))
             .arg(&dead.id)
             .arg(self.queue.options().events_max_len)

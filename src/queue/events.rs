@@ -1,8 +1,9 @@
 //! Job lifecycle events and counters.
 //!
-//! Every event goes to subscribers in this process (a broadcast channel) and,
-//! depending on [`EventsMode`], to the partition's capped events stream in
-//! Redis, where any process or redis-cli can read it.
+//! Every event goes to subscribers in this process (a broadcast channel), to
+//! the worker's [`JobObserver`] (metrics) and, depending on [`EventsMode`], to
+//! the partition's capped events stream in Redis, where any process or
+//! redis-cli can read it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,19 @@ pub enum JobEventKind {
     RateLimited {
         wait_ms: u64,
     },
+}
+
+/// Watches what happens to a worker's jobs, e.g. to count them for
+/// `/metrics`: the engine reports its events and leaves what they mean to
+/// whoever attached the observer (`Worker::observer`). Called on the worker's
+/// own tasks for every event, so it must be quick and cannot fail.
+pub trait JobObserver: Send + Sync + 'static {
+    fn on_event(&self, kind: &JobEventKind);
+}
+
+/// Observes nothing: a worker's observer until one is attached.
+impl JobObserver for () {
+    fn on_event(&self, _: &JobEventKind) {}
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
+use crate::db::streams::value_string;
+
 /// Priority level of a job; on competing-consumer queues higher levels drain first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,6 +29,11 @@ impl Priority {
             Priority::Normal => "normal",
             Priority::Low => "low",
         }
+    }
+
+    /// The stream lane of this level in a partition's keys.
+    pub fn lane(self) -> &'static str {
+        self.as_str()
     }
 
     pub fn parse(s: &str) -> Option<Priority> {
@@ -199,17 +206,6 @@ fn entry_fields(
         f.push(("rk", k.to_string()));
     }
     f
-}
-
-/// Reads a Redis reply element as UTF-8 text.
-pub(crate) fn value_string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Okay => Some("OK".into()),
-        _ => None,
-    }
 }
 
 /// Why a processor did not finish a job. Business outcomes (a rejected graph

@@ -32,12 +32,13 @@ use std::time::Duration;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::db::streams::parse_entries;
 use crate::db::{Redis, now_ms};
 use crate::keys::Keys;
 use crate::scripts::{SCRIPTS, query_pipeline};
 
 pub use dlq::{DeadLetter, DeadLetters};
-pub use events::{CounterSnapshot, Counters, EventsMode, JobEvent, JobEventKind};
+pub use events::{CounterSnapshot, Counters, EventsMode, JobEvent, JobEventKind, JobObserver};
 pub use job::{AddOutcome, Job, JobError, NewJob, Priority};
 pub use limiter::{RateLimit, take as take_permits};
 pub use retry::RetryPolicy;
@@ -273,7 +274,7 @@ impl Queue {
             let part = self.partition_for(job.key.as_deref(), &id);
             let window = if explicit { opts.dedupe_window_ms } else { 0 };
             let mut inv = SCRIPTS.enqueue.prepare_invoke();
-            inv.key(keys.stream(q, part, job.priority))
+            inv.key(keys.stream(q, part, job.priority.lane()))
                 .key(keys.dedupe(q, part, &id))
                 .key(keys.delayed(q, part))
                 .key(keys.delayed_jobs(q, part))
@@ -383,33 +384,6 @@ impl Queue {
         out.reverse();
         Ok(out)
     }
-}
-
-/// Parses an array of stream entries (`XRANGE` shape) into id and field pairs.
-pub(crate) fn parse_entries(raw: &Value) -> Vec<(String, Vec<(String, String)>)> {
-    let Value::Array(entries) = raw else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|e| {
-            let Value::Array(parts) = e else { return None };
-            let id = job::value_string(parts.first()?)?;
-            let Value::Array(flat) = parts.get(1)? else {
-                return None;
-            };
-            let fields = flat
-                .chunks(2)
-                .filter_map(|kv| {
-                    Some((
-                        job::value_string(kv.first()?)?,
-                        job::value_string(kv.get(1)?)?,
-                    ))
-                })
-                .collect();
-            Some((id, fields))
-        })
-        .collect()
 }
 
 /// 64-bit FNV-1a: stable across processes, versions and platforms, which a

@@ -198,7 +198,7 @@ async fn partition_task<P: Processor>(
     let stream = ctx
         .queue
         .keys()
-        .stream(ctx.queue.name(), p, Priority::Normal);
+        .stream(ctx.queue.name(), p, Priority::Normal.lane());
     let mut conn = match ctx.queue.redis().dedicated().await {
         Ok(c) => c,
         Err(err) => {

@@ -71,9 +71,9 @@ pub(crate) async fn promote_loop<P: Processor>(ctx: Arc<Ctx<P>>, stop: Cancellat
             let mut inv = SCRIPTS.promote.prepare_invoke();
             inv.key(keys.delayed(q, p))
                 .key(keys.delayed_jobs(q, p))
-                .key(keys.stream(q, p, Priority::High))
-                .key(keys.stream(q, p, Priority::Normal))
-                .key(keys.stream(q, p, Priority::Low))
+                .key(keys.stream(q, p, Priority::High.lane()))
+                .key(keys.stream(q, p, Priority::Normal.lane()))
+                .key(keys.stream(q, p, Priority::Low.lane()))
                 .arg(opts.batch_size);
             inv
         })

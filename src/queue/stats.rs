@@ -6,8 +6,8 @@ use redis::Value;
 use serde::Serialize;
 
 use crate::db::now_ms;
+use crate::db::streams::{parse_entries, value_string};
 
-use super::job::value_string;
 use super::{GROUP, Priority, Queue, QueueError, QueueKind};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -57,7 +57,7 @@ pub(crate) async fn read(queue: &Queue) -> Result<QueueStats, QueueError> {
     pipe.zrangebyscore(k.workers(q), now_ms(), "+inf");
     for p in queue.partitions() {
         for prio in Priority::ALL {
-            let s = k.stream(q, p, prio);
+            let s = k.stream(q, p, prio.lane());
             pipe.xlen(&s);
             pipe.cmd("XINFO").arg("GROUPS").arg(&s);
             pipe.cmd("XRANGE")
@@ -94,7 +94,7 @@ pub(crate) async fn read(queue: &Queue) -> Result<QueueStats, QueueError> {
             // ever delivered) or Redis cannot count it after deletions. Acked
             // entries are deleted here, so what is not pending is waiting.
             ps.lag += lag.unwrap_or_else(|| length.saturating_sub(pending));
-            if let Some(first) = super::parse_entries(&next()).first() {
+            if let Some(first) = parse_entries(&next()).first() {
                 let ms = first
                     .0
                     .split('-')

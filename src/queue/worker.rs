@@ -13,12 +13,12 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::db::streams::value_string;
 use crate::scripts::SCRIPTS;
 
-use super::job::value_string;
 use super::{
-    Counters, GROUP, Job, JobError, JobEvent, JobEventKind, Queue, QueueError, QueueKind,
-    competing, ordered, scheduler,
+    Counters, GROUP, Job, JobError, JobEvent, JobEventKind, JobObserver, Queue, QueueError,
+    QueueKind, competing, ordered, scheduler,
 };
 
 /// The work a queue's jobs stand for.
@@ -87,6 +87,8 @@ pub struct Worker<P: Processor> {
     id: String,
     events: broadcast::Sender<JobEvent>,
     counters: Arc<Counters>,
+    /// Told of every job event (metrics); nothing until one is attached.
+    observer: Box<dyn JobObserver>,
     scheduler: bool,
 }
 
@@ -98,8 +100,8 @@ pub(crate) struct Ctx<P> {
     /// Lifecycle events for subscribers in this process.
     pub events: broadcast::Sender<JobEvent>,
     pub counters: Arc<Counters>,
-    /// The same counts, exported to `/metrics`.
-    pub metrics: crate::metrics::JobMetrics,
+    /// Told of every event, e.g. to export the same counts to `/metrics`.
+    pub observer: Box<dyn JobObserver>,
     /// True while the queue is paused (polled from Redis).
     pub paused: watch::Receiver<bool>,
     /// Tells every task of this worker to stop taking work.
@@ -119,8 +121,16 @@ impl<P: Processor> Worker<P> {
             id,
             events: broadcast::channel(4096).0,
             counters: Arc::new(Counters::default()),
+            observer: Box::new(()),
             scheduler: true,
         }
+    }
+
+    /// Tells `observer` of every job event from now on (in place of any
+    /// observer attached before).
+    pub fn observer(mut self, observer: impl JobObserver) -> Self {
+        self.observer = Box::new(observer);
+        self
     }
 
     /// Leaves repeatable jobs to other replicas (delayed jobs are still promoted).
@@ -147,10 +157,8 @@ impl<P: Processor> Worker<P> {
     /// partitions and deregisters.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
         let (paused_tx, paused) = watch::channel(false);
-        crate::metrics::install();
-        let metrics = crate::metrics::JobMetrics::new(self.queue.name());
         let ctx = Arc::new(Ctx {
-            metrics,
+            observer: self.observer,
             queue: self.queue,
             processor: self.processor,
             id: self.id,
@@ -225,7 +233,7 @@ impl<P: Processor> Ctx<P> {
             JobEventKind::Stalled => c.stalled.fetch_add(1, Relaxed),
             JobEventKind::RateLimited { .. } => c.rate_limited.fetch_add(1, Relaxed),
         };
-        self.metrics.record(&kind);
+        self.observer.on_event(&kind);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(JobEvent {
                 queue: self.queue.name_arc(),

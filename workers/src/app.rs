@@ -113,7 +113,8 @@ pub fn start_workers<P: Processor + Clone>(
     };
     let tasks = TaskTracker::new();
     for name in &names {
-        let worker = Worker::new(queue(config, redis, name)?, processor.clone());
+        let worker = Worker::new(queue(config, redis, name)?, processor.clone())
+            .observer(graphq::metrics::JobMetrics::new(name));
         tracing::info!(queue = %name, worker = worker.id(), "worker started");
         let shutdown = shutdown.clone();
         let name = name.clone();

@@ -122,7 +122,7 @@ impl GraphStore {
             .arg("+")
             .query_async(&mut conn)
             .await?;
-        let entries = crate::queue::parse_entries(&log);
+        let entries = crate::db::streams::parse_entries(&log);
         let oldest = entries.first().and_then(|(id, _)| entry_version(id));
         let snapshot: Option<Snapshot> = snapshot
             .as_deref()

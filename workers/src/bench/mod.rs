@@ -180,6 +180,7 @@ async fn run_queue_bench(
             keys.clone(),
         ),
     )
+    .observer(graphq::metrics::JobMetrics::new(queue.name()))
     .without_scheduler();
     let counters = worker.counters();
     let shutdown = CancellationToken::new();
