@@ -1,35 +1,118 @@
 //! Dependencies point one way: Redis primitives (`db`, `keys`, `scripts`,
 //! `resp`) ← queue engine ← graph store ← workers / gateway ← composition
 //! root ← CLI. This reads the sources and fails when a module names a layer
-//! above its own through a `crate::` path (`use crate::queue::…`,
-//! `crate::metrics::install()`, `use crate::{graph, …}`).
+//! above its own through a path (`use crate::queue::…`,
+//! `crate::metrics::install()`, `use crate::{graph, …}`; in the workers
+//! crate also `graphq::gateway::…`).
 
 use std::path::{Path, PathBuf};
 
-/// A layer: the source files it is made of, and the modules it must not name.
+/// A layer: the source files it is made of, and the modules it must not
+/// name, each as a path prefix (`crate::` within a crate, `graphq::` for the
+/// library from the workers crate).
 struct Layer {
     name: &'static str,
     sources: &'static [&'static str],
-    forbidden: &'static [&'static str],
+    forbidden: &'static [(&'static str, &'static str)],
 }
+
+/// The library's modules above the graph store, for the layers below it.
+const ABOVE_GRAPH: [(&str, &str); 5] = [
+    ("crate::", "gateway"),
+    ("crate::", "metrics"),
+    ("crate::", "protocol"),
+    ("crate::", "auth"),
+    ("crate::", "config"),
+];
 
 const LAYERS: &[Layer] = &[
     Layer {
         name: "Redis primitives",
-        sources: &["src/db", "src/keys.rs", "src/scripts.rs", "src/resp.rs"],
+        sources: &[
+            "src/db",
+            "src/keys.rs",
+            "src/scripts.rs",
+            "src/resp.rs",
+            "src/os.rs",
+            "src/redis_server.rs",
+        ],
         forbidden: &[
-            "queue", "graph", "gateway", "metrics", "workers", "cli", "bench",
+            ("crate::", "queue"),
+            ("crate::", "graph"),
+            ABOVE_GRAPH[0],
+            ABOVE_GRAPH[1],
+            ABOVE_GRAPH[2],
+            ABOVE_GRAPH[3],
+            ABOVE_GRAPH[4],
         ],
     },
     Layer {
         name: "queue engine",
         sources: &["src/queue"],
-        forbidden: &["graph", "gateway", "metrics", "workers", "cli", "bench"],
+        forbidden: &[
+            ("crate::", "graph"),
+            ABOVE_GRAPH[0],
+            ABOVE_GRAPH[1],
+            ABOVE_GRAPH[2],
+            ABOVE_GRAPH[3],
+            ABOVE_GRAPH[4],
+        ],
     },
     Layer {
         name: "graph store",
         sources: &["src/graph"],
-        forbidden: &["queue", "gateway", "workers", "cli", "bench"],
+        forbidden: &ABOVE_GRAPH,
+    },
+    Layer {
+        name: "metrics",
+        sources: &["src/metrics.rs"],
+        forbidden: &[
+            ("crate::", "graph"),
+            ("crate::", "gateway"),
+            ("crate::", "protocol"),
+            ("crate::", "auth"),
+            ("crate::", "config"),
+        ],
+    },
+    Layer {
+        name: "wire protocol and tokens",
+        sources: &["src/protocol.rs", "src/auth.rs"],
+        forbidden: &[
+            ("crate::", "gateway"),
+            ("crate::", "metrics"),
+            ("crate::", "config"),
+        ],
+    },
+    Layer {
+        name: "gateway",
+        sources: &["src/gateway"],
+        forbidden: &[("crate::", "config")],
+    },
+    Layer {
+        name: "processors",
+        sources: &[
+            "workers/src/lib.rs",
+            "workers/src/commands.rs",
+            "workers/src/jobs.rs",
+        ],
+        forbidden: &[
+            ("crate::", "app"),
+            ("crate::", "cli"),
+            ("crate::", "bench"),
+            ("graphq::", "gateway"),
+            ("graphq::", "protocol"),
+            ("graphq::", "config"),
+        ],
+    },
+    Layer {
+        name: "composition root",
+        sources: &["workers/src/app.rs"],
+        forbidden: &[("crate::", "cli"), ("crate::", "bench")],
+    },
+    Layer {
+        name: "load generators",
+        sources: &["workers/src/bench"],
+        forbidden: &[("crate::", "cli")],
     },
 ];
 
@@ -48,14 +131,19 @@ fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every module named right after `crate::` in `source`, with its line
-/// number; `crate::{a, b::c}` names `a` and `b`.
-fn crate_paths(source: &str) -> Vec<(usize, String)> {
+/// Every module named right after `prefix` (`crate::`, `graphq::`) in
+/// `source`, with its line number; `crate::{a, b::c}` names `a` and `b`.
+fn crate_paths(source: &str, prefix: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     for (n, line) in source.lines().enumerate() {
         let code = line.split("//").next().unwrap_or("");
-        for (at, _) in code.match_indices("crate::") {
-            let rest = &code[at + "crate::".len()..];
+        for (at, _) in code.match_indices(prefix) {
+            // `graphq::` inside `graphq_workers::` or a longer name is not a path.
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &code[at + prefix.len()..];
             // A group may run over several lines; the first module is on this one,
             // and rustfmt puts each further one at the start of a line.
             let group = rest.strip_prefix('{');
@@ -78,7 +166,7 @@ fn crate_paths(source: &str) -> Vec<(usize, String)> {
     // Modules of a `use crate::{` group continued on the following lines.
     let lines: Vec<&str> = source.lines().collect();
     for (n, line) in lines.iter().enumerate() {
-        if !line.trim_end().ends_with("crate::{") {
+        if !line.trim_end().ends_with(&format!("{prefix}{{")) {
             continue;
         }
         for (m, next) in lines.iter().enumerate().skip(n + 1) {
@@ -112,13 +200,15 @@ fn no_layer_imports_one_above_it() {
         for file in files {
             let text = std::fs::read_to_string(&file)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            for (line, module) in crate_paths(&text) {
-                if layer.forbidden.contains(&module.as_str()) {
-                    back_edges.push(format!(
-                        "{}:{line}: the {} names crate::{module}",
-                        file.strip_prefix(root).unwrap_or(&file).display(),
-                        layer.name,
-                    ));
+            for (prefix, module) in layer.forbidden {
+                for (line, named) in crate_paths(&text, prefix) {
+                    if named == *module {
+                        back_edges.push(format!(
+                            "{}:{line}: the {} names {prefix}{module}",
+                            file.strip_prefix(root).unwrap_or(&file).display(),
+                            layer.name,
+                        ));
+                    }
                 }
             }
         }
@@ -136,7 +226,7 @@ fn the_check_sees_every_form_of_a_crate_path() {
                   let m = crate::metrics::JobMetrics::new(q); // crate::cli in a comment\n\
                   use crate::{db::Redis, graph};\n\
                   use crate::{\n    keys::Keys,\n    gateway::AppState,\n};\n";
-    let found: Vec<(usize, String)> = crate_paths(source);
+    let found: Vec<(usize, String)> = crate_paths(source, "crate::");
     let names: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(
         names,
@@ -144,4 +234,7 @@ fn the_check_sees_every_form_of_a_crate_path() {
         "{found:?}"
     );
     assert_eq!(found[5].0, 6, "line numbers count from 1");
+    let library = "use graphq::gateway::AppState;\nuse graphq_workers::app;\n";
+    let found = crate_paths(library, "graphq::");
+    assert_eq!(found, [(1, "gateway".to_string())], "{found:?}");
 }
