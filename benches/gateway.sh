@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end benchmarks (SPEC §8 `graphq bench e2e` and `graphq bench fanout`)
+# End-to-end benchmarks (`graphq bench e2e` and `graphq bench fanout`; BENCHMARKS.md)
 # on loopback: a private redis-server, one gateway and one worker (release
 # build), all started here and stopped by PID. Prints one JSON line per run.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Queue engine benchmark matrix (SPEC §8 `graphq bench queue`), against a
+# Queue engine benchmark matrix (`graphq bench queue`; BENCHMARKS.md), against a
 # private redis-server on a free loopback port that this script starts and
 # stops. Prints one JSON line per run; BENCHMARKS.md records the medians.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak (issue 7, SPEC §7): steady load for a long time, watching memory.
+# Soak (docs/reliability.md, Soak): steady load for a long time, watching memory.
 #
 #   benches/soak.sh [SECONDS] [RATE] [GRAPHS]      defaults: 600 1000 50
 #

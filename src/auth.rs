@@ -1,4 +1,4 @@
-//! Access tokens (SPEC §6): HS256 JWTs naming a user (`sub`), the graphs it
+//! Access tokens (docs/protocol.md, Auth): HS256 JWTs naming a user (`sub`), the graphs it
 //! may reach (`graphs`: a list, or `"*"`), a `role` (editor or viewer) and an
 //! expiry (`exp`). A token never grants a graph it does not name; viewers
 //! read and subscribe but do not send commands.

@@ -6,7 +6,7 @@
 //! general combinator parser, then checked as UTF-8 one by one, then copied
 //! into the response. Here the reply is read as a stream and each bulk string
 //! is copied once, straight from the socket buffer into the response body.
-//! Measured in BENCHMARKS.md (graph store section).
+//! Measured in BENCHMARKS.md (the `GET state` rows).
 //!
 //! Plain TCP and Unix sockets, as the `redis` crate is built here (no TLS).
 

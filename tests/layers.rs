@@ -238,3 +238,24 @@ fn the_check_sees_every_form_of_a_crate_path() {
     let found = crate_paths(library, "graphq::");
     assert_eq!(found, [(1, "gateway".to_string())], "{found:?}");
 }
+
+/// ARCHITECTURE.md's code map names every source file of both crates, so a
+/// newcomer finds the owner of a concern there.
+#[test]
+fn the_code_map_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("workers/src"), &mut files);
+    let missing: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(root).ok())
+        .map(|f| f.display().to_string())
+        .filter(|f| !map.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map does not name: {missing:?}"
+    );
+}

@@ -14,7 +14,7 @@
  * rebuilt from the two, so a remote change lands *under* local edits (they
  * are rebased on it) and a revert simply drops its command.
  *
- * Protocol: docs/protocol.md (WebSocket §5 of the SPEC).
+ * Protocol: docs/protocol.md.
  *
  * @module graphq-client
  */
@@ -29,14 +29,14 @@
  *   Entities are plain objects; treat them as read-only (the client replaces,
  *   never mutates, an entity that changes).
  * @typedef {{operationId: string, type: string, payload: Object, baseVersion: number,
- *   timestamp: number}} Command  The SPEC §2 command object.
+ *   timestamp: number}} Command  The command object (docs/protocol.md, Commands).
  * @typedef {'idle'|'connecting'|'syncing'|'online'|'offline'|'closed'} Status
  *   `idle` before connect(); `connecting` while the socket opens; `syncing`
  *   until the first SYNC; `online` when commands flow; `offline` while
  *   waiting to retry; `closed` after close().
  */
 
-/** Ids the server accepts for nodes and edges (SPEC §2). */
+/** Ids the server accepts for nodes and edges (docs/protocol.md, Commands). */
 const ENTITY_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /** Error codes after which the same command may succeed later. */
@@ -267,7 +267,7 @@ const defaultClock = {
 
 /**
  * @typedef {Object} ClientOptions
- * @property {string} token  An access token (SPEC §6).
+ * @property {string} token  An access token (docs/protocol.md, Auth).
  * @property {string} graphId  The graph to edit.
  * @property {string} [url]  The WebSocket endpoint; default `/ws` on the page's host.
  * @property {string} [httpUrl]  Base of the HTTP API; default derived from `url`.
@@ -599,7 +599,7 @@ export class GraphqClient {
   /**
    * Queues a command, applies it to the view at once and sends it when
    * online. Returns its operation id.
-   * @param {string} type  A SPEC §2 command type.
+   * @param {string} type  A command type (docs/protocol.md, Commands).
    * @param {Object} payload
    * @returns {string}
    */

@@ -1,4 +1,4 @@
-//! HTTP API (SPEC §4): commands, batches, operation status, state, changes,
+//! HTTP API (docs/protocol.md): commands, batches, operation status, state, changes,
 //! health. Every answer that is not a success is `{"error": {...}}`.
 
 use axum::body::{Body, Bytes};

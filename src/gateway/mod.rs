@@ -1,5 +1,5 @@
-//! The gateway: the HTTP API (SPEC §4), the WebSocket protocol (§5) and the
-//! broadcaster, behind access tokens (§6).
+//! The gateway: the HTTP API, the WebSocket protocol and the
+//! broadcaster, behind access tokens (docs/protocol.md).
 //!
 //! [`app`] builds the router from an [`AppState`], so tests can drive it
 //! without a socket; [`serve`] runs it until shutdown. Commands from HTTP and

@@ -1,6 +1,6 @@
 //! The demo editor and its JavaScript client (`web/`), compiled into the
 //! binary and served at `/`, plus the demo's token endpoint, which only
-//! `graphq dev` turns on (SPEC §6: other modes never mint tokens).
+//! `graphq dev` turns on (other modes never mint tokens; docs/protocol.md, Auth).
 
 use std::time::Duration;
 

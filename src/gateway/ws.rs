@@ -1,4 +1,4 @@
-//! WebSocket protocol (SPEC §5): one socket, many graphs.
+//! WebSocket protocol (docs/protocol.md): one socket, many graphs.
 //!
 //! Each connection runs a send task (drains the bounded queue the
 //! broadcaster fills, sends heartbeats, closes with the right code) and a

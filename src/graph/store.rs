@@ -236,7 +236,7 @@ impl GraphStore {
         })
     }
 
-    /// The full state as the JSON clients receive (SPEC §4), built by
+    /// The full state as the JSON clients receive (docs/protocol.md, Commands: the state shape), built by
     /// splicing the stored entity texts (HVALS: each carries its id): no
     /// parse, no re-encode. This is the
     /// hot path of `GET state` and of `SYNC reset` for large graphs.

@@ -137,7 +137,7 @@ pub enum DlqAction {
 
 #[derive(Debug, Subcommand)]
 pub enum GraphAction {
-    /// The graph's full state (SPEC §4 state shape) on stdout.
+    /// The graph's full state (as `GET …/state` answers) on stdout.
     Dump { graph_id: String },
     /// Recompute the checksum and replay the retained log from a snapshot;
     /// exits with status 1 when anything does not add up.

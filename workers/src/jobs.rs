@@ -1,6 +1,5 @@
-//! The jobs of the `sync` and `analytics` queues besides snapshots
-//! (SPEC §3). What each does is graphq's decision, written down in
-//! docs/queue.md ("Jobs graphq runs"):
+//! The jobs of the `sync` and `analytics` queues besides snapshots,
+//! described in docs/queue.md ("Jobs graphq runs"):
 //!
 //! - `BROADCAST_UPDATE {graphId}`: every subscriber of the graph, on every
 //!   gateway, gets `SYNC reset` with the current state (after an operator

@@ -14,7 +14,7 @@ use crate::scripts::SCRIPTS;
 
 use super::{GraphStore, StoreError};
 
-/// Status of one operation (SPEC §4 `GET /api/v2/operations/{id}`).
+/// Status of one operation (`GET /api/v2/operations/{id}`, docs/protocol.md).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationStatus {

@@ -1,5 +1,5 @@
 //! `graphq bench e2e` and `graphq bench fanout`: WebSocket load against a
-//! running gateway (SPEC §8). Tokens are minted with GRAPHQ_AUTH_SECRET.
+//! running gateway (BENCHMARKS.md). Tokens are minted with GRAPHQ_AUTH_SECRET.
 //!
 //! Every operation id carries its submit time (µs since the run started),
 //! so any client that receives COMMAND_APPLIED knows the latency without a
