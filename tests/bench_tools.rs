@@ -4,13 +4,11 @@
 //! round of a ramp.
 
 mod common;
-#[path = "common/load.rs"]
-mod load;
 
 use std::process::Stdio;
 
 use common::TestEnv;
-use load::Cluster;
+use common::load::Cluster;
 use serde_json::Value;
 
 /// One partition for graph commands: every graph shares it, so an operation

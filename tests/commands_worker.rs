@@ -43,7 +43,7 @@ fn cmd(op: &str, kind: &str, payload: Value) -> graphq::graph::Command {
 
 /// Everything published about `graph`: its channel and its users' channels.
 async fn subscribe(env: &TestEnv, graph: &str) -> impl futures_util::Stream<Item = Value> {
-    let client = redis::Client::open(env.server.url()).unwrap();
+    let client = redis::Client::open(env.server().url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
         .subscribe(env.keys.graph_channel(graph))

@@ -3,11 +3,10 @@
 //! REVERT reaches the sender's socket on the other gateway.
 
 mod common;
-#[path = "common/ws.rs"]
-mod ws;
 
 use std::time::Duration;
 
+use common::ws;
 use common::{Proc, SECRET, TestEnv, eventually};
 use graphq::auth::{Auth, Graphs, Role};
 use serde_json::json;
@@ -54,27 +53,15 @@ async fn edits_and_reverts_cross_gateways() {
         .unwrap()
     };
 
-    let mut alice_on_a = ws::Client::connect(
-        &format!("ws://{a_addr}"),
-        &format!("/ws?token={}", token("alice")),
-    )
-    .await;
+    let mut alice_on_a = ws::Client::with_token(&format!("ws://{a_addr}"), &token("alice")).await;
     alice_on_a
         .send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
         .await;
     assert_eq!(alice_on_a.next_of("SYNC").await["status"], "in_sync");
     // Bob has a socket on A that is not subscribed to anything...
-    let mut bob_on_a = ws::Client::connect(
-        &format!("ws://{a_addr}"),
-        &format!("/ws?token={}", token("bob")),
-    )
-    .await;
+    let mut bob_on_a = ws::Client::with_token(&format!("ws://{a_addr}"), &token("bob")).await;
     // ...and sends his commands through B.
-    let mut bob_on_b = ws::Client::connect(
-        &format!("ws://{b_addr}"),
-        &format!("/ws?token={}", token("bob")),
-    )
-    .await;
+    let mut bob_on_b = ws::Client::with_token(&format!("ws://{b_addr}"), &token("bob")).await;
     for i in 0..30 {
         let c = json!({"operationId": format!("b{i}"), "type": "CREATE_NODE",
             "payload": {"node": {"id": format!("n{i}"), "position": {"x": i, "y": 0}}}});

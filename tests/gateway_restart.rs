@@ -3,11 +3,10 @@
 //! changes in version order (SPEC §7).
 
 mod common;
-#[path = "common/ws.rs"]
-mod ws;
 
 use std::time::Duration;
 
+use common::ws;
 use common::{Stack, TestEnv, eventually};
 use graphq::auth::Role;
 use graphq::gateway::GatewaySettings;
@@ -24,13 +23,11 @@ async fn a_redis_restart_is_survived_without_restarting_anything() {
         aof: true,
         ..Default::default()
     };
-    let mut env = TestEnv::start().await;
-    // Swap the harness server for one with AOF on a port we can reuse.
-    env.server = RedisServer::start_with(opts.clone()).unwrap();
-    env.redis = graphq::db::Redis::connect(&env.server.url()).await.unwrap();
+    // AOF, on a port the restarted server can take again.
+    let mut env = TestEnv::start_with(opts.clone()).await;
     let s = Stack::start(&env, GatewaySettings::default()).await;
     let token = s.token("alice", &["g1"], Role::Editor);
-    let mut a = ws::Client::connect(&s.ws, &format!("/ws?token={token}")).await;
+    let mut a = ws::Client::with_token(&s.ws, &token).await;
     a.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
         .await;
     a.next_of("SYNC").await;
@@ -41,8 +38,8 @@ async fn a_redis_restart_is_survived_without_restarting_anything() {
     a.send(create("c1", "n1")).await;
     assert_eq!(a.next_of("COMMAND_APPLIED").await["version"], 1);
 
-    env.server.stop();
-    env.server = RedisServer::start_with(opts).unwrap();
+    env.server_mut().stop();
+    *env.server_mut() = RedisServer::start_with(opts).unwrap();
     // Everything reconnects by itself; commands flow again and arrive in order.
     let store = s.store.clone();
     eventually(

@@ -2,12 +2,11 @@
 //! and redis-server: what a subscriber sees, what lands in Redis.
 
 mod common;
-#[path = "common/ws.rs"]
-mod ws;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::ws::Client;
 use common::{Stack, TestEnv, eventually, fast};
 use graphq::auth::Role;
 use graphq::gateway::GatewaySettings;
@@ -17,7 +16,6 @@ use graphq_workers::GraphqProcessor;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use ws::Client;
 
 /// The Stack's `commands` queue as another process would open it.
 fn commands(env: &TestEnv) -> Queue {
@@ -78,7 +76,7 @@ impl Drop for SideWorkers {
 
 async fn subscribed(s: &Stack, user: &str) -> Client {
     let token = s.token(user, &["g1"], Role::Editor);
-    let mut c = Client::connect(&s.ws, &format!("/ws?token={token}")).await;
+    let mut c = Client::with_token(&s.ws, &token).await;
     c.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
         .await;
     c.next_of("SYNC").await;

@@ -13,13 +13,12 @@
 //! subscription records every channel published on.
 
 mod common;
-#[path = "common/ws.rs"]
-mod ws;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::ws;
 use common::{SECRET, TestEnv, eventually};
 use futures_util::StreamExt;
 use graphq::auth::{Auth, Graphs, Role};
@@ -260,7 +259,7 @@ fn settings(env: &TestEnv, bind: &str) -> Config {
     ));
     env_vars.push(("GRAPHQ_QUEUES__SYNC__BACKOFF_BASE_MS".into(), "10".into()));
     let flags = Overrides {
-        redis_url: Some(env.server.url()),
+        redis_url: Some(env.server().url()),
         prefix: Some(env.prefix.clone()),
         bind: Some(bind.to_string()),
         metrics_bind: None,
@@ -298,7 +297,7 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
     // Every channel a message is published on, subscribed or not.
     let listener = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        let mut pubsub = redis::Client::open(env.server.url())
+        let mut pubsub = redis::Client::open(env.server().url())
             .unwrap()
             .get_async_pubsub()
             .await
@@ -364,20 +363,12 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
     };
 
     // Two editors on one graph over WebSocket, with presence.
-    let mut alice = ws::Client::connect(
-        &format!("ws://{addr}"),
-        &format!("/ws?token={}", token("alice")),
-    )
-    .await;
+    let mut alice = ws::Client::with_token(&format!("ws://{addr}"), &token("alice")).await;
     alice
         .send(json!({"type": "SUBSCRIBE", "graphId": "main", "clientVersion": 0}))
         .await;
     assert_eq!(alice.next_of("SYNC").await["status"], "in_sync");
-    let mut bob = ws::Client::connect(
-        &format!("ws://{addr}"),
-        &format!("/ws?token={}", token("bob")),
-    )
-    .await;
+    let mut bob = ws::Client::with_token(&format!("ws://{addr}"), &token("bob")).await;
     bob.send(json!({"type": "SUBSCRIBE", "graphId": "main", "clientVersion": 0}))
         .await;
     bob.next_of("SYNC").await;

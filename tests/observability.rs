@@ -4,13 +4,12 @@
 //! demo token endpoint that only `graphq dev` opens.
 
 mod common;
-#[path = "common/ws.rs"]
-mod ws;
 
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::ws;
 use common::{Proc, SECRET, Stack, TestEnv, eventually};
 use graphq::auth::Role;
 use graphq::gateway::GatewaySettings;
@@ -81,7 +80,7 @@ async fn gateway_metrics_parse_and_move_with_work() {
     );
 
     let token = stack.token("alice", &["g1"], Role::Editor);
-    let mut sub = ws::Client::connect(&stack.ws, &format!("/ws?token={token}")).await;
+    let mut sub = ws::Client::with_token(&stack.ws, &token).await;
     sub.send(json!({"type": "SUBSCRIBE", "graphId": "g1", "clientVersion": 0}))
         .await;
     sub.next_of("SYNC").await;

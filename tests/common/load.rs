@@ -10,16 +10,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{Proc, SECRET, TestEnv, eventually};
-use futures_util::{SinkExt, StreamExt};
+use super::ws::Client;
+use super::{Proc, SECRET, TestEnv, eventually};
 use graphq::auth::{Auth, Graphs, Role};
 use graphq::graph::{GraphSettings, GraphStore};
 use graphq::queue::{Queue, QueueKind, QueueOptions};
 use graphq::redis_server::free_port;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// One fault test at a time: each runs several processes on two cores.
@@ -166,9 +165,6 @@ pub struct Seen {
     pub resets: u64,
     pub reconnects: u64,
     pub errors: HashMap<String, u64>,
-    /// Submit-to-own-APPLIED, ms.
-    pub latencies: Vec<u64>,
-    pub sent_at: HashMap<String, Instant>,
 }
 
 pub struct LoadClient {
@@ -242,21 +238,16 @@ pub async fn run_client(
             live[attempt % live.len()].clone()
         };
         attempt += 1;
-        let url = format!("ws://{addr}/ws?token={token}");
-        let socket = match tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        {
-            Ok(Ok((s, _))) => s,
+        let (base, path) = (format!("ws://{addr}"), format!("/ws?token={token}"));
+        let connecting = Client::try_connect(&base, &path);
+        let mut client = match tokio::time::timeout(Duration::from_secs(2), connecting).await {
+            Ok(Ok(c)) => c,
             _ => {
                 // Redis or the gateway is down: try again shortly.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (mut sink, mut stream) = socket.split();
         let (version, epoch, pending) = {
             let s = seen.lock().unwrap();
             (
@@ -279,11 +270,7 @@ pub async fn run_client(
                 .map(|c| json!({"type": "COMMAND", "graphId": graph, "command": c})),
         );
         for m in out {
-            if sink
-                .send(Message::Text(m.to_string().into()))
-                .await
-                .is_err()
-            {
+            if client.try_send(&m).await.is_err() {
                 seen.lock().unwrap().reconnects += 1;
                 continue 'connect;
             }
@@ -314,7 +301,6 @@ pub async fn run_client(
                             let cmd = json!({"operationId": op, "type": "CREATE_NODE",
                                 "payload": {"node": {"id": op, "position": {"x": seq, "y": index}}}});
                             s.pending.insert(seq, cmd.clone());
-                            s.sent_at.insert(op, Instant::now());
                             s.sent += 1;
                             batch.push(cmd);
                         }
@@ -324,24 +310,19 @@ pub async fn run_client(
                         .map(|cmd| json!({"type": "COMMAND", "graphId": graph, "command": cmd}))
                         .chain(sync_request);
                     for m in frames {
-                        if sink.send(Message::Text(m.to_string().into())).await.is_err() {
+                        if client.try_send(&m).await.is_err() {
                             seen.lock().unwrap().reconnects += 1;
                             continue 'connect;
                         }
                     }
                     continue;
                 }
-                f = stream.next() => f,
+                f = client.recv() => f,
             };
-            let text = match frame {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    seen.lock().unwrap().reconnects += 1;
-                    continue 'connect;
-                }
-                Some(Ok(_)) => continue,
+            let Some(f) = frame else {
+                seen.lock().unwrap().reconnects += 1;
+                continue 'connect;
             };
-            let f: Value = serde_json::from_str(&text).unwrap();
             let mut s = seen.lock().unwrap();
             match f["type"].as_str().unwrap_or_default() {
                 "ACCEPTED" => {
@@ -359,13 +340,6 @@ pub async fn run_client(
                             s.version = Some(v);
                         }
                         _ => s.version = Some(v),
-                    }
-                    if f["userId"] == user.as_str()
-                        && let Some(at) = f["operationId"]
-                            .as_str()
-                            .and_then(|op| s.sent_at.remove(op))
-                    {
-                        s.latencies.push(at.elapsed().as_millis() as u64);
                     }
                 }
                 "SYNC" => {
@@ -405,13 +379,13 @@ pub async fn run_client(
 
 /// The graph's epoch, retried while the test's own connection reconnects.
 pub async fn epoch_of(c: &Cluster, graph: &str) -> String {
-    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(s) = c.store.state(graph).await {
             return s.epoch;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            tokio::time::Instant::now() < deadline,
             "redis does not answer"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -565,21 +539,6 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// The p99 (ms) of the clients' own submit-to-APPLIED latency over the next
-/// `n` commands of each.
-pub async fn p99_over(clients: &[LoadClient], n: usize, what: &str) -> u64 {
-    for cl in clients {
-        cl.seen.lock().unwrap().latencies.clear();
-    }
-    progress(clients, n, what).await;
-    let mut all: Vec<u64> = clients
-        .iter()
-        .flat_map(|cl| cl.seen.lock().unwrap().latencies.clone())
-        .collect();
-    all.sort_unstable();
-    all[(all.len() * 99 / 100).min(all.len() - 1)]
 }
 
 /// Asserts that every gateway not killed by the test and every worker is

@@ -1,8 +1,12 @@
-//! Test harness: each test gets its own redis-server on a free port (killed by
-//! PID when the test ends, panics included) and its own key prefix.
+//! Test harness: a test that needs Redis gets its own redis-server on a free
+//! port, or a local Redis Cluster (killed by PID when the test ends, panics
+//! included), and its own key prefix; a test that also needs the gateway and
+//! a worker asks for a [`Stack`] on top. Tests of pure logic start nothing.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod load;
+pub mod ws;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,11 +18,12 @@ use cluster::RedisCluster;
 use graphq::db::Redis;
 use graphq::keys::Keys;
 use graphq::queue::{Queue, QueueOptions};
-use graphq::redis_server::RedisServer;
+use graphq::redis_server::{RedisServer, RedisServerOptions};
 
 pub struct TestEnv {
-    /// The test's Redis; in a cluster test, an idle one (nothing uses it).
-    pub server: RedisServer,
+    /// The test's own redis-server; None in a cluster test, where `cluster`
+    /// is what everything uses.
+    server: Option<RedisServer>,
     /// Set by [`TestEnv::start_cluster`]: what `redis` and child processes use.
     pub cluster: Option<RedisCluster>,
     pub redis: Redis,
@@ -27,31 +32,55 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// A test on its own redis-server with default options.
     pub async fn start() -> TestEnv {
-        let server = RedisServer::start().expect("redis-server starts (is it installed?)");
+        TestEnv::start_with(RedisServerOptions::default()).await
+    }
+
+    /// A test on its own redis-server started with `opts` (a fixed port to
+    /// restart it on, a data directory, AOF).
+    pub async fn start_with(opts: RedisServerOptions) -> TestEnv {
+        let server = RedisServer::start_with(opts).expect("redis-server starts (is it installed?)");
         let redis = Redis::connect(&server.url())
             .await
             .expect("connect to test redis");
+        TestEnv::new(Some(server), None, redis)
+    }
+
+    /// A test on a local Redis Cluster of 3 masters and 3 replicas, and no
+    /// single server.
+    pub async fn start_cluster() -> TestEnv {
+        let cluster = RedisCluster::start(3).expect("a local redis cluster forms");
+        let redis = Redis::connect_cluster(&cluster.seeds())
+            .await
+            .expect("connect to the test cluster");
+        TestEnv::new(None, Some(cluster), redis)
+    }
+
+    fn new(server: Option<RedisServer>, cluster: Option<RedisCluster>, redis: Redis) -> TestEnv {
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let keys = Keys::new(prefix.clone());
         TestEnv {
             server,
-            cluster: None,
+            cluster,
             redis,
             prefix,
             keys,
         }
     }
 
-    /// A test on a local Redis Cluster of 3 masters and 3 replicas.
-    pub async fn start_cluster() -> TestEnv {
-        let mut env = TestEnv::start().await;
-        let cluster = RedisCluster::start(3).expect("a local redis cluster forms");
-        env.redis = Redis::connect_cluster(&cluster.seeds())
-            .await
-            .expect("connect to the test cluster");
-        env.cluster = Some(cluster);
-        env
+    /// The test's single redis-server; panics in a cluster test.
+    pub fn server(&self) -> &RedisServer {
+        self.server
+            .as_ref()
+            .expect("a single-server test (a cluster test has none)")
+    }
+
+    /// The test's single redis-server, to stop or replace; panics in a cluster test.
+    pub fn server_mut(&mut self) -> &mut RedisServer {
+        self.server
+            .as_mut()
+            .expect("a single-server test (a cluster test has none)")
     }
 
     pub fn queue(&self, name: &str, opts: QueueOptions) -> Queue {
@@ -65,16 +94,17 @@ impl TestEnv {
     /// The graphq binary wired to this test's Redis and prefix.
     pub fn graphq(&self) -> Command {
         let mut cmd = Command::new(graphq_bin());
-        cmd.env("GRAPHQ_REDIS_URL", self.server.url())
-            .env("GRAPHQ_PREFIX", &self.prefix)
+        cmd.env("GRAPHQ_PREFIX", &self.prefix)
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn,redis=error".into()),
             )
             .stdin(Stdio::null());
-        if let Some(c) = &self.cluster {
-            cmd.env("GRAPHQ_REDIS_CLUSTER", c.seed_list());
-        }
+        match (&self.server, &self.cluster) {
+            (_, Some(c)) => cmd.env("GRAPHQ_REDIS_CLUSTER", c.seed_list()),
+            (Some(server), None) => cmd.env("GRAPHQ_REDIS_URL", server.url()),
+            (None, None) => unreachable!("every TestEnv has a server or a cluster"),
+        };
         cmd
     }
 }
