@@ -1,5 +1,5 @@
-//! `graphq bench e2e` and `graphq bench fanout` (SPEC §8) against a running
-//! gateway and worker: their JSON carries the fields SPEC names, and at a
+//! `graphq bench e2e` and `graphq bench fanout` (BENCHMARKS.md) against a running
+//! gateway and worker: their JSON carries the fields BENCHMARKS.md records, and at a
 //! rate far below capacity every command comes back exactly once, in every
 //! round of a ramp.
 

@@ -439,7 +439,7 @@ fn three_workers_and_redis_with_an_append_only_file() {
     assert_eq!(
         flag("--appendfsync"),
         Some("always"),
-        "SPEC §7: nothing accepted is lost"
+        "appendfsync always: nothing accepted is lost (docs/operations.md)"
     );
     assert!(
         !redis["healthcheck"]["test"].is_badvalue(),

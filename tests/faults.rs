@@ -1,4 +1,4 @@
-//! Fault injection against real `graphq` processes on loopback (SPEC §7).
+//! Fault injection against real `graphq` processes on loopback (docs/reliability.md).
 //!
 //! Each test holds a steady load of WebSocket clients (each sends
 //! CREATE_NODE commands at a fixed rate, resends what was not ACCEPTED after

@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC §4) against a real gateway, worker and redis-server.
+//! The HTTP API (docs/protocol.md, HTTP) against a real gateway, worker and redis-server.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The gateway and worker survive a Redis restart: they reconnect and
 //! resubscribe by themselves, and a subscribed client keeps receiving
-//! changes in version order (SPEC §7).
+//! changes in version order (docs/protocol.md, Guarantees).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The WebSocket protocol (SPEC §5) against a real gateway, worker and redis-server.
+//! The WebSocket protocol (docs/protocol.md, WebSocket) against a real gateway, worker and redis-server.
 
 mod common;
 
@@ -669,7 +669,7 @@ async fn presence_keeps_the_field_a_message_leaves_out() {
     assert_eq!(p["selection"], json!([]));
 }
 
-/// Shutting the gateway down closes every socket with 1001 (SPEC §1).
+/// Shutting the gateway down closes every socket with 1001 (docs/protocol.md, Close codes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_sockets_with_1001() {
     let env = TestEnv::start().await;

@@ -1,4 +1,4 @@
-//! Hostile and malformed input over HTTP and WebSocket (SPEC §7: "bad input
+//! Hostile and malformed input over HTTP and WebSocket (docs/reliability.md: "bad input
 //! of any kind gets a clear error and changes nothing").
 //!
 //! Each table row is one input and the documented answer (status, error
@@ -718,7 +718,7 @@ fn http_cases(editor: &str, viewer: &str, other_graph: &str) -> Vec<Case> {
     let batch_path = "/api/v2/graphs/g1/batch".to_string();
     let op = json!({"operationId": "b1", "type": "DELETE_NODE", "payload": {"id": "n1"}});
     let mut rows = vec![
-        // Auth (SPEC §6).
+        // Auth (docs/protocol.md, Auth).
         ("no token", cmd_path.clone(), None, 401, "UNAUTHORIZED"),
         (
             "an empty bearer",

@@ -1,4 +1,4 @@
-//! The `sync` and `analytics` jobs (SPEC §3) against a real gateway, worker
+//! The `sync` and `analytics` jobs (docs/queue.md, Jobs graphq runs) against a real gateway, worker
 //! and redis-server: what a subscriber sees, what lands in Redis.
 
 mod common;
