@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod load;
+pub mod queue;
 pub mod ws;
 
 use std::future::Future;
