@@ -20,7 +20,7 @@ export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 wait_ready "$gport"
 url="ws://127.0.0.1:$gport"
 if [ "$what" = e2e ] || [ "$what" = all ]; then
-  ./target/release/graphq bench e2e --url "$url" --clients 200 --graphs 20 --rate 2000 --duration 10 --ramp 5000,7500,10000,20000
+  ./target/release/graphq bench e2e --url "$url" --redis-url "$GRAPHQ_REDIS_URL" --clients 200 --graphs 20 --rate 2000 --duration 10 --ramp 5000,7500,10000,20000
 fi
 if [ "$what" = fanout ] || [ "$what" = all ]; then
   ./target/release/graphq bench fanout --url "$url" --subscribers 10000 --messages 20 --gateway-pid "$gw"

@@ -56,12 +56,15 @@ fn assert_percentiles(v: &Value, what: &str) {
 async fn bench_e2e_reports_every_command_once_with_its_latencies() {
     let c = stack().await;
     let url = format!("ws://{}", c.addr(0));
+    let redis = c.env.server().url();
     let r = bench(
         &c,
         &[
             "e2e",
             "--url",
             &url,
+            "--redis-url",
+            &redis,
             "--clients",
             "4",
             "--graphs",
@@ -92,6 +95,29 @@ async fn bench_e2e_reports_every_command_once_with_its_latencies() {
     assert_eq!(rates, [40, 60], "{r}");
     assert!(ramp.iter().all(|s| s["lost"] == 0), "{r}");
     assert_eq!(r["highest_sustained_rate"], 60, "{r}");
+    // What Redis spent: every applied command ran at least its apply
+    // script, and Redis counted CPU time for it.
+    let cpu = r["redis_cpu_us_per_command"].as_f64().unwrap_or(0.0);
+    assert!(cpu > 0.0, "Redis CPU per command: {r}");
+    let by_name = &r["redis_commands_by_name"];
+    assert!(by_name["evalsha"].as_f64().unwrap_or(0.0) >= 1.0, "{r}");
+    assert!(
+        by_name.get("info").is_none(),
+        "the measurement's own reads are left out: {r}"
+    );
+    let total = r["redis_commands_per_command"].as_f64().unwrap_or(0.0);
+    let summed: f64 = by_name
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_f64)
+        .sum();
+    assert!((total - summed).abs() < 1e-6 && total > 1.0, "{r}");
+    assert!(
+        ramp.iter()
+            .all(|s| s["redis_cpu_us_per_command"].as_f64().is_some()),
+        "each ramp step has its Redis CPU: {r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! It works under its own throwaway key prefix and deletes it afterwards.
 
 pub mod jobs;
+pub mod redis_cost;
 pub mod ws;
 
 use std::sync::Arc;

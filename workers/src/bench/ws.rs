@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use graphq::auth::{Auth, Graphs, Role};
 
 use super::Percentiles;
+use super::redis_cost::{RedisCost, RedisCounters};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WsBenchError {
@@ -48,6 +49,11 @@ pub struct E2eArgs {
     /// sustained (achieved ≥ 95 % of target, nothing lost).
     #[arg(long, value_delimiter = ',')]
     pub ramp: Vec<u64>,
+    /// The gateway's Redis: when given, each round also reports Redis CPU
+    /// and Redis commands per applied command (INFO cpu and commandstats
+    /// before and after). One Redis only, not a cluster.
+    #[arg(long)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +74,9 @@ pub struct E2eReport {
     /// Highest rate of `--ramp` (or `--rate`) sustained, commands/s.
     pub highest_sustained_rate: u64,
     pub ramp: Vec<RampStep>,
+    /// What Redis spent per applied command (with `--redis-url`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCost>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +85,9 @@ pub struct RampStep {
     pub achieved_per_s: u64,
     pub lost: u64,
     pub own_p99_ms: f64,
+    /// Redis CPU per applied command at this rate, µs (with `--redis-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_command: Option<f64>,
 }
 
 fn ws_base(url: &str) -> String {
@@ -127,6 +139,7 @@ pub async fn e2e(secret: &str, args: &E2eArgs) -> Result<E2eReport, WsBenchError
             achieved_per_s: r.achieved_per_s,
             lost: r.lost,
             own_p99_ms: r.own_applied_ms.p99,
+            redis_cpu_us_per_command: r.redis.as_ref().map(|c| c.redis_cpu_us_per_command),
         });
         if main.is_none() {
             main = Some(r);
@@ -190,6 +203,10 @@ async fn e2e_round(
     }
     ready.wait().await;
     let send_started = started.elapsed();
+    let before = match &args.redis_url {
+        Some(url) => Some(RedisCounters::read(url).await.map_err(redis_error)?),
+        None => None,
+    };
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
             tracing::warn!(%e, "bench client failed");
@@ -206,6 +223,13 @@ async fn e2e_round(
     let sent = tally.sent.load(Ordering::Relaxed);
     let applied = tally.applied.load(Ordering::Relaxed);
     let reverted = tally.reverted.load(Ordering::Relaxed);
+    let redis = match (&args.redis_url, before) {
+        (Some(url), Some(before)) => {
+            let after = RedisCounters::read(url).await.map_err(redis_error)?;
+            Some(before.cost_until(&after, applied))
+        }
+        _ => None,
+    };
     Ok(E2eReport {
         bench: "e2e",
         clients,
@@ -222,7 +246,12 @@ async fn e2e_round(
         others_applied_ms: us(&tally.others),
         highest_sustained_rate: 0,
         ramp: Vec::new(),
+        redis,
     })
+}
+
+fn redis_error(e: redis::RedisError) -> WsBenchError {
+    WsBenchError::Protocol(format!("reading Redis counters: {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]
