@@ -1,6 +1,7 @@
 //! An open WebSocket's rights end at its token's `exp` unless it renews the
-//! token on the same socket (docs/protocol.md, Token expiry and REFRESH),
-//! against a real gateway, worker and redis-server.
+//! token on the same socket (docs/protocol.md, Token expiry), and the demo
+//! mints short tokens to show it; against a real gateway, worker and
+//! redis-server.
 
 mod common;
 
@@ -180,4 +181,53 @@ async fn a_refresh_that_no_longer_grants_a_graph_ends_its_subscription() {
     // And the new token's graphs are what the socket may use now.
     a.send(json!({"type": "SUBSCRIBE", "graphId": "g2"})).await;
     assert_eq!(a.next_of("ERROR").await["code"], "FORBIDDEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_tokens_may_be_short_lived_so_the_demo_shows_renewal() {
+    let env = TestEnv::start().await;
+    let dev = Stack::start(
+        &env,
+        GatewaySettings {
+            dev_tokens: true,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mint = |body: Value| {
+        http.post(format!("{}/api/v2/dev/token", dev.url))
+            .json(&body)
+            .send()
+    };
+    let r = mint(json!({"user": "alice", "ttlSeconds": 2}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let id = dev.auth.verify(body["token"].as_str().unwrap()).unwrap();
+    assert!(id.expires_at_ms() <= graphq::db::now_ms() + 2_000);
+    let id = dev
+        .auth
+        .verify(
+            mint(json!({"user": "alice"}))
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["token"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(
+        id.expires_at_ms() > graphq::db::now_ms() + 23 * 3600 * 1000,
+        "a day by default"
+    );
+    for ttl in [json!(0), json!(86_401), json!("soon")] {
+        let r = mint(json!({"user": "alice", "ttlSeconds": ttl}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ttl}");
+    }
 }
