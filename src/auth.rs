@@ -69,6 +69,9 @@ pub struct Identity {
     pub user: String,
     pub graphs: Graphs,
     pub role: Role,
+    /// The token's `exp` (Unix seconds; every token has one, `verify`
+    /// requires it): an open WebSocket's rights end there.
+    pub exp: u64,
 }
 
 impl Identity {
@@ -81,6 +84,12 @@ impl Identity {
 
     pub fn can_write(&self, graph_id: &str) -> bool {
         self.role == Role::Editor && self.can_read(graph_id)
+    }
+
+    /// When the token stops granting anything, in ms since the Unix epoch:
+    /// RFC 7519 says a token is not accepted *on or after* `exp`.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.exp.saturating_mul(1000)
     }
 }
 
@@ -161,6 +170,7 @@ impl Auth {
             user: c.sub,
             graphs: c.graphs,
             role: c.role,
+            exp: c.exp,
         })
     }
 }
@@ -186,6 +196,7 @@ mod tests {
         assert_eq!(id.user, "alice");
         assert!(id.can_write("g1"));
         assert!(!id.can_read("g2"));
+        assert!(id.expires_at_ms() > crate::db::now_ms() + 59_000);
         let v = auth
             .mint("bob", Graphs::All, Role::Viewer, Duration::from_secs(60))
             .unwrap();

@@ -58,8 +58,13 @@ pub enum ClientMessage {
         selection: Option<Value>,
     },
     Heartbeat,
+    /// Renews the socket's token before its `exp` (docs/protocol.md, Token
+    /// expiry): same user, the new token's graphs, role and expiry.
+    Refresh {
+        token: String,
+    },
     /// Any other `type`. [`ClientMessage::parse`] answers it with
-    /// UNKNOWN_TYPE and never returns it.
+    /// UNKNOWN_TYPE and never returns it. Last, as serde requires.
     #[serde(other)]
     Unknown,
 }
@@ -102,6 +107,7 @@ impl ClientMessage {
                 Err(Refusal::invalid("COMMAND needs a `command` object"))
             }
             Ok(m) => Ok(m),
+            Err(_) if kind == "REFRESH" => Err(Refusal::invalid("REFRESH needs a string `token`")),
             // Every known type but HEARTBEAT (which cannot fail) has a
             // graphId, and its absence is named before any other mistake.
             Err(_) if !msg.get("graphId").is_some_and(Value::is_string) => {
@@ -219,6 +225,18 @@ pub enum ServerMessage<'a> {
     Heartbeat {
         server_time: u64,
     },
+    /// The answer to a REFRESH that was accepted: the socket now holds the
+    /// new token, whose rights end at `expires_at` (ms since the Unix epoch).
+    Refreshed {
+        expires_at: u64,
+    },
+    /// The gateway ended a subscription: after a REFRESH, the new token no
+    /// longer grants the graph (`code` FORBIDDEN).
+    Unsubscribed {
+        graph_id: &'a str,
+        code: &'a str,
+        message: &'a str,
+    },
 }
 
 /// What a SYNC tells the client to do.
@@ -286,18 +304,21 @@ pub enum CloseCode {
     TooLarge = 1009,
     /// Nothing received for `gateway.idle_timeout_ms`.
     Idle = 4002,
+    /// The token's `exp` passed without a REFRESH: reconnect with a new token.
+    TokenExpired = 4003,
     /// The send queue overflowed: the client did not keep up.
     TooSlow = 4008,
 }
 
 impl CloseCode {
     /// Every close code, for checks that cover them all.
-    pub const ALL: [CloseCode; 5] = [
+    pub const ALL: [CloseCode; 6] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TooLarge,
         CloseCode::Idle,
         CloseCode::TooSlow,
+        CloseCode::TokenExpired,
     ];
 
     /// The reason sent in the close frame.
@@ -308,6 +329,7 @@ impl CloseCode {
             CloseCode::TooLarge => "frame too large",
             CloseCode::Idle => "silent for too long",
             CloseCode::TooSlow => "too slow: send queue full; resubscribe",
+            CloseCode::TokenExpired => "token expired",
         }
     }
 
@@ -370,6 +392,10 @@ mod tests {
             ClientMessage::parse(r#"{"type":"HEARTBEAT","extra":[1]}"#),
             Ok(ClientMessage::Heartbeat)
         );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"REFRESH","token":"t"}"#),
+            Ok(ClientMessage::Refresh { token: "t".into() })
+        );
     }
 
     #[test]
@@ -418,6 +444,13 @@ mod tests {
             refused(r#"{"type":"SUBSCRIBE","graphId":"g1","epoch":7}"#),
             Refusal::invalid("epoch is a string")
         );
+        for bad in [r#"{"type":"REFRESH"}"#, r#"{"type":"REFRESH","token":7}"#] {
+            assert_eq!(
+                refused(bad),
+                Refusal::invalid("REFRESH needs a string `token`"),
+                "{bad}"
+            );
+        }
         // A null command is left to the command validator.
         assert!(
             ClientMessage::parse(r#"{"type":"COMMAND","graphId":"g1","command":null}"#).is_ok()
@@ -556,6 +589,20 @@ mod tests {
                 ServerMessage::Heartbeat { server_time: 17 },
                 r#"{"type":"HEARTBEAT","serverTime":17}"#,
             ),
+            (
+                ServerMessage::Refreshed {
+                    expires_at: 1_763_800_000_000,
+                },
+                r#"{"type":"REFRESHED","expiresAt":1763800000000}"#,
+            ),
+            (
+                ServerMessage::Unsubscribed {
+                    graph_id: "g2",
+                    code: "FORBIDDEN",
+                    message: "m",
+                },
+                r#"{"type":"UNSUBSCRIBED","graphId":"g2","code":"FORBIDDEN","message":"m"}"#,
+            ),
         ];
         for (message, want) in cases {
             assert_eq!(message.to_json(), want);
@@ -587,6 +634,7 @@ mod tests {
         }
         assert_eq!(CloseCode::TooSlow as u16, 4008);
         assert_eq!(CloseCode::Idle as u16, 4002);
+        assert_eq!(CloseCode::TokenExpired as u16, 4003);
         assert_eq!(CloseCode::TooLarge as u16, 1009);
         assert_eq!(CloseCode::GoingAway as u16, 1001);
         assert_eq!(CloseCode::from_u16(0), None);

@@ -4,7 +4,9 @@
 // server. Open two windows on the same ?graph= to see collaboration.
 //
 // URL parameters: `graph` (default `demo`), `token` (else, under
-// `graphq dev`, the page asks for a name and mints a demo token).
+// `graphq dev`, the page asks for a name and mints a demo token, renewed
+// before it expires), `tokenTtl` (seconds a demo token lives; default 24 h,
+// shorter to watch the renewal).
 
 import { GraphqClient, tokenClaims } from './graphq-client.js';
 
@@ -17,17 +19,23 @@ const TOAST_MS = 5000;
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const graphId = params.get('graph') || 'demo';
+const tokenTtl = Number(params.get('tokenTtl')) || undefined;
+/** A token from the URL, which the page cannot renew. */
+const givenToken = params.get('token');
 
 async function start() {
   $('graph-name').textContent = graphId;
   $('login-graph').textContent = graphId;
   document.title = `${graphId} · graphq`;
-  const token = params.get('token') || (await devToken());
+  const token = givenToken || (await devToken());
   const claims = tokenClaims(token);
   if (claims?.exp && claims.exp * 1000 < Date.now()) {
     toast('Your token has expired', 'Open the page with a fresh ?token=…', 'error', 0);
   }
-  const client = new GraphqClient({ graphId, token });
+  // A demo token is renewed for the same name; a ?token= cannot be, and the
+  // socket lives as long as it does.
+  const getToken = givenToken ? undefined : () => mintDevToken(claims?.sub);
+  const client = new GraphqClient({ graphId, token, getToken });
   const editor = new Editor(client, { readOnly: claims?.role === 'viewer' });
   // For the browser console and the browser tests.
   window.graphqEditor = editor;
@@ -51,11 +59,7 @@ async function devToken() {
       name = input.value.trim();
       if (!name) continue;
     }
-    const res = await fetch('/api/v2/dev/token', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ user: name }),
-    });
+    const res = await requestDevToken(name);
     if (res.ok) {
       const { token } = await res.json();
       sessionStorage.setItem('graphq.user', name);
@@ -69,6 +73,21 @@ async function devToken() {
     sessionStorage.removeItem('graphq.user');
     name = null;
   }
+}
+
+function requestDevToken(user) {
+  return fetch('/api/v2/dev/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user, ttlSeconds: tokenTtl }),
+  });
+}
+
+/** A fresh demo token for `user`, the client's `getToken`. */
+async function mintDevToken(user) {
+  const res = await requestDevToken(user);
+  if (!res.ok) throw new Error(`the server said ${res.status} to a new demo token`);
+  return (await res.json()).token;
 }
 
 /** A stable colour per user. */
@@ -149,6 +168,10 @@ class Editor {
     client.on('conflict', (c) => this.onConflict(c));
     client.on('error', (e) => {
       if (e.code === 'BAD_FRAME' || e.code === 'BAD_MESSAGE') console.warn('graphq:', e.message);
+      else if (e.code === 'TOKEN_EXPIRED') {
+        const next = givenToken ? 'Open the page with a fresh ?token=…' : 'Reconnecting with a new one…';
+        toast('Your token expired', next, givenToken ? 'error' : 'warn', givenToken ? 0 : TOAST_MS);
+      }
       else toast('The server refused a request', `${e.message ?? ''} (${e.code})`, 'error');
     });
     this.bindPointer();

@@ -42,6 +42,9 @@ const ENTITY_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** Error codes after which the same command may succeed later. */
 const RETRYABLE = new Set(['RATE_LIMITED', 'UNAVAILABLE']);
 
+/** The close code of a socket whose token expired (docs/protocol.md, Close codes). */
+const TOKEN_EXPIRED = 4003;
+
 // ---------------------------------------------------------------- graph model
 
 /** @returns {Graph} an empty graph. */
@@ -282,6 +285,14 @@ const defaultClock = {
  * @property {number} [backoffMaxMs=10000]  Longest reconnect delay.
  * @property {number} [outcomeCheckMs=1500]  After a resent command is accepted
  *   again, how long to wait for its outcome before asking `GET /api/v2/operations/{id}`.
+ * @property {() => Promise<string>} [getToken]  Returns a fresh token for the
+ *   same user. With it the client renews the token on the open socket
+ *   (REFRESH) before the current one's `exp`, and fetches a new one before
+ *   reconnecting when the server closed the socket because the token expired
+ *   (4003) or the token it holds has expired. Without it a socket lives as
+ *   long as its token.
+ * @property {number} [refreshBeforeMs=30000]  How long before `exp` to send
+ *   REFRESH; at most half of the time the token has left.
  * @property {{setTimeout: Function, clearTimeout: Function, now: () => number,
  *   random: () => number}} [clock]  Time and randomness, replaceable for tests.
  */
@@ -299,7 +310,13 @@ const defaultClock = {
  *   this client's commands was rejected and has been rolled back.
  * - `conflict` `{operationId, command?, field, clientValue, serverValue, strategy}`.
  * - `presence` `{peers}`: another user's cursor or selection changed, or they left.
- * - `error` `{code, message}`: a protocol-level problem (bad frame, ERROR without a command).
+ * - `error` `{code, message}`: a protocol-level problem (bad frame, ERROR without a command),
+ *   `TOKEN_EXPIRED` (the server closed the socket at the token's `exp`),
+ *   `TOKEN_REFRESH_FAILED` (`getToken` threw or gave no string),
+ *   `AUTH_REFRESH_REFUSED` (the server refused the renewed token), or `FORBIDDEN`
+ *   when a renewed token no longer grants the graph (UNSUBSCRIBED).
+ * - `refreshed` `{expiresAt}`: the socket now holds a renewed token, valid
+ *   until `expiresAt` (ms since the Unix epoch).
  */
 export class GraphqClient {
   /** @type {ClientOptions & {url: string, httpUrl: string}} */
@@ -333,12 +350,18 @@ export class GraphqClient {
   #subscribed = false;
   #attempt = 0;
   #lastHeard = 0;
-  #timers = { reconnect: null, heartbeat: null, presence: null, retry: null, sync: null };
+  #timers = { reconnect: null, heartbeat: null, presence: null, retry: null, sync: null, refresh: null };
   /** This user's presence; `dirty` until the latest state was sent. */
   #presence = { state: { cursor: null, selection: [] }, dirty: false, lastSent: -Infinity };
   #lastSyncRequest = -Infinity;
   #wantFullSync = false;
   #onlineListener = null;
+  /** The token a REFRESH in flight offers, taken on REFRESHED. @type {?string} */
+  #offeredToken = null;
+  /** The server said the token expired: get a fresh one before reconnecting. */
+  #needFreshToken = false;
+  /** Counts token requests before a connect, so a stale answer is dropped. */
+  #tokenRequests = 0;
 
   /** @param {ClientOptions} options */
   constructor(options) {
@@ -352,6 +375,7 @@ export class GraphqClient {
       backoffBaseMs: 250,
       backoffMaxMs: 10000,
       outcomeCheckMs: 1500,
+      refreshBeforeMs: 30000,
       ...options,
       url,
       httpUrl: options.httpUrl ?? httpBase(url),
@@ -418,7 +442,7 @@ export class GraphqClient {
 
   /**
    * Calls `listener(detail)` for every event of `type`.
-   * @param {'change'|'status'|'sync'|'applied'|'revert'|'conflict'|'presence'|'error'} type
+   * @param {'change'|'status'|'sync'|'applied'|'revert'|'conflict'|'presence'|'error'|'refreshed'} type
    * @param {(detail: Object) => void} listener
    * @returns {() => void} a function that removes the listener
    */
@@ -467,6 +491,26 @@ export class GraphqClient {
   #open() {
     this.#stopTimer('reconnect');
     this.#setStatus('connecting');
+    if (!this.#opts.getToken || !(this.#needFreshToken || this.#tokenLeftMs() <= 0)) {
+      this.#openSocket();
+      return;
+    }
+    // An expired token would only be refused (401): get a fresh one first.
+    const request = ++this.#tokenRequests;
+    this.#fetchToken().then((token) => {
+      if (this.#status !== 'connecting' || request !== this.#tokenRequests) return;
+      if (token === null) {
+        this.#scheduleReconnect();
+        return;
+      }
+      this.#opts.token = token;
+      this.userId = tokenClaims(token)?.sub ?? this.userId;
+      this.#needFreshToken = false;
+      this.#openSocket();
+    });
+  }
+
+  #openSocket() {
     const sep = this.#opts.url.includes('?') ? '&' : '?';
     let socket;
     try {
@@ -480,7 +524,7 @@ export class GraphqClient {
     this.#subscribed = false;
     socket.onopen = () => socket === this.#socket && this.#onOpen();
     socket.onmessage = (event) => socket === this.#socket && this.#onFrame(event.data);
-    socket.onclose = () => socket === this.#socket && this.#onClosed();
+    socket.onclose = (event) => socket === this.#socket && this.#onClosed(event?.code);
     // An error is always followed by close; nothing to do here.
     socket.onerror = () => {};
   }
@@ -490,6 +534,56 @@ export class GraphqClient {
     this.#setStatus('syncing');
     this.#send(this.#syncRequest('SUBSCRIBE'));
     this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
+    this.#scheduleRefresh();
+  }
+
+  // ------------------------------------------------------------ token renewal
+
+  /** Ms until the current token's `exp`; Infinity when it names none. */
+  #tokenLeftMs() {
+    const exp = tokenClaims(this.#opts.token)?.exp;
+    return Number.isFinite(exp) ? exp * 1000 - this.#clock.now() : Infinity;
+  }
+
+  /** A fresh token from `getToken`, or `null` (reported) when there is none. */
+  async #fetchToken() {
+    try {
+      const token = await this.#opts.getToken();
+      if (typeof token === 'string' && token !== '') return token;
+      this.#emit('error', { code: 'TOKEN_REFRESH_FAILED', message: 'getToken gave no token' });
+    } catch (err) {
+      this.#emit('error', { code: 'TOKEN_REFRESH_FAILED', message: String(err?.message ?? err) });
+    }
+    return null;
+  }
+
+  /** Arms the REFRESH of the open socket's token, `refreshBeforeMs` before its `exp`. */
+  #scheduleRefresh() {
+    this.#stopTimer('refresh');
+    const left = this.#tokenLeftMs();
+    if (!this.#opts.getToken || left === Infinity) return;
+    const wait = Math.max(left - this.#opts.refreshBeforeMs, left / 2, 0);
+    this.#startTimer('refresh', wait, () => this.#refresh());
+  }
+
+  /**
+   * Offers a fresh token on the open socket. If that fails, nothing else is
+   * tried here: the server closes the socket at `exp` (4003) and the
+   * reconnect asks `getToken` again.
+   */
+  async #refresh() {
+    const socket = this.#socket;
+    const token = await this.#fetchToken();
+    if (token === null || socket === null || socket !== this.#socket) return;
+    this.#offeredToken = token;
+    if (!this.#send({ type: 'REFRESH', token })) this.#offeredToken = null;
+  }
+
+  #onRefreshed(msg) {
+    if (this.#offeredToken !== null) this.#opts.token = this.#offeredToken;
+    this.#offeredToken = null;
+    this.#scheduleRefresh();
+    this.#emit('refreshed', { expiresAt: msg.expiresAt });
   }
 
   #heartbeat() {
@@ -505,11 +599,17 @@ export class GraphqClient {
     this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
   }
 
-  #onClosed() {
+  #onClosed(code) {
     this.#socket = null;
     this.#subscribed = false;
     this.#stopTimer('heartbeat');
     this.#stopTimer('retry');
+    this.#stopTimer('refresh');
+    this.#offeredToken = null;
+    if (code === TOKEN_EXPIRED) {
+      this.#needFreshToken = true;
+      this.#emit('error', { code: 'TOKEN_EXPIRED', message: 'the server closed the socket: the token expired' });
+    }
     for (const p of this.#pending) {
       if (p.state !== 'queued') p.resent = true;
       p.state = 'queued';
@@ -782,6 +882,8 @@ export class GraphqClient {
       case 'PRESENCE_LEAVE':
         if (this.#peers.delete(msg.userId)) this.#emit('presence', { peers: this.#peers });
         return;
+      case 'REFRESHED': return this.#onRefreshed(msg);
+      case 'UNSUBSCRIBED': return this.#onUnsubscribed(msg);
       default:
         // HEARTBEAT, and types a newer server may add.
     }
@@ -890,8 +992,20 @@ export class GraphqClient {
     });
   }
 
+  /**
+   * The server ended the subscription (a renewed token no longer grants the
+   * graph): edits wait, unsent, until the app reconnects with a token that
+   * does (close() and connect() again, with `getToken` giving one).
+   */
+  #onUnsubscribed(msg) {
+    this.#subscribed = false;
+    this.#needFreshToken = true;
+    this.#emit('error', { code: msg.code, message: msg.message });
+  }
+
   #onError(msg) {
     const { code, message, operationId } = msg;
+    if (code === 'AUTH_REFRESH_REFUSED') this.#offeredToken = null;
     const entry = operationId && this.#pending.find((p) => p.command.operationId === operationId);
     if (!entry) {
       this.#emit('error', { code, message });

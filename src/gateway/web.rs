@@ -65,16 +65,25 @@ pub fn routes() -> Router<AppState> {
     router
 }
 
+/// The longest (and default) life of a demo token.
+const DEV_TOKEN_TTL_S: u64 = 24 * 3600;
+
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DevTokenRequest {
     user: String,
     #[serde(default)]
     role: Option<String>,
+    /// Shorter lives let the demo show a socket renewing its token
+    /// (REFRESH) and reconnecting after 4003.
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
 }
 
-/// `POST /api/v2/dev/token {"user", "role"?}` → `{"token", "userId"}`: an
-/// editor (or viewer) token for every graph, valid for 24 hours. 404 unless
-/// the gateway runs under `graphq dev`.
+/// `POST /api/v2/dev/token {"user", "role"?, "ttlSeconds"?}` → `{"token",
+/// "userId"}`: an editor (or viewer) token for every graph,
+/// valid for `ttlSeconds` (1 to 86,400; default 24 hours). 404 unless the
+/// gateway runs under `graphq dev`.
 async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
@@ -107,9 +116,20 @@ async fn dev_token(
             ));
         }
     };
+    let ttl = match req.ttl_seconds {
+        None => DEV_TOKEN_TTL_S,
+        Some(s) if (1..=DEV_TOKEN_TTL_S).contains(&s) => s,
+        Some(_) => {
+            return Err(invalid(
+                "INVALID_FIELD",
+                "ttlSeconds",
+                format!("ttlSeconds is 1 to {DEV_TOKEN_TTL_S}"),
+            ));
+        }
+    };
     let token = state
         .auth
-        .mint(&req.user, Graphs::All, role, Duration::from_secs(24 * 3600))
+        .mint(&req.user, Graphs::All, role, Duration::from_secs(ttl))
         .map_err(|err| invalid("INVALID_FIELD", "user", err.to_string()))?;
     Ok(Json(json!({"token": token, "userId": req.user})))
 }

@@ -4,6 +4,9 @@
 //! broadcaster fills, sends heartbeats, closes with the right code) and a
 //! receive loop (parses client frames one at a time, so a client's commands
 //! are queued in the order it sent them), joined by `select!`.
+//!
+//! A socket holds its token's rights until the token's `exp`, when it is
+//! closed with 4003 unless a REFRESH on the same socket renewed them first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
+use crate::db::now_ms;
 use crate::graph::command;
 use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
@@ -134,9 +138,20 @@ async fn connection(
     // server's shutdown, so one future covers both.
     let kicked = conn.kick.cancelled();
     tokio::pin!(kicked);
+    let expiry = tokio::time::sleep(session.until_expiry());
+    tokio::pin!(expiry);
     loop {
         let next = tokio::select! {
             _ = &mut kicked => break,
+            _ = &mut expiry => {
+                if session.expired() {
+                    conn.close(CloseCode::TokenExpired);
+                    break;
+                }
+                // Armed for at most a day; the token lives on.
+                expiry.as_mut().reset(tokio::time::Instant::now() + session.until_expiry());
+                continue;
+            }
             n = tokio::time::timeout(idle, stream.next()) => n,
         };
         let frame = match next {
@@ -154,7 +169,15 @@ async fn connection(
             Ok(Some(Ok(m))) => m,
         };
         match frame {
-            Message::Text(t) => session.on_text(t.as_str()).await,
+            Message::Text(t) => {
+                let exp = session.id.exp;
+                session.on_text(t.as_str()).await;
+                if session.id.exp != exp {
+                    expiry
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + session.until_expiry());
+                }
+            }
             Message::Binary(_) => session.error("UNSUPPORTED_FRAME", "frames are JSON text", None),
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => {}
@@ -245,6 +268,11 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) {
+        // The expiry timer may not have fired yet: nothing, a COMMAND least
+        // of all, is taken from a socket whose token has expired.
+        if self.expired() {
+            return self.conn.close(CloseCode::TokenExpired);
+        }
         let msg = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(refusal) => return self.error(refusal.code, &refusal.message, None),
@@ -297,6 +325,7 @@ impl Session {
             ClientMessage::Heartbeat => self.conn.send_message(&ServerMessage::Heartbeat {
                 server_time: server_time(),
             }),
+            ClientMessage::Refresh { token } => self.refresh(&token).await,
             // `parse` answers unknown types itself.
             ClientMessage::Unknown => {}
         }
@@ -428,5 +457,64 @@ impl Session {
                 .broadcaster
                 .request_sync(self.conn.clone(), graph, at);
         }
+    }
+}
+
+/// The ERROR code of a refused REFRESH; the socket keeps its old token.
+const REFRESH_REFUSED: &str = "AUTH_REFRESH_REFUSED";
+
+/// The longest the expiry timer sleeps at once: a far `exp` would overflow
+/// an `Instant`, so the timer wakes, finds the token alive, and sleeps again.
+const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The token's lifecycle on an open socket (docs/protocol.md, Token expiry).
+impl Session {
+    fn expired(&self) -> bool {
+        now_ms() >= self.id.expires_at_ms()
+    }
+
+    fn until_expiry(&self) -> Duration {
+        Duration::from_millis(self.id.expires_at_ms().saturating_sub(now_ms())).min(MAX_EXPIRY_WAIT)
+    }
+
+    /// Takes a new token for the same user: its graphs, role and expiry
+    /// replace the old ones, and subscriptions it no longer grants end
+    /// with UNSUBSCRIBED. A refused token changes nothing.
+    async fn refresh(&mut self, token: &str) {
+        let id = match self.state.auth.verify(token) {
+            Err(e) => return self.error(REFRESH_REFUSED, &e.to_string(), None),
+            Ok(id) if id.user != self.id.user => {
+                return self.error(
+                    REFRESH_REFUSED,
+                    "the token names another user; a socket keeps its user",
+                    None,
+                );
+            }
+            // `verify` allows the second of `exp` itself; the socket does not.
+            Ok(id) if now_ms() >= id.expires_at_ms() => {
+                return self.error(REFRESH_REFUSED, "token expired", None);
+            }
+            Ok(id) => id,
+        };
+        let revoked: Vec<String> = self
+            .graphs
+            .keys()
+            .filter(|g| !id.can_read(g))
+            .cloned()
+            .collect();
+        for graph in revoked {
+            self.graphs.remove(&graph);
+            self.state.broadcaster.unsubscribe(&self.conn, &graph).await;
+            let message = format!("the token does not grant graph {graph}");
+            self.conn.send_message(&ServerMessage::Unsubscribed {
+                graph_id: &graph,
+                code: "FORBIDDEN",
+                message: &message,
+            });
+        }
+        self.conn.send_message(&ServerMessage::Refreshed {
+            expires_at: id.expires_at_ms(),
+        });
+        self.id = id;
     }
 }

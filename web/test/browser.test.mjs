@@ -326,4 +326,30 @@ describe('under graphq dev', () => {
     await page.waitForFunction((id) => window.graphqEditor.client.confirmed.nodes.has(id), id);
     await page.close();
   });
+
+  test('a short demo token is renewed on the open socket and the editor stays live past its expiry', { timeout: TEST_TIMEOUT }, async () => {
+    const page = await bob.newPage();
+    // A 3 s token: the client sends REFRESH halfway through each token's life.
+    await page.goto(`${dev.base}/?graph=renewal&tokenTtl=3`);
+    const dialog = page.locator('dialog#login');
+    await dialog.waitFor();
+    await dialog.locator('input').fill('dave');
+    await dialog.locator('button').click();
+    await page.locator('#conn[data-status="online"]').waitFor();
+    await page.evaluate(() => {
+      const seen = (window.tokenSeen = { refreshed: 0, left: false, expired: false });
+      const { client } = window.graphqEditor;
+      client.on('refreshed', () => { seen.refreshed += 1; });
+      client.on('status', (s) => { if (s.status !== 'online') seen.left = true; });
+      client.on('error', (e) => { if (e.code === 'TOKEN_EXPIRED') seen.expired = true; });
+    });
+    // Three renewals take the socket well past the first token's exp.
+    await page.waitForFunction(() => window.tokenSeen.refreshed >= 3);
+    const id = await addNodeAt(page, 300, 200);
+    await page.waitForFunction((id) => window.graphqEditor.client.confirmed.nodes.has(id), id);
+    const seen = await page.evaluate(() => window.tokenSeen);
+    assert.deepEqual({ left: seen.left, expired: seen.expired }, { left: false, expired: false },
+      'the socket was never closed');
+    await page.close();
+  });
 });

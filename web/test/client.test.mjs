@@ -13,18 +13,19 @@ const node = (id, x, y, data = {}) => ({ id, type: null, position: { x, y }, dat
 const edge = (id, source, target) => ({ id, source, target, type: null, data: {}, version: 1 });
 
 /** A client as alice, its clock, its recorded events, and a fetch stub. */
-function setup({ fetch } = {}) {
+function setup({ fetch, token, getToken } = {}) {
   const clock = new FakeClock();
   const client = new GraphqClient({
     url: 'ws://graphq.test/ws',
-    token: fakeToken('alice'),
+    token: token ?? fakeToken('alice'),
     graphId: G,
     WebSocket: FakeSocket,
     fetch: fetch ?? (async () => ({ ok: false })),
+    getToken,
     clock,
   });
   const events = {};
-  for (const type of ['change', 'status', 'sync', 'applied', 'revert', 'conflict', 'presence', 'error']) {
+  for (const type of ['change', 'status', 'sync', 'applied', 'revert', 'conflict', 'presence', 'error', 'refreshed']) {
     events[type] = [];
     client.on(type, (detail) => events[type].push(detail));
   }
@@ -513,6 +514,104 @@ describe('bad server data', () => {
 
     client.moveNode('a', { x: 1, y: 2 });
     assert.deepEqual(seen(client, 'a'), { x: 1, y: 2 }, 'still editable');
+  });
+});
+
+describe('token renewal', () => {
+  /** Lets `getToken`'s promise settle. */
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  /** A token for alice expiring `s` seconds after the fake clock's start. */
+  const aliceFor = (s) => fakeToken('alice', { exp: 1000 + s });
+  /** `ms` pass with the server heartbeating, so the socket is not presumed dead. */
+  const live = (clock, socket, ms) => {
+    for (let left = ms; left > 0; left -= 10_000) {
+      clock.tick(Math.min(left, 10_000));
+      socket.receive({ type: 'HEARTBEAT', serverTime: clock.now() });
+    }
+  };
+
+  test('a REFRESH with a fresh token goes out before exp, and the renewed token is used from then on', async () => {
+    const fresh = aliceFor(600);
+    let calls = 0;
+    const { client, clock, events } = setup({
+      token: aliceFor(120),
+      getToken: async () => {
+        calls += 1;
+        return fresh;
+      },
+    });
+    const socket = connect(client);
+    live(clock, socket, 89_000);
+    await settle();
+    assert.deepEqual(socket.take('REFRESH'), [], 'not yet: 31 s before exp');
+    live(clock, socket, 1_000);
+    await settle();
+    assert.deepEqual(socket.take('REFRESH'), [{ type: 'REFRESH', token: fresh }], '30 s before exp');
+    assert.equal(calls, 1);
+
+    socket.receive({ type: 'REFRESHED', expiresAt: 1_600_000 });
+    assert.deepEqual(events.refreshed, [{ expiresAt: 1_600_000 }]);
+    assert.equal(client.status, 'online', 'the same socket carries on');
+    live(clock, socket, 479_000);
+    await settle();
+    assert.deepEqual(socket.take('REFRESH'), [], 'the next one is due 30 s before the new exp');
+
+    socket.drop();
+    clock.tick(250);
+    await settle();
+    assert.equal(calls, 1, 'a valid token needs no new one to reconnect');
+    assert.ok(FakeSocket.opened.at(-1).url.endsWith(`token=${encodeURIComponent(fresh)}`));
+  });
+
+  test('a refused REFRESH keeps the old token; a short token is renewed halfway through its life', async () => {
+    const bobs = fakeToken('bob', { exp: 1600 });
+    const { client, clock, events } = setup({ token: aliceFor(20), getToken: async () => bobs });
+    const socket = connect(client);
+    live(clock, socket, 10_000);
+    await settle();
+    assert.deepEqual(socket.take('REFRESH'), [{ type: 'REFRESH', token: bobs }]);
+    socket.receive({ type: 'ERROR', code: 'AUTH_REFRESH_REFUSED', message: 'the token names another user' });
+    assert.equal(events.error.at(-1).code, 'AUTH_REFRESH_REFUSED');
+    socket.drop();
+    clock.tick(250);
+    await settle();
+    assert.ok(FakeSocket.opened.at(-1).url.endsWith(`token=${encodeURIComponent(aliceFor(20))}`));
+  });
+
+  test('after a 4003 close it reconnects with a new token from getToken', async () => {
+    const fresh = aliceFor(600);
+    let calls = 0;
+    const { client, clock, events } = setup({
+      token: aliceFor(60),
+      getToken: async () => {
+        calls += 1;
+        return fresh;
+      },
+    });
+    const socket = connect(client);
+    client.moveNode('n1', { x: 1, y: 1 });
+    socket.closeWith(4003);
+    assert.equal(events.error.at(-1).code, 'TOKEN_EXPIRED');
+    assert.equal(client.status, 'offline');
+    clock.tick(250);
+    await settle();
+    assert.equal(calls, 1, 'the token was still valid by our clock, but the server said otherwise');
+    const again = FakeSocket.opened.at(-1);
+    assert.notEqual(again, socket);
+    assert.ok(again.url.endsWith(`token=${encodeURIComponent(fresh)}`));
+    connectAgain(again, 1);
+    assert.equal(client.status, 'online');
+  });
+
+  test('without getToken an expired socket reconnects with the token it has', () => {
+    const { client, clock, events } = setup({ token: aliceFor(60) });
+    const socket = connect(client);
+    live(clock, socket, 60_000);
+    assert.deepEqual(socket.take('REFRESH'), []);
+    socket.closeWith(4003);
+    assert.equal(events.error.at(-1).code, 'TOKEN_EXPIRED');
+    clock.tick(250);
+    assert.ok(FakeSocket.opened.at(-1).url.endsWith(`token=${encodeURIComponent(aliceFor(60))}`));
   });
 });
 

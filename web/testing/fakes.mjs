@@ -42,6 +42,12 @@ export class FakeSocket {
     this.onclose?.({ code: 1006 });
   }
 
+  /** The server closes the socket with `code` (4003: the token expired). */
+  closeWith(code) {
+    this.readyState = 3;
+    this.onclose?.({ code });
+  }
+
   /** Messages sent since the last call, by type when given. */
   take(type) {
     const all = this.sent;
@@ -82,8 +88,12 @@ export class FakeClock {
   }
 }
 
-/** An unsigned JWT naming `user` (the client only reads `sub`). */
-export function fakeToken(user) {
+/**
+ * An unsigned JWT naming `user` (the client only reads `sub` and `exp`),
+ * expiring at `exp` (Unix seconds) when given.
+ */
+export function fakeToken(user, { exp } = {}) {
   const part = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  return `${part({ alg: 'HS256' })}.${part({ sub: user, graphs: '*', role: 'editor' })}.sig`;
+  const claims = { sub: user, graphs: '*', role: 'editor', ...(exp === undefined ? {} : { exp }) };
+  return `${part({ alg: 'HS256' })}.${part(claims)}.sig`;
 }
