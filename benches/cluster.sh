@@ -27,6 +27,8 @@ seeds=$(printf 'redis://%s,' "${nodes[@]}"); seeds=${seeds%,}
 
 export GRAPHQ_AUTH_SECRET="bench-secret-$(date +%s)-0123456789" RUST_LOG=warn,redis=error
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
+# Every load client connects from loopback: lift the per-address connection cap.
+export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
 run_target() { # name, then the graphq flags that select the Redis
   local name=$1; shift
   for _ in $(seq "$runs"); do

@@ -33,6 +33,8 @@ rport=$(free_port); gport=$(free_port)
 start_redis "$rport" --appendonly yes --appendfsync everysec
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="soak-secret-$(date +%s)-0123456789" RUST_LOG=warn
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
+# Every load client connects from loopback: lift the per-address connection cap.
+export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
 export GRAPHQ_GRAPH__LOG_RETENTION=${SOAK_LOG_RETENTION:-1000}
 export GRAPHQ_GRAPH__OP_TTL_S=${SOAK_OP_TTL_S:-60}
 export GRAPHQ_QUEUES__COMMANDS__DEDUPE_WINDOW_MS=${SOAK_DEDUPE_WINDOW_MS:-60000}

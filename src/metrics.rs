@@ -29,6 +29,9 @@ pub const COMMAND_LATENCY: &str = "graphq_command_latency_seconds";
 pub const BROADCAST_LATENCY: &str = "graphq_broadcast_latency_seconds";
 pub const WS_CONNECTIONS: &str = "graphq_ws_connections";
 pub const WS_SUBSCRIPTIONS: &str = "graphq_ws_subscriptions";
+/// Connections the gateway accepted beyond a connection cap (label `cap`:
+/// `per_ip` or `total`), served one health probe at most.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "graphq_http_connections_refused_total";
 
 /// What `/metrics` answers with (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -95,6 +98,10 @@ fn describe() {
         (
             "graphq_commands_rejected_total",
             "Commands this gateway refused, by error code.",
+        ),
+        (
+            HTTP_CONNECTIONS_REFUSED,
+            "Connections beyond a connection cap (per peer address or in total), served a health probe at most.",
         ),
     ] {
         describe_counter!(name, help);

@@ -16,3 +16,22 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// The file-descriptor limit this process runs under (the soft limit), when
+/// the platform tells; the gateway keeps its connection cap below it.
+pub fn fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    // SAFETY: getrlimit only writes the struct we pass.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur != libc::RLIM_INFINITY {
+            // rlim_t is u64 on Linux but not on every unix.
+            #[allow(clippy::unnecessary_cast)]
+            return Some(l.rlim_cur as u64);
+        }
+    }
+    None
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, Identity};
 use crate::graph::command::{self, MAX_BATCH_OPS, MAX_COMMAND_BYTES, Rejection};
 
-use super::{AppError, AppState, accept, check_graph, invalid_command, wait_bound};
+use super::{AppError, AppState, accept, accept_batch, check_graph, invalid_command, wait_bound};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,10 +55,17 @@ struct CommandQuery {
     token: Option<String>,
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, AppError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| AppError::TooLarge(limit))
+/// The whole body, read only after the caller was authenticated (a client
+/// without a token never gets to make the gateway wait for one), within
+/// `gateway.body_read_timeout_ms` (the `bound_body` middleware).
+async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, AppError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if super::limits::is_body_timeout(&err) {
+            AppError::BodyTimeout(state.settings.body_read_timeout_ms)
+        } else {
+            AppError::TooLarge(limit)
+        }
+    })
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
@@ -80,7 +87,7 @@ async fn post_command(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, true)?;
-    let bytes = read_body(body, MAX_COMMAND_BYTES).await?;
+    let bytes = read_body(&state, body, MAX_COMMAND_BYTES).await?;
     let cmd = command::parse(&bytes).map_err(invalid_command)?;
     submit(&state, &id, &graph, &cmd, q.wait).await
 }
@@ -159,7 +166,7 @@ async fn post_batch(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, true)?;
-    let bytes = read_body(body, MAX_COMMAND_BYTES * 4).await?;
+    let bytes = read_body(&state, body, MAX_COMMAND_BYTES * 4).await?;
     let v = parse_json(&bytes)?;
     let reject = |code, field: &str, message: &str| {
         AppError::Rejected(Rejection {
@@ -199,7 +206,8 @@ async fn post_batch(
         let cmd = command::from_value(&batch).map_err(AppError::Rejected)?;
         return submit(&state, &id, &graph, &cmd, q.wait).await;
     }
-    // Not atomic: each command on its own, validated before any is queued.
+    // Not atomic: each command on its own, all validated, then queued whole
+    // or not at all (`accept_batch`).
     let cmds: Vec<command::Command> = ops
         .iter()
         .enumerate()
@@ -214,11 +222,11 @@ async fn post_batch(
             })
         })
         .collect::<Result<_, _>>()?;
-    let mut accepted = Vec::with_capacity(cmds.len());
-    for c in &cmds {
-        accept(&state, &id, &graph, c).await?;
-        accepted.push(json!({"accepted": true, "operationId": c.operation_id}));
-    }
+    accept_batch(&state, &id, &graph, &cmds).await?;
+    let accepted: Vec<Value> = cmds
+        .iter()
+        .map(|c| json!({"accepted": true, "operationId": c.operation_id}))
+        .collect();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": true, "operations": accepted})),

@@ -9,6 +9,7 @@
 pub mod broadcast;
 mod http;
 pub use http::readiness;
+mod limits;
 mod web;
 mod ws;
 
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Auth, AuthError, Identity};
 use crate::db::Redis;
 use crate::graph::command::{Command, Rejection, is_graph_id};
-use crate::graph::{GraphStore, command_job};
+use crate::graph::{Claim, GraphStore, command_job};
 use crate::queue::{AddOutcome, Queue, RateLimit};
 
 pub use broadcast::{BroadcastSettings, Broadcaster};
@@ -59,6 +60,16 @@ pub struct GatewaySettings {
     /// `graphq dev` turns this on; it is never read from configuration.
     #[serde(skip)]
     pub dev_tokens: bool,
+    /// A request body not received whole within this long of its head is
+    /// cut: 408 BODY_TIMEOUT, connection closed. A client that stops
+    /// half-way would otherwise hold a connection forever.
+    pub body_read_timeout_ms: u64,
+    /// Open connections from one peer address; beyond it a connection may
+    /// only ask for a health probe (or is closed at once).
+    pub max_connections_per_ip: usize,
+    /// Open connections in total (lowered to fit under the file-descriptor
+    /// limit); beyond it, as for `max_connections_per_ip`.
+    pub max_connections: usize,
 }
 
 impl Default for GatewaySettings {
@@ -77,6 +88,9 @@ impl Default for GatewaySettings {
                 duration_ms: 1_000,
             }),
             dev_tokens: false,
+            body_read_timeout_ms: 10_000,
+            max_connections_per_ip: 256,
+            max_connections: 20_000,
         }
     }
 }
@@ -143,11 +157,19 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The router: HTTP API, WebSocket endpoints, health.
+/// The router: HTTP API, WebSocket endpoints, health, and the demo's token
+/// endpoint only under `graphq dev` (elsewhere the path is not routed at
+/// all, so its body is never read). Every request body is bounded in time.
 pub fn app(state: AppState) -> Router {
-    http::routes()
-        .merge(ws::routes())
-        .merge(web::routes())
+    let mut router = http::routes().merge(ws::routes()).merge(web::routes());
+    if state.settings.dev_tokens {
+        router = router.merge(web::dev_routes());
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::bound_body,
+        ))
         .with_state(state)
 }
 
@@ -158,18 +180,25 @@ pub fn app(state: AppState) -> Router {
 /// Connections are served with hyper directly rather than `axum::serve`,
 /// which sets no timer and so no header-read timeout: a client trickling its
 /// request head byte by byte would hold a connection and a task forever.
+/// Connections are counted per peer address and in total (`limits`): beyond
+/// a cap, a connection is served one health probe at most, so `/healthz`,
+/// `/readyz` and `/metrics` stay reachable while the caps are reached.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let shutdown = state.shutdown.clone();
     let header_timeout = Duration::from_millis(state.settings.header_read_timeout_ms);
     let broadcaster = state.broadcaster.clone();
+    let caps = limits::ConnectionLimits::new(&state.settings);
     let router = app(state);
+    let probe_router = router
+        .clone()
+        .layer(axum::middleware::from_fn(limits::probes_only));
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: wait, do not spin.
                     tracing::warn!(%err, "accept failed");
@@ -184,16 +213,28 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "TCP_NODELAY not set");
         }
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let (slot, router, probe) = match caps.admit(peer.ip()) {
+            limits::Admission::Full(slot) => (slot, router.clone(), false),
+            limits::Admission::Probe(slot) => (slot, probe_router.clone(), true),
+            // Closed at once: accepting and dropping costs the descriptor
+            // for microseconds, where leaving it in the backlog would not
+            // tell the client anything.
+            limits::Admission::Refused => continue,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
+            builder.timer(TokioTimer::new());
+            if probe {
+                builder
+                    .header_read_timeout(header_timeout.min(limits::PROBE_HEADER_TIMEOUT))
+                    .keep_alive(false);
+            } else {
+                builder.header_read_timeout(header_timeout);
+            }
+            let io = TokioIo::new(limits::Counted::new(tcp, slot));
+            let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
@@ -228,8 +269,21 @@ pub enum AppError {
     // The operation id (held here) is taken by a command on another graph.
     OperationIdInUse(String),
     TooLarge(usize),
-    RateLimited { retry_after_ms: u64 },
+    RateLimited {
+        retry_after_ms: u64,
+    },
     Unavailable(String),
+    /// The request body did not arrive within this many ms.
+    BodyTimeout(u64),
+    /// A connection beyond a connection cap asked for more than a probe.
+    TooManyConnections,
+    /// Why one command of a batch refused the whole batch; `field` is under
+    /// `operations.{index}`.
+    BatchItem {
+        index: usize,
+        field: &'static str,
+        error: Box<AppError>,
+    },
 }
 
 impl AppError {
@@ -244,6 +298,9 @@ impl AppError {
             AppError::TooLarge(_) => "TOO_LARGE",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::BodyTimeout(_) => "BODY_TIMEOUT",
+            AppError::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            AppError::BatchItem { error, .. } => error.code(),
         }
     }
 
@@ -262,6 +319,20 @@ impl AppError {
             }
             // Details of server-side failures are logged, not shown.
             AppError::Unavailable(_) => "the service is unavailable; retry later".into(),
+            AppError::BodyTimeout(ms) => {
+                format!("the request body did not arrive within {ms} ms")
+            }
+            AppError::TooManyConnections => {
+                "too many open connections; only /healthz, /readyz and /metrics are served \
+                 on this one"
+                    .into()
+            }
+            AppError::BatchItem { index, error, .. } => {
+                format!(
+                    "operations.{index}: {}; nothing of the batch was queued",
+                    error.message()
+                )
+            }
         }
     }
 
@@ -276,6 +347,9 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BatchItem { error, .. } => error.status(),
         }
     }
 
@@ -284,6 +358,9 @@ impl AppError {
         let mut e = json!({"code": self.code(), "message": self.message()});
         if let AppError::Rejected(r) = self {
             e["field"] = json!(r.field);
+        }
+        if let AppError::BatchItem { index, field, .. } = self {
+            e["field"] = json!(format!("operations.{index}.{field}"));
         }
         if let AppError::RateLimited { retry_after_ms } = self {
             e["retryAfterMs"] = json!(retry_after_ms);
@@ -381,6 +458,100 @@ pub async fn accept(
     accepted
 }
 
+/// Queues the commands of a non-atomic batch whole or not at all. Every
+/// check that can refuse runs before anything is queued: authorization, the
+/// user's rate permits for the whole batch (one limiter call, all or none),
+/// then an operation-id claim per command. On a refusal, the claims this
+/// batch made are released and the error names the command. The queue adds
+/// are one pipeline; only Redis failing during it leaves part queued, and a
+/// resend of the same batch is safe (operation ids dedupe). Returns, per
+/// command, whether it was new.
+pub async fn accept_batch(
+    state: &AppState,
+    id: &Identity,
+    graph: &str,
+    cmds: &[Command],
+) -> Result<Vec<bool>, AppError> {
+    let accepted = queue_batch(state, id, graph, cmds).await;
+    match &accepted {
+        Ok(_) => {
+            metrics::counter!("graphq_commands_accepted_total").increment(cmds.len() as u64);
+            tracing::debug!(
+                graph_id = graph,
+                user_id = %id.user,
+                commands = cmds.len(),
+                "batch accepted"
+            );
+        }
+        Err(err) => {
+            metrics::counter!("graphq_commands_rejected_total", "code" => err.code().to_string())
+                .increment(cmds.len() as u64);
+            tracing::debug!(
+                graph_id = graph,
+                user_id = %id.user,
+                commands = cmds.len(),
+                code = err.code(),
+                "batch refused"
+            );
+        }
+    }
+    accepted
+}
+
+async fn queue_batch(
+    state: &AppState,
+    id: &Identity,
+    graph: &str,
+    cmds: &[Command],
+) -> Result<Vec<bool>, AppError> {
+    check_graph(id, graph, true)?;
+    if let Some(limit) = &state.settings.user_rate_limit {
+        if cmds.len() as u64 > limit.max {
+            // No wait would ever grant this many at once: RATE_LIMITED would
+            // have the client retry forever.
+            return Err(AppError::Rejected(Rejection {
+                code: "TOO_MANY_OPERATIONS",
+                field: "operations".into(),
+                message: format!(
+                    "a non-atomic batch needs one rate permit per command, and a user gets at \
+                     most {} at once; send smaller batches or an atomic one",
+                    limit.max
+                ),
+            }));
+        }
+        take_user_permits(state, &id.user, limit, cmds.len()).await?;
+    }
+    let ids: Vec<&str> = cmds.iter().map(|c| c.operation_id.as_str()).collect();
+    let claims = state.store.claim_operations(graph, &ids).await?;
+    if let Some(index) = claims.iter().position(|c| *c == Claim::Taken) {
+        let fresh: Vec<&str> = ids
+            .iter()
+            .zip(&claims)
+            .filter(|(_, c)| **c == Claim::Fresh)
+            .map(|(op, _)| *op)
+            .collect();
+        if let Err(err) = state.store.release_operations(&fresh).await {
+            // The claims expire with `graph.op_ttl_s`; until then those ids
+            // stay tied to this graph, which a resend of the batch accepts.
+            tracing::warn!(%err, graph_id = graph, "claims of a refused batch not released");
+        }
+        return Err(AppError::BatchItem {
+            index,
+            field: "operationId",
+            error: Box::new(AppError::OperationIdInUse(ids[index].to_string())),
+        });
+    }
+    let jobs = cmds
+        .iter()
+        .map(|c| command_job(graph, &id.user, c))
+        .collect();
+    let outcomes = state.commands.add_bulk(jobs).await?;
+    Ok(outcomes
+        .iter()
+        .map(|o| !matches!(o, AddOutcome::Duplicate { .. }))
+        .collect())
+}
+
 /// A command that did not validate: counted by its code, then answered.
 pub(crate) fn invalid_command(rejection: Rejection) -> AppError {
     count_refusal(rejection.code);
@@ -399,7 +570,7 @@ async fn queue_command(
 ) -> Result<bool, AppError> {
     check_graph(id, graph, true)?;
     if let Some(limit) = &state.settings.user_rate_limit {
-        take_user_permit(state, &id.user, limit).await?;
+        take_user_permits(state, &id.user, limit, 1).await?;
     }
     // Operation ids are global, so the id is claimed for this graph before
     // anything is queued (see `GraphStore::claim_operation`).
@@ -417,9 +588,15 @@ async fn queue_command(
     Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
 }
 
-/// One permit of the user's shared rate limit, or RATE_LIMITED with how long
-/// to wait. A refusal is remembered locally until the wait is over.
-async fn take_user_permit(state: &AppState, user: &str, limit: &RateLimit) -> Result<(), AppError> {
+/// `n` permits of the user's shared rate limit, all or none, or
+/// RATE_LIMITED with how long to wait. A refusal of one permit is remembered
+/// locally until the wait is over (a refusal of many says nothing about one).
+async fn take_user_permits(
+    state: &AppState,
+    user: &str,
+    limit: &RateLimit,
+    n: usize,
+) -> Result<(), AppError> {
     let now = std::time::Instant::now();
     let refused = state
         .refused_until
@@ -433,17 +610,19 @@ async fn take_user_permit(state: &AppState, user: &str, limit: &RateLimit) -> Re
         });
     }
     let key = state.store.keys().key_limiter("gateway", user);
-    let (granted, wait) = crate::queue::take_permits(&state.commands, &key, limit, 1).await?;
+    let (granted, wait) = crate::queue::take_all_permits(&state.commands, &key, limit, n).await?;
     let mut refused = state.refused_until.lock().expect("refused_until lock");
-    if granted > 0 {
+    if granted {
         refused.remove(user);
         return Ok(());
     }
-    if refused.len() >= REFUSED_USERS_MAX {
-        refused.retain(|_, until| *until > now);
-    }
-    if refused.len() < REFUSED_USERS_MAX {
-        refused.insert(user.to_string(), now + wait);
+    if n == 1 {
+        if refused.len() >= REFUSED_USERS_MAX {
+            refused.retain(|_, until| *until > now);
+        }
+        if refused.len() < REFUSED_USERS_MAX {
+            refused.insert(user.to_string(), now + wait);
+        }
     }
     Err(AppError::RateLimited {
         retry_after_ms: wait.as_millis() as u64,

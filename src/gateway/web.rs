@@ -46,8 +46,9 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The demo's files, served in every mode.
 pub fn routes() -> Router<AppState> {
-    let mut router = Router::new().route("/api/v2/dev/token", post(dev_token));
+    let mut router = Router::new();
     for &(path, content_type, text) in FILES {
         router = router.route(
             path,
@@ -68,6 +69,12 @@ pub fn routes() -> Router<AppState> {
 /// The longest (and default) life of a demo token.
 const DEV_TOKEN_TTL_S: u64 = 24 * 3600;
 
+/// The demo's token endpoint, routed only under `graphq dev`: elsewhere the
+/// path does not exist, so a body sent to it is never read.
+pub fn dev_routes() -> Router<AppState> {
+    Router::new().route("/api/v2/dev/token", post(dev_token))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DevTokenRequest {
@@ -81,16 +88,13 @@ struct DevTokenRequest {
 }
 
 /// `POST /api/v2/dev/token {"user", "role"?, "ttlSeconds"?}` → `{"token",
-/// "userId"}`: an editor (or viewer) token for every graph,
-/// valid for `ttlSeconds` (1 to 86,400; default 24 hours). 404 unless the
-/// gateway runs under `graphq dev`.
+/// "userId"}`: an editor (or viewer) token for every graph, valid for
+/// `ttlSeconds` (1 to 86,400; default 24 hours). Routed by [`dev_routes`]
+/// only, so it exists only under `graphq dev`.
 async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    if !state.settings.dev_tokens {
-        return Err(AppError::NotFound("no such route".into()));
-    }
     let invalid = |code, field: &str, message: String| {
         AppError::Rejected(Rejection {
             code,

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
 pub use store::{
-    Changes, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
+    Changes, Claim, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
 };
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).

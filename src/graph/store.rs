@@ -24,7 +24,7 @@ use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
 use crate::scripts::SCRIPTS;
 
 pub use analytics::GraphActivity;
-pub use operations::OperationStatus;
+pub use operations::{Claim, OperationStatus};
 pub use verify::VerifyReport;
 
 use super::{

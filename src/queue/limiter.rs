@@ -46,6 +46,29 @@ pub async fn take(
     Ok((granted as usize, Duration::from_millis(wait_ms)))
 }
 
+/// Takes `want` permits from the limiter at `key` all at once, or none.
+/// Returns whether they were granted and, when not, how long to wait until
+/// there is room for all of them (`want` must not exceed `limit.max`, or no
+/// wait is long enough).
+pub async fn take_all(
+    queue: &Queue,
+    key: &str,
+    limit: &RateLimit,
+    want: usize,
+) -> Result<(bool, Duration), QueueError> {
+    let mut conn = queue.redis().conn();
+    let (granted, wait_ms): (u64, u64) = SCRIPTS
+        .rate_limit
+        .key(key)
+        .arg(limit.max)
+        .arg(limit.duration_ms)
+        .arg(want)
+        .arg("all")
+        .invoke_async(&mut conn)
+        .await?;
+    Ok((granted as usize == want, Duration::from_millis(wait_ms)))
+}
+
 /// How many of `jobs` (in order) may run now under the queue-wide limit and
 /// the per-key limit, and how long to wait before the rest. Permits granted to
 /// jobs that then do not run because an earlier job was limited are not given

@@ -40,7 +40,7 @@ use crate::scripts::{SCRIPTS, query_pipeline};
 pub use dlq::{DeadLetter, DeadLetters};
 pub use events::{CounterSnapshot, Counters, EventsMode, JobEvent, JobEventKind, JobObserver};
 pub use job::{AddOutcome, Job, JobError, NewJob, Priority};
-pub use limiter::{RateLimit, take as take_permits};
+pub use limiter::{RateLimit, take as take_permits, take_all as take_all_permits};
 pub use retry::RetryPolicy;
 pub use stats::{PartitionStats, QueueStats};
 pub use worker::{FnProcessor, Processor, Worker, process_in_order};

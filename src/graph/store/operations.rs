@@ -30,6 +30,17 @@ pub struct OperationStatus {
     pub error: Option<Value>,
 }
 
+/// What claiming an operation id for a graph found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The id was free; this call claimed it.
+    Fresh,
+    /// Already claimed for this graph (a resend).
+    Own,
+    /// Claimed for another graph: refused.
+    Taken,
+}
+
 impl GraphStore {
     /// The status of an operation, from the operation index (written when it
     /// was accepted) and the graph's outcome record (written when decided).
@@ -131,6 +142,58 @@ impl GraphStore {
             .hget(&index, "graphId");
         let (owner,): (Option<String>,) = pipe.query_async(&mut self.redis.conn()).await?;
         Ok(owner.is_none_or(|g| g == graph_id))
+    }
+
+    /// [`Self::claim_operation`] for every id of a batch, in one round trip,
+    /// saying for each whether this call made the claim (so that a refused
+    /// batch can release exactly those).
+    pub async fn claim_operations(
+        &self,
+        graph_id: &str,
+        operation_ids: &[&str],
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut pipe = redis::pipe();
+        for operation_id in operation_ids {
+            let index = self.keys.operation(operation_id);
+            pipe.cmd("HSETNX")
+                .arg(&index)
+                .arg("status")
+                .arg("pending")
+                .ignore()
+                .cmd("HSETNX")
+                .arg(&index)
+                .arg("graphId")
+                .arg(graph_id)
+                .expire(&index, self.settings.op_ttl_s as i64)
+                .ignore()
+                .hget(&index, "graphId");
+        }
+        let replies: Vec<(u8, Option<String>)> = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(made, owner)| match owner {
+                _ if made == 1 => Claim::Fresh,
+                Some(g) if g != graph_id => Claim::Taken,
+                _ => Claim::Own,
+            })
+            .collect())
+    }
+
+    /// Gives back claims [`Self::claim_operations`] made for a batch that was
+    /// then refused, before anything of it was queued. A claim is only ever
+    /// released by the request that made it a moment before, so the one
+    /// overlap is the same operation id sent at once on another request to
+    /// the same graph; its worker writes the index again when it applies it.
+    pub async fn release_operations(&self, operation_ids: &[&str]) -> Result<(), StoreError> {
+        if operation_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for operation_id in operation_ids {
+            pipe.del(self.keys.operation(operation_id)).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(())
     }
 
     /// Records a revert for an operation that never reached the script (not
