@@ -87,12 +87,18 @@ impl Refusal {
 
 impl ClientMessage {
     /// Reads one text frame. The checks, and so the error a malformed frame
-    /// gets, come in this order: JSON, a string `type`, a known type, a
-    /// string `graphId`, then the message's own fields.
+    /// gets, come in this order: JSON, no key given twice in an object
+    /// (`DUPLICATE_KEY`), a string `type`, a known type, a string
+    /// `graphId`, then the message's own fields.
     pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
         let msg: Value = serde_json::from_str(text).map_err(|e| Refusal {
             code: "INVALID_JSON",
             message: format!("not valid JSON: {e}"),
+        })?;
+        // The whole frame, so a key given twice in its command is refused too.
+        crate::graph::command::check_unique_keys(text.as_bytes()).map_err(|r| Refusal {
+            code: r.code,
+            message: r.message,
         })?;
         let Some(kind) = msg.get("type").and_then(Value::as_str) else {
             return Err(Refusal::invalid("every message has a string `type`"));
@@ -300,6 +306,11 @@ pub enum CloseCode {
     Normal = 1000,
     /// The gateway is shutting down; reconnect and resubscribe.
     GoingAway = 1001,
+    /// A frame that breaks the WebSocket protocol: a continuation without
+    /// a start, a reserved bit or opcode, an unmasked frame.
+    ProtocolError = 1002,
+    /// A text frame that is not UTF-8.
+    InvalidPayload = 1007,
     /// A frame larger than `gateway.max_frame_bytes`.
     TooLarge = 1009,
     /// Nothing received for `gateway.idle_timeout_ms`.
@@ -312,9 +323,11 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, for checks that cover them all.
-    pub const ALL: [CloseCode; 6] = [
+    pub const ALL: [CloseCode; 8] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::TooLarge,
         CloseCode::Idle,
         CloseCode::TooSlow,
@@ -326,6 +339,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "",
             CloseCode::GoingAway => "server shutting down",
+            CloseCode::ProtocolError => "websocket protocol error",
+            CloseCode::InvalidPayload => "text frame is not UTF-8",
             CloseCode::TooLarge => "frame too large",
             CloseCode::Idle => "silent for too long",
             CloseCode::TooSlow => "too slow: send queue full; resubscribe",
@@ -417,6 +432,18 @@ mod tests {
                 code: "UNKNOWN_TYPE",
                 message: "unknown message type `DANCE`".into()
             }
+        );
+        // A key given twice, in the frame or in its command, comes next.
+        for text in [
+            r#"{"type":"SUBSCRIBE","type":"DANCE","graphId":"g1"}"#,
+            r#"{"type":"COMMAND","graphId":"g1","command":{"type":"A","type":"B"}}"#,
+        ] {
+            assert_eq!(refused(text).code, "DUPLICATE_KEY", "{text}");
+        }
+        assert!(
+            refused(r#"{"type":"COMMAND","graphId":"g1","command":{"type":"A","type":"B"}}"#)
+                .message
+                .contains("`command.type`")
         );
         // graphId is named first, whatever else is wrong.
         assert_eq!(
@@ -636,6 +663,8 @@ mod tests {
         assert_eq!(CloseCode::Idle as u16, 4002);
         assert_eq!(CloseCode::TokenExpired as u16, 4003);
         assert_eq!(CloseCode::TooLarge as u16, 1009);
+        assert_eq!(CloseCode::InvalidPayload as u16, 1007);
+        assert_eq!(CloseCode::ProtocolError as u16, 1002);
         assert_eq!(CloseCode::GoingAway as u16, 1001);
         assert_eq!(CloseCode::from_u16(0), None);
     }

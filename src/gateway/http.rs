@@ -1,18 +1,24 @@
 //! HTTP API (docs/protocol.md): commands, batches, operation status, state, changes,
-//! health. Every answer that is not a success is `{"error": {...}}`.
+//! health. Every answer that is not a success is `{"error": {...}}`, including
+//! the ones the framework would word itself: a bad query string
+//! ([`Query`]), a path that is not UTF-8 ([`Path`]) and a plain GET of a
+//! WebSocket path ([`not_websocket`]).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::{AuthError, Identity};
 use crate::graph::command::{self, MAX_BATCH_OPS, MAX_COMMAND_BYTES, Rejection};
 
+use super::broadcast::Waiter;
 use super::{AppError, AppState, accept, accept_batch, check_graph, invalid_command, wait_bound};
 
 pub fn routes() -> Router<AppState> {
@@ -33,26 +39,142 @@ pub(crate) fn identity(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Identity, AppError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let token = bearer
+    let token = bearer_token(headers)
         .or(query_token)
         .ok_or(AppError::Unauthorized(AuthError::Missing))?;
     state.auth.verify(token).map_err(AppError::Unauthorized)
 }
 
-#[derive(Deserialize)]
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is
+/// case-insensitive (RFC 7235, 2.1): `bearer` and `BEARER` are Bearer too.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
+}
+
+/// A query string read into `T` ([`FromParams`]). It stands in for axum's
+/// `Query`, whose refusals are plain text that names no parameter: here a
+/// bad value is a 400 `INVALID_VALUE` in the documented JSON shape with the
+/// parameter as `field`, and a parameter given twice is refused rather
+/// than one of its values silently taken.
+pub(crate) struct Query<T>(pub T);
+
+/// A query's parameters, as given.
+pub(crate) struct Params(Vec<(String, String)>);
+
+/// A type read from a query string.
+pub(crate) trait FromParams: Sized {
+    fn from_params(params: &Params) -> Result<Self, AppError>;
+}
+
+impl<S: Send + Sync, T: FromParams> FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        // Pairs of strings: decoding them cannot fail on a value.
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| invalid_param("", format!("the query string is not readable: {e}")))?;
+        T::from_params(&Params(pairs.0)).map(Query)
+    }
+}
+
+impl Params {
+    /// The value of `name`, if given (once).
+    pub(crate) fn string(&self, name: &str) -> Result<Option<&str>, AppError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(invalid_param(
+                name,
+                format!("{name} is given more than once"),
+            ));
+        }
+        Ok(first.map(|(_, v)| v.as_str()))
+    }
+
+    /// The value of `name` as a non-negative integer, if given.
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, AppError> {
+        self.string(name)?
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| invalid_param(name, format!("{name} is a non-negative integer")))
+            })
+            .transpose()
+    }
+}
+
+fn invalid_param(name: &str, message: String) -> AppError {
+    AppError::Rejected(Rejection {
+        code: "INVALID_VALUE",
+        field: name.into(),
+        message,
+    })
+}
+
+/// The refusal of a request to a WebSocket path that is not a WebSocket
+/// upgrade (a plain GET, a missing header): 400 `NOT_WEBSOCKET`, in the
+/// documented shape instead of axum's plain text.
+pub(crate) fn not_websocket(rejection: WebSocketUpgradeRejection) -> AppError {
+    AppError::Rejected(Rejection {
+        code: "NOT_WEBSOCKET",
+        field: String::new(),
+        message: format!(
+            "this path opens a WebSocket; send a WebSocket upgrade ({})",
+            rejection.body_text()
+        ),
+    })
+}
+
+/// Path parameters: axum's `Path`, whose refusal of a segment that is not
+/// UTF-8 after percent-decoding is plain text, answered here as 400
+/// `INVALID_ID` in the documented shape.
+pub(crate) struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) => {
+                tracing::debug!(reason = %e.body_text(), "path refused");
+                Err(AppError::Rejected(Rejection {
+                    code: "INVALID_ID",
+                    field: String::new(),
+                    message: "an id in the path is not UTF-8 once percent-decoded".into(),
+                }))
+            }
+        }
+    }
+}
+
 struct TokenQuery {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
+impl FromParams for TokenQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        Ok(TokenQuery {
+            token: p.string("token")?.map(str::to_string),
+        })
+    }
+}
+
 struct CommandQuery {
     wait: Option<u64>,
     token: Option<String>,
+}
+
+impl FromParams for CommandQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        Ok(CommandQuery {
+            wait: p.number("wait")?,
+            token: p.string("token")?.map(str::to_string),
+        })
+    }
 }
 
 /// The whole body, read only after the caller was authenticated (a client
@@ -69,13 +191,15 @@ async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, 
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         AppError::Rejected(Rejection {
             code: "INVALID_JSON",
             field: String::new(),
             message: format!("not valid JSON: {e}"),
         })
-    })
+    })?;
+    command::check_unique_keys(bytes).map_err(AppError::Rejected)?;
+    Ok(value)
 }
 
 async fn post_command(
@@ -112,17 +236,8 @@ async fn submit(
     };
     let fresh = accept(state, id, graph, cmd).await?;
     if let (Some(w), Some(ms)) = (waiter, wait) {
-        // A resend of an operation that was decided long ago hears nothing on
-        // pub/sub: its stored outcome answers instead.
-        let outcome = match w.wait(wait_bound(state, ms)).await {
-            Some(o) => Some(o),
-            None if !fresh => state
-                .store
-                .operation(&cmd.operation_id)
-                .await?
-                .map(|s| json!(s)),
-            None => None,
-        };
+        let outcome =
+            await_outcome(state, w, &cmd.operation_id, fresh, wait_bound(state, ms)).await?;
         if let Some(outcome) = outcome {
             let body =
                 json!({"operationId": cmd.operation_id, "graphId": graph, "outcome": outcome});
@@ -135,6 +250,37 @@ async fn submit(
         "estimatedProcessingTime": estimated_ms(state).await,
     });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The outcome a `?wait` caller is answered with, or None when `bound`
+/// passed first. A resend (not `fresh`) of an operation decided long ago
+/// hears nothing on pub/sub: its stored outcome answers, at once when it is
+/// already there, in the same words as a first answer (`applied` or
+/// `reverted`, see [`OperationStatus::outcome`]).
+///
+/// [`OperationStatus::outcome`]: crate::graph::OperationStatus::outcome
+async fn await_outcome(
+    state: &AppState,
+    waiter: Waiter,
+    operation_id: &str,
+    fresh: bool,
+    bound: std::time::Duration,
+) -> Result<Option<Value>, AppError> {
+    let stored = || async {
+        let status = state.store.operation(operation_id).await?;
+        Ok::<_, AppError>(status.and_then(|s| s.outcome()))
+    };
+    // A failed look-up here only means waiting, as for a fresh command.
+    if !fresh && let Ok(Some(outcome)) = stored().await {
+        // Waiting no time still releases what the waiter holds.
+        waiter.wait(std::time::Duration::ZERO).await;
+        return Ok(Some(outcome));
+    }
+    match waiter.wait(bound).await {
+        Some(outcome) => Ok(Some(outcome)),
+        None if !fresh => stored().await,
+        None => Ok(None),
+    }
 }
 
 /// A rough guess in ms from the backlog: a few ms, plus about 1 ms per 200
@@ -265,11 +411,27 @@ async fn get_state(
     Ok(([(header::CONTENT_TYPE, "application/json")], s.json).into_response())
 }
 
-#[derive(Deserialize)]
 struct ChangesQuery {
-    since: Option<String>,
-    limit: Option<String>,
+    since: Option<u64>,
+    limit: Option<u64>,
     token: Option<String>,
+}
+
+impl FromParams for ChangesQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        let since = p.number("since")?;
+        let limit = p.number("limit")?;
+        // `limit=0` asks for nothing; answering with one change (the store
+        // reads at least one) or with none would both surprise.
+        if limit == Some(0) {
+            return Err(invalid_param("limit", "limit is at least 1".into()));
+        }
+        Ok(ChangesQuery {
+            since,
+            limit,
+            token: p.string("token")?.map(str::to_string),
+        })
+    }
 }
 
 async fn get_changes(
@@ -280,20 +442,8 @@ async fn get_changes(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
-    let number = |v: &Option<String>, name: &str, default: u64| -> Result<u64, AppError> {
-        match v {
-            None => Ok(default),
-            Some(s) => s.parse().map_err(|_| {
-                AppError::Rejected(Rejection {
-                    code: "INVALID_VALUE",
-                    field: name.into(),
-                    message: format!("{name} is a non-negative integer"),
-                })
-            }),
-        }
-    };
-    let since = number(&q.since, "since", 0)?;
-    let limit = number(&q.limit, "limit", state.store.settings().max_changes)?;
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(state.store.settings().max_changes);
     let ch = state.store.changes_since(&graph, since, limit).await?;
     if ch.too_old {
         return Err(AppError::Gone(format!(

@@ -14,13 +14,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -31,7 +31,7 @@ use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
 
 use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
-use super::http::identity;
+use super::http::{FromParams, Params, Path, Query, identity, not_websocket};
 use super::{AppError, AppState, accept, check_graph, invalid_command};
 
 pub fn routes() -> Router<AppState> {
@@ -41,21 +41,30 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
-#[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
-    #[serde(rename = "clientVersion")]
     client_version: Option<u64>,
     epoch: Option<String>,
+}
+
+impl FromParams for WsQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        Ok(WsQuery {
+            token: p.string("token")?.map(str::to_string),
+            client_version: p.number("clientVersion")?,
+            epoch: p.string("epoch")?.map(str::to_string),
+        })
+    }
 }
 
 async fn upgrade(
     State(state): State<AppState>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
+    let ws = ws.map_err(not_websocket)?;
     Ok(on_upgrade(state, id, ws, None))
 }
 
@@ -64,10 +73,11 @@ async fn upgrade_subscribed(
     Path(graph): Path<String>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
+    let ws = ws.map_err(not_websocket)?;
     let at = ClientPosition {
         version: q.client_version,
         epoch: q.epoch,
@@ -161,9 +171,10 @@ async fn connection(
             }
             Ok(None) => break,
             Ok(Some(Err(err))) => {
-                // Oversized frames end here: tungstenite refuses them.
                 tracing::debug!(%err, "websocket read failed");
-                conn.close(CloseCode::TooLarge);
+                if let Some(code) = read_error_close_code(err) {
+                    conn.close(code);
+                }
                 break;
             }
             Ok(Some(Ok(m))) => m,
@@ -187,6 +198,23 @@ async fn connection(
     state.broadcaster.unregister(&conn, &graphs).await;
     conn.end();
     let _ = sender.await;
+}
+
+/// The close code for a frame the socket could not read: what the client
+/// did wrong (RFC 6455, 7.4.1), or None when the connection itself failed
+/// and no close frame would arrive.
+fn read_error_close_code(err: axum::Error) -> Option<CloseCode> {
+    use tungstenite::Error;
+    // axum wraps the error of the tungstenite it is built on, which is the
+    // version this crate depends on (Cargo.toml).
+    let err = err.into_inner().downcast::<Error>().ok()?;
+    match *err {
+        // Over `max_frame_bytes`: tungstenite refuses it before reading it.
+        Error::Capacity(_) => Some(CloseCode::TooLarge),
+        Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        Error::Protocol(_) | Error::AttackAttempt => Some(CloseCode::ProtocolError),
+        _ => None,
+    }
 }
 
 async fn send_loop(

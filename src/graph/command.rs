@@ -1,7 +1,8 @@
 //! Commands: what a client may send, checked before anything is queued.
 //!
 //! [`parse`] turns untrusted bytes into a [`Command`] or a [`Rejection`] that
-//! names the offending field and a stable code. The gateway calls it before
+//! names the offending field and a stable code; a key given twice in an
+//! object is refused ([`check_unique_keys`]). The gateway calls it before
 //! queueing; the worker calls it again before applying (defence in depth).
 //! [`Command::script_op`] encodes a command for `lua/apply_command.lua`: every
 //! user value travels as canonical JSON text, which the script splices into
@@ -9,6 +10,9 @@
 
 use serde::Serialize;
 use serde_json::{Map, Number, Value, json};
+
+mod unique_keys;
+pub use unique_keys::check as check_unique_keys;
 
 /// Largest accepted command, in bytes of JSON.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -147,6 +151,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command, Rejection> {
     }
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| reject("INVALID_JSON", "", format!("not valid JSON: {e}")))?;
+    check_unique_keys(bytes)?;
     from_value(&value)
 }
 

@@ -304,8 +304,12 @@ impl GraphStore {
         .into_state(graph_id)
     }
 
-    /// Change-log entries after `since`, oldest first, at most `limit`.
-    /// `too_old` when an entry after `since` is no longer kept.
+    /// Change-log entries after `since`, oldest first, at most `limit`
+    /// (capped at `max_changes`; callers refuse 0). `too_old` when an entry
+    /// after `since` is no longer kept. Any `since` is safe, `u64::MAX`
+    /// included: the range starts at the stream id `since-1`, which lies
+    /// between entry `since` and entry `since + 1` (entries are `V-0`), so
+    /// no `since + 1` is computed that could wrap to 0 and list everything.
     pub async fn changes_since(
         &self,
         graph_id: &str,
@@ -326,7 +330,7 @@ impl GraphStore {
                 .arg(1)
                 .cmd("XRANGE")
                 .arg(k.graph_log(graph_id))
-                .arg(format!("{}-0", since + 1))
+                .arg(format!("{since}-1"))
                 .arg("+")
                 .arg("COUNT")
                 .arg(limit)
@@ -340,6 +344,7 @@ impl GraphStore {
         let oldest = crate::db::streams::parse_entries(&first)
             .first()
             .and_then(|(id, _)| entry_version(id));
+        // `since + 1` cannot wrap here: `since < current`.
         let too_old = since < current
             && match oldest {
                 Some(o) => o > since + 1,

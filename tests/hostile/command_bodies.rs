@@ -490,19 +490,25 @@ pub fn command_body_cases(editor: &str) -> Vec<Case> {
             "INVALID_ID",
             "payload.operations.1.payload.id",
         ),
-        // Duplicate keys: the last one wins, as the canonical text stored
-        // later says; a bad last value is refused.
+        // A key given twice is refused, whichever value is good
+        // (docs/protocol.md, Commands).
         text(
             "duplicate key whose last value is bad",
             r#"{"operationId":"o1","type":"CREATE_NODE","payload":{"node":{"id":"ok","id":"b{a}d","position":{"x":0,"y":0}}}}"#,
-            "INVALID_ID",
+            "DUPLICATE_KEY",
             "payload.node.id",
         ),
         text(
             "duplicate type whose last value is unknown",
             r#"{"operationId":"o1","type":"CREATE_NODE","type":"EVAL","payload":{"node":{"id":"x","position":{"x":0,"y":0}}}}"#,
-            "UNKNOWN_COMMAND",
+            "DUPLICATE_KEY",
             "type",
+        ),
+        text(
+            "duplicate key whose values are both good",
+            r#"{"operationId":"o1","type":"CREATE_NODE","payload":{"node":{"id":"x","position":{"x":0,"y":0},"data":{"k":"first","k":"last"}}}}"#,
+            "DUPLICATE_KEY",
+            "payload.node.data.k",
         ),
     ]
 }

@@ -41,6 +41,28 @@ pub enum Claim {
     Taken,
 }
 
+impl OperationStatus {
+    /// The operation's outcome in the words of a command's outcome
+    /// (`?wait`, docs/protocol.md): `{"status": "applied", "version"}` for
+    /// a completed operation, `{"status": "reverted", "code", "message"}`
+    /// for a failed one; None while it is pending or processing. A resend
+    /// is answered with this, so it reads like the first answer did (the
+    /// stored record keeps no `change` or `current`).
+    pub fn outcome(&self) -> Option<Value> {
+        match self.status.as_str() {
+            "completed" => Some(serde_json::json!({"status": "applied", "version": self.version})),
+            "failed" => {
+                let error = self.error.as_ref();
+                let field = |name: &str| error.map_or(Value::Null, |e| e[name].clone());
+                Some(serde_json::json!({
+                    "status": "reverted", "code": field("code"), "message": field("message"),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl GraphStore {
     /// The status of an operation, from the operation index (written when it
     /// was accepted) and the graph's outcome record (written when decided).
@@ -227,5 +249,39 @@ impl GraphStore {
             .invoke_async(&mut self.redis.conn())
             .await?;
         Ok(recorded == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(word: &str, version: Option<u64>, error: Option<Value>) -> OperationStatus {
+        OperationStatus {
+            operation_id: "o1".into(),
+            graph_id: "g1".into(),
+            status: word.into(),
+            version,
+            result: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn a_settled_operation_reads_as_the_outcome_of_its_command() {
+        assert_eq!(
+            status("completed", Some(7), None).outcome(),
+            Some(json!({"status": "applied", "version": 7}))
+        );
+        let error = json!({"code": "NOT_FOUND", "message": "node n1 does not exist"});
+        assert_eq!(
+            status("failed", None, Some(error)).outcome(),
+            Some(
+                json!({"status": "reverted", "code": "NOT_FOUND", "message": "node n1 does not exist"})
+            )
+        );
+        assert_eq!(status("pending", None, None).outcome(), None);
+        assert_eq!(status("processing", None, None).outcome(), None);
     }
 }
