@@ -15,6 +15,8 @@ start_redis "$rport"
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="bench-secret-$(date +%s)-0123456789" RUST_LOG=warn
 # Benchmark clients are one user each; lift the per-user limit above the test rate.
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
+# The fanout subscribers are all one user too: no cap on its sockets.
+export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
 ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
 ./target/release/graphq worker & pids+=($!)
 wait_ready "$gport"

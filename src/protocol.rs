@@ -288,16 +288,19 @@ pub enum CloseCode {
     Idle = 4002,
     /// The send queue overflowed: the client did not keep up.
     TooSlow = 4008,
+    /// The user already has `gateway.max_sockets_per_user` open sockets.
+    TooManyConnections = 4009,
 }
 
 impl CloseCode {
     /// Every close code, for checks that cover them all.
-    pub const ALL: [CloseCode; 5] = [
+    pub const ALL: [CloseCode; 6] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TooLarge,
         CloseCode::Idle,
         CloseCode::TooSlow,
+        CloseCode::TooManyConnections,
     ];
 
     /// The reason sent in the close frame.
@@ -308,6 +311,7 @@ impl CloseCode {
             CloseCode::TooLarge => "frame too large",
             CloseCode::Idle => "silent for too long",
             CloseCode::TooSlow => "too slow: send queue full; resubscribe",
+            CloseCode::TooManyConnections => "too many connections",
         }
     }
 
@@ -586,6 +590,7 @@ mod tests {
             assert_eq!(CloseCode::from_u16(code as u16), Some(code));
         }
         assert_eq!(CloseCode::TooSlow as u16, 4008);
+        assert_eq!(CloseCode::TooManyConnections as u16, 4009);
         assert_eq!(CloseCode::Idle as u16, 4002);
         assert_eq!(CloseCode::TooLarge as u16, 1009);
         assert_eq!(CloseCode::GoingAway as u16, 1001);
