@@ -247,8 +247,8 @@ impl Feed {
         let Some(v) = outcome.version else {
             return;
         };
-        let syncing = self.subs.values().any(|s| s.sync.is_some());
-        let Some(last) = self.last.or(syncing.then(|| v.saturating_sub(1))) else {
+        let syncing = || self.subs.values().any(|s| s.sync.is_some());
+        let Some(last) = self.last.or_else(|| syncing().then(|| v.saturating_sub(1))) else {
             // No subscriber yet (a waiter only): nothing to order.
             return;
         };
