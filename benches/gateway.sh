@@ -17,6 +17,8 @@ export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="bench-sec
 export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 # Every load client connects from loopback: lift the per-address connection cap.
 export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
+# The fanout subscribers are all one user too: no cap on its sockets.
+export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
 ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
 ./target/release/graphq worker & pids+=($!)
 wait_ready "$gport"

@@ -186,6 +186,12 @@ impl Keys {
         format!("{}:{{u:{user}}}:events", self.prefix)
     }
 
+    /// Open WebSockets of one user on every gateway: socket id → when its
+    /// entry expires (ms), refreshed while the socket is open.
+    pub fn user_sockets(&self, user: &str) -> String {
+        format!("{}:{{u:{user}}}:sockets", self.prefix)
+    }
+
     /// Pub/sub channel of a graph's presence (cursors, selections).
     pub fn presence_channel(&self, g: &str) -> String {
         self.graph(g, "presence")

@@ -319,11 +319,13 @@ pub enum CloseCode {
     TokenExpired = 4003,
     /// The send queue overflowed: the client did not keep up.
     TooSlow = 4008,
+    /// The user already has `gateway.max_sockets_per_user` open sockets.
+    TooManyConnections = 4009,
 }
 
 impl CloseCode {
     /// Every close code, for checks that cover them all.
-    pub const ALL: [CloseCode; 8] = [
+    pub const ALL: [CloseCode; 9] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -332,6 +334,7 @@ impl CloseCode {
         CloseCode::Idle,
         CloseCode::TooSlow,
         CloseCode::TokenExpired,
+        CloseCode::TooManyConnections,
     ];
 
     /// The reason sent in the close frame.
@@ -345,6 +348,7 @@ impl CloseCode {
             CloseCode::Idle => "silent for too long",
             CloseCode::TooSlow => "too slow: send queue full; resubscribe",
             CloseCode::TokenExpired => "token expired",
+            CloseCode::TooManyConnections => "too many connections",
         }
     }
 
@@ -660,6 +664,7 @@ mod tests {
             assert_eq!(CloseCode::from_u16(code as u16), Some(code));
         }
         assert_eq!(CloseCode::TooSlow as u16, 4008);
+        assert_eq!(CloseCode::TooManyConnections as u16, 4009);
         assert_eq!(CloseCode::Idle as u16, 4002);
         assert_eq!(CloseCode::TokenExpired as u16, 4003);
         assert_eq!(CloseCode::TooLarge as u16, 1009);

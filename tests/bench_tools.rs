@@ -16,9 +16,19 @@ use serde_json::Value;
 /// never applied) every time, not only when two graphs happen to collide.
 const ONE_PARTITION: (&str, &str) = ("GRAPHQ_QUEUES__COMMANDS__PARTITIONS", "1");
 
+/// `graphq bench fanout` opens every socket as one user, as
+/// benches/gateway.sh does; the per-user socket cap is lifted for it there too.
+const SOCKETS_UNCAPPED: (&str, &str) = ("GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER", "0");
+
 /// One gateway and one worker on the test's Redis.
 async fn stack() -> Cluster {
-    Cluster::start(TestEnv::start().await, 1, 1, &[ONE_PARTITION]).await
+    Cluster::start(
+        TestEnv::start().await,
+        1,
+        1,
+        &[ONE_PARTITION, SOCKETS_UNCAPPED],
+    )
+    .await
 }
 
 /// Runs `graphq bench ARGS` and parses the one JSON document it prints.

@@ -50,7 +50,8 @@ pub struct GatewaySettings {
     pub max_frame_bytes: usize,
     /// Upper bound of `?wait=MS`.
     pub wait_max_ms: u64,
-    /// Presence updates of one socket closer together than this are dropped.
+    /// Presence updates of one user on one graph closer together than this
+    /// are dropped (whichever of the user's sockets on this gateway sent them).
     pub presence_interval_ms: u64,
     /// Presence not refreshed for this long counts as gone.
     pub presence_timeout_ms: u64,
@@ -70,6 +71,19 @@ pub struct GatewaySettings {
     /// Open connections in total (lowered to fit under the file-descriptor
     /// limit); beyond it, as for `max_connections_per_ip`.
     pub max_connections: usize,
+    /// SYNCs one socket may ask for (REQUEST_SYNC, or SUBSCRIBE to a graph
+    /// it already has) per window; beyond it, ERROR SYNC_RATE_LIMITED. None:
+    /// no limit. A SYNC can mean reading a whole graph: without a budget one
+    /// socket keeps the gateway reading Redis for everyone else's time.
+    pub sync_rate_limit: Option<RateLimit>,
+    /// Graphs one socket may be subscribed to at once; beyond it, ERROR
+    /// TOO_MANY_SUBSCRIPTIONS (the socket stays open).
+    pub max_subscriptions_per_socket: usize,
+    /// Open sockets per user across every gateway (counted in Redis); a
+    /// socket beyond it is closed with 4009. 0: no limit.
+    pub max_sockets_per_user: usize,
+    /// Largest PRESENCE frame relayed; larger ones get ERROR PRESENCE_TOO_LARGE.
+    pub max_presence_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -91,6 +105,13 @@ impl Default for GatewaySettings {
             body_read_timeout_ms: 10_000,
             max_connections_per_ip: 256,
             max_connections: 20_000,
+            sync_rate_limit: Some(RateLimit {
+                max: 10,
+                duration_ms: 1_000,
+            }),
+            max_subscriptions_per_socket: 100,
+            max_sockets_per_user: 50,
+            max_presence_bytes: 2048,
         }
     }
 }

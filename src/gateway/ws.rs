@@ -30,7 +30,7 @@ use crate::graph::command;
 use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
 
-use super::broadcast::{ClientPosition, Conn, Outgoing, server_time};
+use super::broadcast::{ClientPosition, Conn, Outgoing, SyncBudget, SyncPermit, server_time};
 use super::http::{FromParams, Params, Path, Query, identity, not_websocket};
 use super::{AppError, AppState, accept, check_graph, invalid_command};
 
@@ -110,9 +110,12 @@ struct Session {
     conn: Arc<Conn>,
     /// Subscribed graphs, each counted in `graphq_ws_subscriptions`.
     graphs: HashMap<String, GaugeGuard>,
-    /// Last presence sent per graph: when (for throttling), and the cursor
-    /// and selection, which stand for a field a later message leaves out.
-    presence_at: HashMap<String, (Instant, Value, Value)>,
+    /// Last presence sent per graph: the cursor and selection, which stand
+    /// for a field a later message leaves out. (The throttle is per user:
+    /// the broadcaster's.)
+    presence_at: HashMap<String, (Value, Value)>,
+    /// SYNCs this socket may still ask for (`gateway.sync_rate_limit`).
+    sync_budget: Option<SyncBudget>,
 }
 
 async fn connection(
@@ -129,15 +132,28 @@ async fn connection(
         state.settings.send_queue,
         &state.shutdown,
     );
-    state.broadcaster.register(conn.clone()).await;
+    let admitted = state
+        .broadcaster
+        .register(conn.clone(), state.settings.max_sockets_per_user)
+        .await;
     let (sink, mut stream) = socket.split();
     let sender = tokio::spawn(send_loop(state.clone(), conn.clone(), sink, rx));
+    if !admitted {
+        conn.close(CloseCode::TooManyConnections);
+        let _ = sender.await;
+        return;
+    }
     let mut session = Session {
         state: state.clone(),
         id,
         conn: conn.clone(),
         graphs: HashMap::new(),
         presence_at: HashMap::new(),
+        sync_budget: state
+            .settings
+            .sync_rate_limit
+            .as_ref()
+            .map(|l| SyncBudget::new(l, Instant::now())),
     };
     if let Some((graph, at)) = first {
         session.subscribe(&graph, at).await;
@@ -329,9 +345,7 @@ impl Session {
                 if !self.graphs.contains_key(&graph_id) {
                     self.subscribe(&graph_id, at).await;
                 } else {
-                    self.state
-                        .broadcaster
-                        .request_sync(self.conn.clone(), &graph_id, at);
+                    self.resync(&graph_id, at);
                 }
             }
             ClientMessage::Unsubscribe { graph_id } => {
@@ -349,7 +363,10 @@ impl Session {
                 graph_id,
                 cursor,
                 selection,
-            } => self.on_presence(&graph_id, cursor, selection).await,
+            } => {
+                self.on_presence(&graph_id, cursor, selection, text.len())
+                    .await
+            }
             ClientMessage::Heartbeat => self.conn.send_message(&ServerMessage::Heartbeat {
                 server_time: server_time(),
             }),
@@ -393,8 +410,14 @@ impl Session {
     }
 
     /// `cursor` and `selection` are None when the message left them out:
-    /// the socket's last value for them stands.
-    async fn on_presence(&mut self, g: &str, cursor: Option<Value>, selection: Option<Value>) {
+    /// the socket's last value for them stands. `bytes`: the frame's size.
+    async fn on_presence(
+        &mut self,
+        g: &str,
+        cursor: Option<Value>,
+        selection: Option<Value>,
+        bytes: usize,
+    ) {
         if !self.graphs.contains_key(g) {
             return self.error(
                 "NOT_SUBSCRIBED",
@@ -402,15 +425,11 @@ impl Session {
                 None,
             );
         }
-        let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
-        let now = Instant::now();
-        let last = self.presence_at.get(g);
-        if last.is_some_and(|(t, _, _)| now.duration_since(*t) < interval) {
-            return;
-        }
-        let (last_cursor, last_selection) = last.map_or((Value::Null, Value::Null), |(_, c, s)| {
-            (c.clone(), s.clone())
-        });
+        let (last_cursor, last_selection) = self
+            .presence_at
+            .get(g)
+            .cloned()
+            .unwrap_or((Value::Null, Value::Null));
         let cursor = cursor.unwrap_or(last_cursor);
         let selection = selection.unwrap_or(last_selection);
         let cursor_ok = cursor.is_null()
@@ -429,8 +448,22 @@ impl Session {
                 None,
             );
         }
+        // Every gateway relays it to every subscriber: the size is bounded.
+        let max = self.state.settings.max_presence_bytes;
+        if bytes > max {
+            let message = format!("a PRESENCE frame is at most {max} bytes; this one is {bytes}");
+            return self.error("PRESENCE_TOO_LARGE", &message, None);
+        }
+        let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
+        if !self
+            .state
+            .broadcaster
+            .presence_permit(&self.id.user, g, interval)
+        {
+            return;
+        }
         self.presence_at
-            .insert(g.to_string(), (now, cursor.clone(), selection.clone()));
+            .insert(g.to_string(), (cursor.clone(), selection.clone()));
         self.state
             .broadcaster
             .publish_presence(g, &self.id.user, &cursor, &selection)
@@ -473,18 +506,47 @@ impl Session {
         if let Err(e) = check_graph(&self.id, graph, false) {
             return self.app_error(&e, None);
         }
-        if !self.graphs.contains_key(graph) {
-            self.graphs
-                .insert(graph.to_string(), GaugeGuard::new(WS_SUBSCRIPTIONS));
-            self.state
-                .broadcaster
-                .subscribe(self.conn.clone(), graph, at)
-                .await;
-        } else {
-            self.state
-                .broadcaster
-                .request_sync(self.conn.clone(), graph, at);
+        if self.graphs.contains_key(graph) {
+            return self.resync(graph, at);
         }
+        let max = self.state.settings.max_subscriptions_per_socket;
+        if self.graphs.len() >= max {
+            let message =
+                format!("a socket may subscribe to {max} graphs; unsubscribe from one first");
+            return self.error("TOO_MANY_SUBSCRIPTIONS", &message, None);
+        }
+        self.graphs
+            .insert(graph.to_string(), GaugeGuard::new(WS_SUBSCRIPTIONS));
+        self.state
+            .broadcaster
+            .subscribe(self.conn.clone(), graph, at)
+            .await;
+    }
+
+    /// A fresh SYNC of a subscribed graph, within the socket's budget.
+    fn resync(&mut self, graph: &str, at: ClientPosition) {
+        if let (Some(budget), Some(limit)) = (
+            self.sync_budget.as_mut(),
+            self.state.settings.sync_rate_limit.as_ref(),
+        ) {
+            match budget.take(limit, Instant::now()) {
+                SyncPermit::Granted => {}
+                SyncPermit::Dropped => return,
+                SyncPermit::Refused(retry_after_ms) => {
+                    let message = format!("too many SYNC requests; retry in {retry_after_ms} ms");
+                    return self.conn.send_message(&ServerMessage::Error {
+                        code: "SYNC_RATE_LIMITED",
+                        message: &message,
+                        field: None,
+                        retry_after_ms: Some(retry_after_ms),
+                        operation_id: None,
+                    });
+                }
+            }
+        }
+        self.state
+            .broadcaster
+            .request_sync(self.conn.clone(), graph, at);
     }
 }
 

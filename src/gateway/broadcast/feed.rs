@@ -6,9 +6,10 @@
 //! version order with no gaps and no duplicates. A gap in what pub/sub
 //! delivered (Redis restart, lost message) is filled from the change log; a
 //! gap the log cannot fill becomes a `SYNC reset`. What could not be read
-//! while Redis was away is retried on the actor's own timers.
+//! while Redis was away is retried on the actor's own timers. SYNCs are
+//! built off this path ([`super::sync`]): the actor never waits for one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::graph::{ChangeEntry, GraphStore};
-use crate::protocol::{ServerMessage, SyncStatus, sync_reset};
+use crate::graph::{ChangeEntry, StoreError};
+use crate::protocol::ServerMessage;
 
 use super::note::Note;
 use super::presence::Presence;
+use super::sync::{Built, PendingSync};
 use super::{Broadcaster, Conn, Frame, until};
 
 /// What a subscriber said it has.
@@ -62,19 +64,25 @@ pub(super) enum FeedCmd {
     Resync(Resync),
     /// Sent once the feed's channels are subscribed.
     Ready(oneshot::Sender<()>),
+    /// A SYNC built for a socket ([`super::sync`]).
+    Built {
+        conn_id: u64,
+        ticket: u64,
+        result: Result<Built, StoreError>,
+    },
 }
 
 /// How soon a catch-up or SYNC that could not read Redis is tried again.
-const RETRY: Duration = Duration::from_millis(500);
+pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 /// One socket subscribed to the feed.
 pub(super) struct Sub {
     pub conn: Arc<Conn>,
     /// Highest version this socket has (from SYNC or COMMAND_APPLIED).
     pub last: u64,
-    /// Its SYNC could not be read (Redis away): nothing is delivered to it
-    /// until the SYNC, retried by the feed, goes out.
-    pub waiting: bool,
+    /// A SYNC it is owed (being built, or waiting for Redis): nothing is
+    /// delivered to it until that SYNC goes out.
+    pub sync: Option<PendingSync>,
 }
 
 /// The delivery actor of one graph.
@@ -82,32 +90,42 @@ pub(super) struct Feed {
     pub b: Broadcaster,
     pub graph: String,
     /// Highest version delivered through this feed (None before the first SYNC).
-    last: Option<u64>,
+    pub last: Option<u64>,
     /// The graph's epoch as of the last SYNC or note. Another one means the
     /// graph was recreated (Redis restarted empty, or wiped): every
     /// subscriber is reset.
     epoch: Option<String>,
     /// When a catch-up that failed (Redis still away) is tried again.
     catch_up_at: Option<Instant>,
-    /// SYNCs that failed, and when they are tried again (together).
-    sync_retries: Vec<(Arc<Conn>, ClientPosition)>,
-    sync_retry_at: Option<Instant>,
+    /// When SYNCs that failed are tried again (together).
+    pub sync_retry_at: Option<Instant>,
     pub subs: HashMap<u64, Sub>,
     pub presence: HashMap<String, Presence>,
+    /// This feed's own queue, for SYNC builds to answer on. Weak: the feed
+    /// must still end once the broadcaster and every waiter let go of it.
+    pub me: mpsc::WeakUnboundedSender<FeedCmd>,
+    /// Numbers the SYNC builds, so a result that was overtaken is known.
+    pub tickets: u64,
+    /// While a SYNC is being built: every frame delivered since (consecutive
+    /// versions, ending at `last`), to catch that socket up once its SYNC is
+    /// out. Empty when nobody waits for one.
+    pub recent: VecDeque<(u64, Frame)>,
 }
 
 impl Feed {
-    pub fn new(b: Broadcaster, graph: String) -> Feed {
+    pub fn new(b: Broadcaster, graph: String, me: mpsc::WeakUnboundedSender<FeedCmd>) -> Feed {
         Feed {
             b,
             graph,
             last: None,
             epoch: None,
             catch_up_at: None,
-            sync_retries: Vec::new(),
             sync_retry_at: None,
             subs: HashMap::new(),
             presence: HashMap::new(),
+            me,
+            tickets: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -139,13 +157,7 @@ impl Feed {
                 }
                 _ = until(self.catch_up_at) => FeedCmd::CatchUp,
                 _ = until(self.sync_retry_at) => {
-                    self.sync_retry_at = None;
-                    for (conn, at) in std::mem::take(&mut self.sync_retries) {
-                        // Unless the socket left meanwhile.
-                        if self.subs.contains_key(&conn.id) {
-                            self.sync(conn, at).await;
-                        }
-                    }
+                    self.retry_syncs();
                     continue;
                 }
             };
@@ -153,15 +165,17 @@ impl Feed {
                 FeedCmd::Ready(done) => {
                     let _ = done.send(());
                 }
-                FeedCmd::Subscribe { conn, at, done } => {
-                    self.sync(conn, at).await;
-                    let _ = done.send(());
-                }
+                FeedCmd::Subscribe { conn, at, done } => self.start_sync(conn, at, Some(done)),
                 FeedCmd::Sync { conn, at } => {
                     if self.subs.contains_key(&conn.id) {
-                        self.sync(conn, at).await;
+                        self.start_sync(conn, at, None);
                     }
                 }
+                FeedCmd::Built {
+                    conn_id,
+                    ticket,
+                    result,
+                } => self.on_built(conn_id, ticket, result),
                 FeedCmd::Unsubscribe { conn_id, user } => {
                     self.subs.remove(&conn_id);
                     if self.subs.is_empty() {
@@ -170,6 +184,7 @@ impl Feed {
                         // fill, or even reset, for nothing).
                         self.last = None;
                         self.epoch = None;
+                        self.recent.clear();
                     }
                     // Every gateway (this one included) forgets the user's
                     // presence when the leave note comes back.
@@ -192,12 +207,13 @@ impl Feed {
                     }
                 }
                 FeedCmd::Presence(note) => self.on_presence(note),
-                FeedCmd::Resync(Resync::Everyone) => self.reset_all().await,
+                FeedCmd::Resync(Resync::Everyone) => self.reset_all_but(None),
                 FeedCmd::Resync(Resync::User(user)) => {
+                    // Sockets already waiting for a SYNC get a fresh one anyway.
                     let theirs: Vec<(Arc<Conn>, u64)> = self
                         .subs
                         .values()
-                        .filter(|s| s.conn.user == user && !s.waiting)
+                        .filter(|s| s.conn.user == user && s.sync.is_none())
                         .map(|s| (s.conn.clone(), s.last))
                         .collect();
                     for (conn, last) in theirs {
@@ -205,118 +221,23 @@ impl Feed {
                             version: Some(last),
                             ..ClientPosition::default()
                         };
-                        self.sync(conn, at).await;
+                        self.start_sync(conn, at, None);
                     }
                 }
             }
         }
     }
 
-    /// Answers a (re)subscription with SYNC and records the socket's version.
-    /// When the graph turns out to be on another epoch than the feed's, the
-    /// other subscribers are reset too.
-    async fn sync(&mut self, conn: Arc<Conn>, at: ClientPosition) {
-        let id = conn.id;
-        if let Some(epoch) = self.sync_one(conn, at).await
-            && self.epoch_changed(&epoch)
-        {
-            self.reset_all_but(Some(id)).await;
-        }
-    }
-
     /// Whether `seen` is another epoch than the feed's. The empty epoch (the
     /// graph did not exist yet) is not one: the graph's first command makes
     /// its epoch. Records `seen` either way.
-    fn epoch_changed(&mut self, seen: &str) -> bool {
+    pub(super) fn epoch_changed(&mut self, seen: &str) -> bool {
         let changed = self
             .epoch
             .as_deref()
             .is_some_and(|cur| !cur.is_empty() && cur != seen);
         self.epoch = Some(seen.to_string());
         changed
-    }
-
-    /// SYNC for one socket; returns the epoch it was synced to.
-    async fn sync_one(&mut self, conn: Arc<Conn>, at: ClientPosition) -> Option<String> {
-        let store = &self.b.inner.store;
-        let max = self.b.inner.settings.max_changes;
-        let (frame, version, epoch) = match self.sync_frame(store, &at, max).await {
-            Ok(f) => f,
-            Err(err) => {
-                let told = self.subs.get(&conn.id).is_some_and(|s| s.waiting);
-                if !told {
-                    tracing::warn!(graph = %self.graph, %err, "SYNC failed; retrying");
-                    conn.send_message(&ServerMessage::Error {
-                        code: "UNAVAILABLE",
-                        message: "could not read the graph; a SYNC follows once Redis answers",
-                        field: None,
-                        retry_after_ms: None,
-                        operation_id: None,
-                    });
-                }
-                // Still subscribed: the SYNC is retried until it goes out
-                // (or the socket leaves).
-                self.subs.insert(
-                    conn.id,
-                    Sub {
-                        conn: conn.clone(),
-                        last: 0,
-                        waiting: true,
-                    },
-                );
-                self.sync_retries.push((conn, at));
-                self.sync_retry_at
-                    .get_or_insert_with(|| Instant::now() + RETRY);
-                return None;
-            }
-        };
-        conn.send(frame);
-        self.last = Some(self.last.map_or(version, |l| l.min(version)));
-        self.subs.insert(
-            conn.id,
-            Sub {
-                conn,
-                last: version,
-                waiting: false,
-            },
-        );
-        Some(epoch)
-    }
-
-    async fn sync_frame(
-        &self,
-        store: &GraphStore,
-        at: &ClientPosition,
-        max: u64,
-    ) -> Result<(Frame, u64, String), crate::graph::StoreError> {
-        let g = &self.graph;
-        // changes_since also says where the graph is now.
-        let ch = store.changes_since(g, at.version.unwrap_or(0), max).await?;
-        let current = ch.current_version;
-        let other_epoch = at.epoch.as_deref().is_some_and(|e| e != ch.epoch);
-        let status = match at.version {
-            _ if other_epoch => SyncStatus::Reset,
-            None => SyncStatus::Reset,
-            Some(v) if v > current => SyncStatus::Reset,
-            Some(v) if v == current => SyncStatus::InSync,
-            Some(v) if !ch.too_old && ch.changes.len() as u64 == current - v => SyncStatus::Behind,
-            Some(_) => SyncStatus::Reset,
-        };
-        if status != SyncStatus::Reset {
-            let frame = ServerMessage::Sync {
-                graph_id: g,
-                epoch: &ch.epoch,
-                version: current,
-                status,
-                changes: (status == SyncStatus::Behind).then_some(ch.changes.as_slice()),
-            };
-            return Ok((Frame::from(frame.to_json()), current, ch.epoch));
-        }
-        // Unknown, ahead, other epoch, or further behind than the log or cap
-        // reaches: the full state.
-        let state = store.state_json(g).await?;
-        let frame = sync_reset(g, &state.epoch, state.version, &state.json);
-        Ok((Frame::from(frame), state.version, state.epoch))
     }
 
     async fn on_note(&mut self, note: &Note) {
@@ -326,15 +247,19 @@ impl Feed {
         let Some(v) = outcome.version else {
             return;
         };
-        let Some(last) = self.last else {
+        let syncing = || self.subs.values().any(|s| s.sync.is_some());
+        let Some(last) = self.last.or_else(|| syncing().then(|| v.saturating_sub(1))) else {
             // No subscriber yet (a waiter only): nothing to order.
             return;
         };
+        // Subscribers whose first SYNC is being built: from here on the
+        // feed keeps what it delivers, for them to catch up from.
+        self.last = Some(last);
         if let Some(epoch) = note.epoch.as_deref()
             && self.epoch_changed(epoch)
         {
             // The graph was recreated since our subscribers synced.
-            self.reset_all_but(None).await;
+            self.reset_all_but(None);
             return;
         }
         if v <= last {
@@ -384,37 +309,12 @@ impl Feed {
                 true
             }
             Ok(_) => {
-                self.reset_all().await;
+                self.reset_all_but(None);
                 false
             }
             Err(err) => {
                 tracing::warn!(graph = %self.graph, %err, "could not fill a gap from the log");
                 false
-            }
-        }
-    }
-
-    async fn reset_all(&mut self) {
-        self.reset_all_but(None).await;
-    }
-
-    /// Every subscriber but `keep` gets `SYNC reset` with the full state.
-    async fn reset_all_but(&mut self, keep: Option<u64>) {
-        let conns: Vec<Arc<Conn>> = self
-            .subs
-            .values()
-            .filter(|s| Some(s.conn.id) != keep)
-            .map(|s| s.conn.clone())
-            .collect();
-        let kept = keep.and_then(|id| self.subs.remove(&id));
-        self.subs.clear();
-        self.last = kept.as_ref().map(|s| s.last);
-        if let Some(s) = kept {
-            self.subs.insert(s.conn.id, s);
-        }
-        for c in conns {
-            if let Some(epoch) = self.sync_one(c, ClientPosition::default()).await {
-                self.epoch = Some(epoch);
             }
         }
     }
@@ -436,7 +336,7 @@ impl Feed {
         if self.epoch_changed(&ch.epoch) || ch.current_version < last {
             tracing::info!(graph = %self.graph, epoch = %ch.epoch, version = ch.current_version,
                 "graph recreated or rolled back; resetting its subscribers");
-            self.reset_all_but(None).await;
+            self.reset_all_but(None);
         } else if ch.current_version > last {
             self.fill(last, ch.current_version).await;
         }
@@ -444,11 +344,27 @@ impl Feed {
     }
 
     fn deliver(&mut self, v: u64, frame: Frame) {
+        let mut syncing = false;
         for s in self.subs.values_mut() {
-            if !s.waiting && v == s.last + 1 {
+            if s.sync.is_some() {
+                syncing = true;
+            } else if v == s.last + 1 {
                 s.conn.send(frame.clone());
                 s.last = v;
             }
+        }
+        if syncing {
+            // Consecutive up to `v`, at most `max_changes` of them: a socket
+            // that needs older ones gets one more SYNC instead.
+            if self.recent.back().is_some_and(|(last, _)| last + 1 != v) {
+                self.recent.clear();
+            }
+            self.recent.push_back((v, frame));
+            if self.recent.len() as u64 > self.b.inner.settings.max_changes {
+                self.recent.pop_front();
+            }
+        } else {
+            self.recent.clear();
         }
         self.last = Some(v);
     }

@@ -7,13 +7,16 @@
 //! ([`feed`]: SYNC, ordered COMMAND_APPLIED, gap fill), user notes to the
 //! user's sockets ([`user`]: REVERT, CONFLICT), presence to the feed
 //! ([`presence`]), outcomes to `?wait` callers ([`waiters`]). Which
-//! channels are subscribed, and for how long, is [`routing`]'s.
+//! channels are subscribed, and for how long, is [`routing`]'s; how many
+//! sockets each user has open across gateways, [`sockets`]'.
 
 mod conn;
 mod feed;
 mod note;
 mod presence;
 mod routing;
+mod sockets;
+mod sync;
 mod user;
 mod waiters;
 
@@ -33,6 +36,7 @@ use crate::keys::Keys;
 
 pub use conn::{Conn, Frame, Outgoing};
 pub use feed::ClientPosition;
+pub use sync::{SyncBudget, SyncPermit};
 pub use waiters::Waiter;
 
 use feed::{FeedCmd, Resync};
@@ -68,6 +72,12 @@ struct Inner {
     users: Mutex<HashMap<String, UserRef>>,
     /// Operation id → callers waiting for its outcome (`?wait=MS`).
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<serde_json::Value>>>>,
+    /// This gateway's name in the per-user socket sets: socket ids are only
+    /// unique within one process.
+    instance: String,
+    /// (user, graph) → when presence of the user was last published from
+    /// here, whichever of its sockets sent it (the throttle is per user).
+    presence_sent: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 /// Cheap to clone.
@@ -102,9 +112,12 @@ impl Broadcaster {
                 feeds: Mutex::default(),
                 users: Mutex::default(),
                 waiters: Mutex::default(),
+                instance: uuid::Uuid::new_v4().simple().to_string(),
+                presence_sent: Mutex::default(),
             }),
         };
         b.inner.tasks.spawn(b.clone().pushes(push_rx));
+        b.inner.tasks.spawn(b.clone().refresh_loop());
         Ok(b)
     }
 
@@ -123,6 +136,18 @@ impl Broadcaster {
             );
         }
         drained
+    }
+
+    /// Keeps this gateway's sockets counted (see [`sockets`]) until shutdown.
+    async fn refresh_loop(self) {
+        let mut tick = tokio::time::interval(sockets::SOCKET_REFRESH);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => self.refresh_sockets().await,
+            }
+        }
     }
 
     /// Routes every message Redis pushes to us. After a lost connection it

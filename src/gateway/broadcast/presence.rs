@@ -4,6 +4,8 @@
 //! subscribers, and announces as gone whoever went quiet for
 //! `presence_timeout`.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -19,7 +21,30 @@ pub(super) struct Presence {
     pub last_seen: Instant,
 }
 
+/// Throttle entries kept before the stale ones are swept: an entry older
+/// than the interval throttles nothing, so dropping it changes nothing.
+const PRESENCE_SENT_SWEEP: usize = 1024;
+
 impl Broadcaster {
+    /// Whether `user` may publish presence on `graph` now: not when any of
+    /// its sockets here did less than `interval` ago. Records the permit.
+    pub fn presence_permit(&self, user: &str, graph: &str, interval: Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut sent = self.inner.presence_sent.lock().expect("presence lock");
+        let key = (user.to_string(), graph.to_string());
+        if sent
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < interval)
+        {
+            return false;
+        }
+        if sent.len() >= PRESENCE_SENT_SWEEP {
+            sent.retain(|_, t| now.duration_since(*t) < interval);
+        }
+        sent.insert(key, now);
+        true
+    }
+
     /// Publishes a cursor/selection update to every gateway serving the graph.
     pub async fn publish_presence(
         &self,

@@ -19,18 +19,26 @@ pub(super) struct FeedRef {
 }
 
 impl Broadcaster {
-    /// A socket of `conn.user` is open: it hears the user's reverts.
-    pub async fn register(&self, conn: Arc<Conn>) {
+    /// A socket of `conn.user` is open: it hears the user's reverts. False
+    /// when the user already has `max_sockets` open on all gateways (0: no
+    /// limit); the socket is then not registered and must close (4009).
+    pub async fn register(&self, conn: Arc<Conn>, max_sockets: usize) -> bool {
+        if !self.admit(&conn, max_sockets).await {
+            return false;
+        }
         let user = conn.user.clone();
         self.hold_user(&user, Some(conn)).await;
+        true
     }
 
-    /// The socket closed: it leaves every graph and its user's channel.
+    /// The socket closed: it leaves every graph and its user's channel, and
+    /// no longer counts among the user's sockets.
     pub async fn unregister(&self, conn: &Conn, graphs: &[String]) {
         for g in graphs {
             self.unsubscribe(conn, g).await;
         }
         self.release_user(&conn.user, Some(conn.id)).await;
+        self.forget_socket(conn).await;
     }
 
     /// Subscribes a socket to a graph; the feed answers with SYNC.
@@ -101,7 +109,7 @@ impl Broadcaster {
             }
         };
         if let Some(rx) = start {
-            let feed = Feed::new(self.clone(), graph.to_string());
+            let feed = Feed::new(self.clone(), graph.to_string(), tx.downgrade());
             self.inner.tasks.spawn(feed.run(rx));
         }
         let (ready_tx, ready_rx) = oneshot::channel();
