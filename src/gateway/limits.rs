@@ -85,6 +85,11 @@ impl ConnectionLimits {
                 "gateway.max_connections lowered to fit the file-descriptor limit"
             );
         }
+        // Exported from the start, at 0, so that an alert on its increase
+        // has a series to watch before the first refusal.
+        for cap in ["per_ip", "total"] {
+            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED, "cap" => cap).absolute(0);
+        }
         Arc::new(ConnectionLimits {
             per_ip: settings.max_connections_per_ip,
             total,
