@@ -6,7 +6,11 @@
 //! starts a task for each newly won partition and asks tasks of partitions it
 //! should give up to finish their batch and release the lease. A partition
 //! task first takes over whatever earlier owners left pending (crash
-//! recovery), then reads new entries.
+//! recovery), then reads new entries. Between batches it also sweeps its
+//! partition every `lease_ttl_ms` for entries pending with nobody working on
+//! them (a failover can leave such entries with the owner's own consumer).
+//! A task that stops gracefully hands back, with its lease, the entries it
+//! read but never started, so none is left pending for the next owner.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::scripts::SCRIPTS;
 
-use super::worker::{Ctx, Processor, Settled, ensure_group, is_nogroup, sleep_or_stop};
+use super::worker::{Ctx, Processor, Settled, ensure_group, highest_id, is_nogroup, sleep_or_stop};
 use super::{GROUP, Job, JobError, JobEventKind, Priority, QueueError, assign, limiter};
 
 /// A partition this worker runs.
@@ -159,6 +163,43 @@ async fn heartbeat<P: Processor>(
     Ok(())
 }
 
+/// What a partition task took from its stream, so that a graceful stop can
+/// hand back what it read but never started.
+#[derive(Default)]
+struct Taken {
+    /// Highest entry id given to the processor. A task reads in stream
+    /// order, so an entry pending with its consumer beyond this one was
+    /// delivered and never started: a read the stop cut short, the rest of a
+    /// batch the stop interrupted.
+    started: Option<String>,
+    /// A takeover was cut short: it may have claimed earlier owners' entries
+    /// it never returned, and those stay pending for the next owner.
+    claim_cut: bool,
+}
+
+impl Taken {
+    /// Records that `jobs` go to the processor now. A sweep may take over
+    /// entries older than ones already run: the highest stays.
+    fn start(&mut self, jobs: &[Job]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let ids = jobs.iter().map(|j| j.entry_id.as_str());
+        let highest = highest_id(ids.chain(self.started.as_deref()));
+        self.started = Some(highest.to_string());
+    }
+
+    /// From which entry on pending entries go back to the stream: `Some("-")`
+    /// for all of them, None for none.
+    fn hand_back_after(&self) -> Option<&str> {
+        match (&self.started, self.claim_cut) {
+            (Some(id), _) => Some(id),
+            (None, false) => Some("-"),
+            (None, true) => None,
+        }
+    }
+}
+
 /// Best-effort cleanup calls get this long: when Redis is gone, a lease
 /// expires by itself and shutdown must not wait on reconnect backoff.
 const CLEANUP_DEADLINE: Duration = Duration::from_millis(500);
@@ -206,12 +247,49 @@ async fn partition_task<P: Processor>(
             return;
         }
     };
-    if let Err(err) = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem).await {
-        tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
-    }
+    let mut taken = Taken::default();
+    let result = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem, &mut taken).await;
+    // Closed first: a read cut short there stops waiting for entries (one
+    // still served in the instant before is handed back below, or else taken
+    // over by the next owner).
+    drop(conn);
+    let after = match result {
+        Ok(()) => taken.hand_back_after(),
+        Err(err) => {
+            tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
+            None
+        }
+    };
     // Not on the partition's own connection: a stop may have cut short a
     // blocking XREADGROUP there, and the release would queue behind it.
-    release(&ctx, &mut ctx.queue.redis().conn(), std::iter::once(p)).await;
+    hand_back(&ctx, &stream, p, after).await;
+}
+
+/// Gives the lease of `p` back, and the entries this worker has pending in
+/// `stream` after `after` (see `lua/lease_hand_back.lua`).
+async fn hand_back<P>(ctx: &Ctx<P>, stream: &str, p: u16, after: Option<&str>) {
+    let mut inv = SCRIPTS.lease_hand_back.prepare_invoke();
+    inv.key(ctx.queue.keys().lease(ctx.queue.name(), p))
+        .key(stream)
+        .arg(&ctx.id)
+        .arg(GROUP)
+        .arg(after.unwrap_or(""))
+        .arg(ctx.queue.options().batch_size);
+    let mut conn = ctx.queue.redis().conn();
+    let call = inv.invoke_async::<(u8, u64)>(&mut conn);
+    match tokio::time::timeout(CLEANUP_DEADLINE, call).await {
+        Ok(Ok((_, 0))) => {}
+        Ok(Ok((_, n))) => {
+            tracing::debug!(
+                queue = ctx.queue.name(),
+                partition = p,
+                entries = n,
+                "unstarted entries handed back"
+            );
+        }
+        Ok(Err(err)) => tracing::warn!(%err, "could not release a lease; it will expire"),
+        Err(_) => tracing::warn!("redis did not answer; the lease will expire"),
+    }
 }
 
 async fn run_partition<P: Processor>(
@@ -221,24 +299,43 @@ async fn run_partition<P: Processor>(
     p: u16,
     stop: &CancellationToken,
     sem: &Semaphore,
+    taken: &mut Taken,
 ) -> Result<(), QueueError> {
     let opts = ctx.queue.options();
     ensure_group(conn, stream).await?;
-    let mut recovering = true;
+    // Entries pending with nobody working on them can appear after the
+    // start-up takeover: a worker that lost the lease while Redis failed
+    // over may have a read executed for it late (its client retries) and
+    // never see the reply; a failover can lose the XACK of entries the owner
+    // settled, so they are pending again with the owner's own consumer. A
+    // `>` read never returns them, so the owner sweeps between batches, every
+    // `lease_ttl_ms`, for entries idle that long: they move no later than a
+    // crashed worker's would, and a previous owner still finishing its
+    // batch is not robbed of it.
+    let sweep_every = Duration::from_millis(opts.lease_ttl_ms);
+    let mut next_sweep = tokio::time::Instant::now() + sweep_every;
+    // Some(min idle ms) while taking over pending entries, None while reading
+    // new ones. At the start everything pending is an earlier owner's.
+    let mut take_over = Some(0);
     while !stop.is_cancelled() {
         if *ctx.paused.borrow() {
             sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
             continue;
         }
-        // Reads take nothing (a read cut short leaves its entries to the
-        // next read or owner), so a stop does not wait for one.
+        if take_over.is_none() && tokio::time::Instant::now() >= next_sweep {
+            take_over = Some(opts.lease_ttl_ms);
+        }
+        // A stop does not wait for a read: what a read cut short delivered
+        // is handed back with the lease (`Taken`).
         let read = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => {
+                taken.claim_cut |= take_over.is_some();
+                return Ok(());
+            }
             r = async {
-                if recovering {
-                    reclaim(ctx, conn, stream, p).await
-                } else {
-                    read_new(ctx, conn, stream, p).await
+                match take_over {
+                    Some(min_idle) => ctx.reclaim(conn, stream, p, min_idle, opts.batch_size).await,
+                    None => read_new(ctx, conn, stream, p).await,
                 }
             } => r,
         };
@@ -251,26 +348,17 @@ async fn run_partition<P: Processor>(
             Err(e) => return Err(e),
         };
         if jobs.is_empty() {
-            recovering = false;
+            if take_over.take().is_some() {
+                next_sweep = tokio::time::Instant::now() + sweep_every;
+            }
             continue;
         }
         let _permit = sem.acquire().await;
-        if !process(ctx, conn, stream, p, jobs, stop).await? {
+        if !process(ctx, conn, stream, p, jobs, stop, taken).await? {
             return Ok(());
         }
     }
     Ok(())
-}
-
-/// Takes over entries that earlier owners of the partition left pending.
-async fn reclaim<P: Processor>(
-    ctx: &Ctx<P>,
-    conn: &mut Conn,
-    stream: &str,
-    p: u16,
-) -> Result<Vec<Job>, QueueError> {
-    let batch = ctx.queue.options().batch_size;
-    ctx.reclaim(conn, stream, p, 0, batch).await
 }
 
 async fn read_new<P: Processor>(
@@ -308,6 +396,7 @@ async fn process<P: Processor>(
     p: u16,
     jobs: Vec<Job>,
     stop: &CancellationToken,
+    taken: &mut Taken,
 ) -> Result<bool, QueueError> {
     let opts = ctx.queue.options();
     let limited = opts.rate_limit.is_some() || opts.key_rate_limit.is_some();
@@ -342,6 +431,7 @@ async fn process<P: Processor>(
             rest.len()
         };
         let slice = &rest[..n];
+        taken.start(slice);
         let mut results = ctx.processor.process_batch(slice).await;
         if results.is_empty() {
             results.push(Err(JobError::Retry("processor returned no result".into())));
