@@ -1,8 +1,9 @@
 //! What a Redis failover or a graceful stop leaves in an ordered partition,
 //! set up by hand against a real redis-server, and the engine recovering
-//! from it (docs/reliability.md, "What a failover leaves in the queue"):
-//! entries pending with a consumer that will never settle them, a group
-//! that is gone, and entries a stopping worker read but never started.
+//! from it (docs/reliability.md, "What a failover, or a stop, leaves in an
+//! ordered partition"): entries pending with a consumer that will never
+//! settle them, a group that is gone, and entries a stopping worker read
+//! but never started.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use common::queue::{Running, ordered, processed, start};
 use common::{TestEnv, eventually};
-use graphq::queue::{FnProcessor, GROUP, Job, NewJob, Priority, Queue};
+use graphq::queue::{FnProcessor, GROUP, Job, NewJob, Priority, Queue, QueueOptions};
 use redis::AsyncCommands;
 
 /// A worker on `q` that records the ids of the jobs it runs, in order.
@@ -207,13 +208,12 @@ async fn a_group_missing_after_a_failover_is_created_again_and_nothing_is_skippe
     w.shutdown().await;
 }
 
-/// A stop cuts short a read whose reply is on its way (the entries are
-/// delivered: pending with the stopping worker) or the rest of a batch
-/// behind a rate limit. Those entries were never started: they go back to
-/// the stream with the lease, nothing stays pending, and the next owner
-/// reads them in order as new work, without a takeover or a spent attempt.
-/// Before, they stayed pending until the next owner took them over (the
-/// `left: 12` / `left: 4` of
+/// A stopping worker can hold entries it never started: what its last read
+/// brought (delivered: pending with it), the rest of a batch behind a rate
+/// limit or a retry. They go back to the stream with the lease, nothing
+/// stays pending, and the next owner reads them in order as new work,
+/// without a takeover or a spent attempt. Before, they stayed pending until
+/// the next owner took them over (the `left: 12` / `left: 4` of
 /// `queue_processes::sigterm_drains_the_worker_and_hands_its_partitions_back`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_hands_back_entries_it_read_but_never_started() {
@@ -229,7 +229,7 @@ async fn a_graceful_stop_hands_back_entries_it_read_but_never_started() {
     .await;
 
     pause_reads(&q).await;
-    // What the read the stop cut short delivered.
+    // What a read answered after the stop delivered.
     deliver(&env, &q, &["b", "c"], &w.id).await;
     w.shutdown().await;
     assert_eq!(
@@ -260,5 +260,55 @@ async fn a_graceful_stop_hands_back_entries_it_read_but_never_started() {
         .await
         .unwrap();
     assert!(attempts.is_empty(), "no attempt spent: {attempts:?}");
+    next.shutdown().await;
+}
+
+/// The race behind `left: 12` itself: a stop while the partition's read is
+/// blocked in Redis, and a job added in that instant. The read is served
+/// with the job whether or not the worker still waits for it; a worker that
+/// dropped the read (the old code) left the job pending with itself. Now the
+/// stop waits for the read (at most `block_ms`) and hands the job back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_its_read_and_hands_back_what_the_read_brought() {
+    let env = TestEnv::start().await;
+    let opts = QueueOptions {
+        block_ms: 2_000,
+        ..ordered(1)
+    };
+    let q = env.queue("commands", opts);
+    let (w, ran) = recording(&q);
+    eventually(
+        Duration::from_secs(10),
+        "the worker holds the lease",
+        || async {
+            let owner: Option<String> = env.conn().get(env.keys.lease(q.name(), 0)).await.unwrap();
+            owner.as_deref() == Some(w.id.as_str())
+        },
+    )
+    .await;
+    // Long enough for the partition task to be blocked in its read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.stop.cancel();
+    q.add(NewJob::new("step", "").key("g").id("late"))
+        .await
+        .unwrap();
+    w.shutdown().await;
+    assert!(
+        ran.lock().unwrap().is_empty(),
+        "nothing runs after the stop"
+    );
+    assert_eq!(
+        pending_and_lag(&q).await,
+        (0, 1),
+        "handed back: waiting, not pending"
+    );
+
+    let (next, ran) = recording(&q);
+    eventually(Duration::from_secs(10), "the job runs", || async {
+        processed(&next) == 1
+    })
+    .await;
+    assert_eq!(*ran.lock().unwrap(), ["late"]);
+    assert_eq!(q.stats().await.unwrap().counter("stalled"), 0);
     next.shutdown().await;
 }

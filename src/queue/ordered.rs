@@ -9,8 +9,9 @@
 //! recovery), then reads new entries. Between batches it also sweeps its
 //! partition every `lease_ttl_ms` for entries pending with nobody working on
 //! them (a failover can leave such entries with the owner's own consumer).
-//! A task that stops gracefully hands back, with its lease, the entries it
-//! read but never started, so none is left pending for the next owner.
+//! A task that stops gracefully waits for its read in progress and hands
+//! back, with its lease, the entries it read but never started, so none is
+//! left pending for the next owner.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -169,8 +170,8 @@ async fn heartbeat<P: Processor>(
 struct Taken {
     /// Highest entry id given to the processor. A task reads in stream
     /// order, so an entry pending with its consumer beyond this one was
-    /// delivered and never started: a read the stop cut short, the rest of a
-    /// batch the stop interrupted.
+    /// delivered and never started: read after the stop, or the rest of a
+    /// batch the stop interrupted (behind a rate limit, a retry).
     started: Option<String>,
     /// A takeover was cut short: it may have claimed earlier owners' entries
     /// it never returned, and those stay pending for the next owner.
@@ -249,10 +250,6 @@ async fn partition_task<P: Processor>(
     };
     let mut taken = Taken::default();
     let result = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem, &mut taken).await;
-    // Closed first: a read cut short there stops waiting for entries (one
-    // still served in the instant before is handed back below, or else taken
-    // over by the next owner).
-    drop(conn);
     let after = match result {
         Ok(()) => taken.hand_back_after(),
         Err(err) => {
@@ -260,8 +257,6 @@ async fn partition_task<P: Processor>(
             None
         }
     };
-    // Not on the partition's own connection: a stop may have cut short a
-    // blocking XREADGROUP there, and the release would queue behind it.
     hand_back(&ctx, &stream, p, after).await;
 }
 
@@ -317,7 +312,10 @@ async fn run_partition<P: Processor>(
     // Some(min idle ms) while taking over pending entries, None while reading
     // new ones. At the start everything pending is an earlier owner's.
     let mut take_over = Some(0);
-    while !stop.is_cancelled() {
+    // The worker's shutdown counts at once, before its coordinator gets to
+    // stop this partition: nothing read after it is started.
+    let stopping = || stop.is_cancelled() || ctx.shutdown.is_cancelled();
+    while !stopping() {
         if *ctx.paused.borrow() {
             sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
             continue;
@@ -325,19 +323,21 @@ async fn run_partition<P: Processor>(
         if take_over.is_none() && tokio::time::Instant::now() >= next_sweep {
             take_over = Some(opts.lease_ttl_ms);
         }
-        // A stop does not wait for a read: what a read cut short delivered
-        // is handed back with the lease (`Taken`).
-        let read = tokio::select! {
-            _ = stop.cancelled() => {
-                taken.claim_cut |= take_over.is_some();
-                return Ok(());
-            }
-            r = async {
-                match take_over {
-                    Some(min_idle) => ctx.reclaim(conn, stream, p, min_idle, opts.batch_size).await,
-                    None => read_new(ctx, conn, stream, p).await,
+        let read = match take_over {
+            // A takeover does not block, so a stop may cut it short; what it
+            // claimed then stays pending for the next owner (`Taken`).
+            Some(min_idle) => tokio::select! {
+                _ = stop.cancelled() => {
+                    taken.claim_cut = true;
+                    return Ok(());
                 }
-            } => r,
+                r = ctx.reclaim(conn, stream, p, min_idle, opts.batch_size) => r,
+            },
+            // A read is awaited even after a stop: it blocks `block_ms` at
+            // most, and dropped it may still reach Redis (the request is on
+            // its way, or the client retries it) and deliver entries to this
+            // consumer after it handed its partition back.
+            None => read_new(ctx, conn, stream, p).await,
         };
         let jobs = match read {
             Ok(jobs) => jobs,
@@ -352,6 +352,10 @@ async fn run_partition<P: Processor>(
                 next_sweep = tokio::time::Instant::now() + sweep_every;
             }
             continue;
+        }
+        if take_over.is_none() && stopping() {
+            // Read after the stop: handed back unstarted, with the lease.
+            return Ok(());
         }
         let _permit = sem.acquire().await;
         if !process(ctx, conn, stream, p, jobs, stop, taken).await? {
