@@ -22,6 +22,7 @@ pub struct Scripts {
     pub reclaim: Script,
     pub lease_claim: Script,
     pub lease_release: Script,
+    pub lease_hand_back: Script,
     pub register_worker: Script,
     pub rate_limit: Script,
     pub apply_command: Script,
@@ -40,6 +41,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reclaim: Script::new(include_str!("../lua/reclaim.lua")),
     lease_claim: Script::new(include_str!("../lua/lease_claim.lua")),
     lease_release: Script::new(include_str!("../lua/lease_release.lua")),
+    lease_hand_back: Script::new(include_str!("../lua/lease_hand_back.lua")),
     register_worker: Script::new(include_str!("../lua/register_worker.lua")),
     rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
     apply_command: Script::new(include_str!("../lua/apply_command.lua")),
@@ -48,7 +50,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.promote,
@@ -60,6 +62,7 @@ impl Scripts {
             &self.reclaim,
             &self.lease_claim,
             &self.lease_release,
+            &self.lease_hand_back,
             &self.register_worker,
             &self.rate_limit,
             &self.apply_command,

@@ -6,7 +6,12 @@
 //! starts a task for each newly won partition and asks tasks of partitions it
 //! should give up to finish their batch and release the lease. A partition
 //! task first takes over whatever earlier owners left pending (crash
-//! recovery), then reads new entries.
+//! recovery), then reads new entries. Between batches it also sweeps its
+//! partition every `lease_ttl_ms` for entries pending with nobody working on
+//! them (a failover can leave such entries with the owner's own consumer).
+//! A task that stops gracefully waits for its read in progress and hands
+//! back, with its lease, the entries it read but never started, so none is
+//! left pending for the next owner.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::scripts::SCRIPTS;
 
-use super::worker::{Ctx, Processor, Settled, ensure_group, is_nogroup, sleep_or_stop};
+use super::worker::{Ctx, Processor, Settled, ensure_group, highest_id, is_nogroup, sleep_or_stop};
 use super::{GROUP, Job, JobError, JobEventKind, Priority, QueueError, assign, limiter};
 
 /// A partition this worker runs.
@@ -159,6 +164,43 @@ async fn heartbeat<P: Processor>(
     Ok(())
 }
 
+/// What a partition task took from its stream, so that a graceful stop can
+/// hand back what it read but never started.
+#[derive(Default)]
+struct Taken {
+    /// Highest entry id given to the processor. A task reads in stream
+    /// order, so an entry pending with its consumer beyond this one was
+    /// delivered and never started: read after the stop, or the rest of a
+    /// batch the stop interrupted (behind a rate limit, a retry).
+    started: Option<String>,
+    /// A takeover was cut short: it may have claimed earlier owners' entries
+    /// it never returned, and those stay pending for the next owner.
+    claim_cut: bool,
+}
+
+impl Taken {
+    /// Records that `jobs` go to the processor now. A sweep may take over
+    /// entries older than ones already run: the highest stays.
+    fn start(&mut self, jobs: &[Job]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let ids = jobs.iter().map(|j| j.entry_id.as_str());
+        let highest = highest_id(ids.chain(self.started.as_deref()));
+        self.started = Some(highest.to_string());
+    }
+
+    /// From which entry on pending entries go back to the stream: `Some("-")`
+    /// for all of them, None for none.
+    fn hand_back_after(&self) -> Option<&str> {
+        match (&self.started, self.claim_cut) {
+            (Some(id), _) => Some(id),
+            (None, false) => Some("-"),
+            (None, true) => None,
+        }
+    }
+}
+
 /// Best-effort cleanup calls get this long: when Redis is gone, a lease
 /// expires by itself and shutdown must not wait on reconnect backoff.
 const CLEANUP_DEADLINE: Duration = Duration::from_millis(500);
@@ -206,12 +248,43 @@ async fn partition_task<P: Processor>(
             return;
         }
     };
-    if let Err(err) = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem).await {
-        tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
+    let mut taken = Taken::default();
+    let result = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem, &mut taken).await;
+    let after = match result {
+        Ok(()) => taken.hand_back_after(),
+        Err(err) => {
+            tracing::warn!(queue = ctx.queue.name(), partition = p, %err, "partition stopped; it will be picked up again");
+            None
+        }
+    };
+    hand_back(&ctx, &stream, p, after).await;
+}
+
+/// Gives the lease of `p` back, and the entries this worker has pending in
+/// `stream` after `after` (see `lua/lease_hand_back.lua`).
+async fn hand_back<P>(ctx: &Ctx<P>, stream: &str, p: u16, after: Option<&str>) {
+    let mut inv = SCRIPTS.lease_hand_back.prepare_invoke();
+    inv.key(ctx.queue.keys().lease(ctx.queue.name(), p))
+        .key(stream)
+        .arg(&ctx.id)
+        .arg(GROUP)
+        .arg(after.unwrap_or(""))
+        .arg(ctx.queue.options().batch_size);
+    let mut conn = ctx.queue.redis().conn();
+    let call = inv.invoke_async::<(u8, u64)>(&mut conn);
+    match tokio::time::timeout(CLEANUP_DEADLINE, call).await {
+        Ok(Ok((_, 0))) => {}
+        Ok(Ok((_, n))) => {
+            tracing::debug!(
+                queue = ctx.queue.name(),
+                partition = p,
+                entries = n,
+                "unstarted entries handed back"
+            );
+        }
+        Ok(Err(err)) => tracing::warn!(%err, "could not release a lease; it will expire"),
+        Err(_) => tracing::warn!("redis did not answer; the lease will expire"),
     }
-    // Not on the partition's own connection: a stop may have cut short a
-    // blocking XREADGROUP there, and the release would queue behind it.
-    release(&ctx, &mut ctx.queue.redis().conn(), std::iter::once(p)).await;
 }
 
 async fn run_partition<P: Processor>(
@@ -221,26 +294,50 @@ async fn run_partition<P: Processor>(
     p: u16,
     stop: &CancellationToken,
     sem: &Semaphore,
+    taken: &mut Taken,
 ) -> Result<(), QueueError> {
     let opts = ctx.queue.options();
     ensure_group(conn, stream).await?;
-    let mut recovering = true;
-    while !stop.is_cancelled() {
+    // Entries pending with nobody working on them can appear after the
+    // start-up takeover: a worker that lost the lease while Redis failed
+    // over may have a read executed for it late (its client retries) and
+    // never see the reply; a failover can lose the XACK of entries the owner
+    // settled, so they are pending again with the owner's own consumer. A
+    // `>` read never returns them, so the owner sweeps between batches, every
+    // `lease_ttl_ms`, for entries idle that long: they move no later than a
+    // crashed worker's would, and a previous owner still finishing its
+    // batch is not robbed of it.
+    let sweep_every = Duration::from_millis(opts.lease_ttl_ms);
+    let mut next_sweep = tokio::time::Instant::now() + sweep_every;
+    // Some(min idle ms) while taking over pending entries, None while reading
+    // new ones. At the start everything pending is an earlier owner's.
+    let mut take_over = Some(0);
+    // The worker's shutdown counts at once, before its coordinator gets to
+    // stop this partition: nothing read after it is started.
+    let stopping = || stop.is_cancelled() || ctx.shutdown.is_cancelled();
+    while !stopping() {
         if *ctx.paused.borrow() {
             sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
             continue;
         }
-        // Reads take nothing (a read cut short leaves its entries to the
-        // next read or owner), so a stop does not wait for one.
-        let read = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            r = async {
-                if recovering {
-                    reclaim(ctx, conn, stream, p).await
-                } else {
-                    read_new(ctx, conn, stream, p).await
+        if take_over.is_none() && tokio::time::Instant::now() >= next_sweep {
+            take_over = Some(opts.lease_ttl_ms);
+        }
+        let read = match take_over {
+            // A takeover does not block, so a stop may cut it short; what it
+            // claimed then stays pending for the next owner (`Taken`).
+            Some(min_idle) => tokio::select! {
+                _ = stop.cancelled() => {
+                    taken.claim_cut = true;
+                    return Ok(());
                 }
-            } => r,
+                r = ctx.reclaim(conn, stream, p, min_idle, opts.batch_size) => r,
+            },
+            // A read is awaited even after a stop: it blocks `block_ms` at
+            // most, and dropped it may still reach Redis (the request is on
+            // its way, or the client retries it) and deliver entries to this
+            // consumer after it handed its partition back.
+            None => read_new(ctx, conn, stream, p).await,
         };
         let jobs = match read {
             Ok(jobs) => jobs,
@@ -251,26 +348,21 @@ async fn run_partition<P: Processor>(
             Err(e) => return Err(e),
         };
         if jobs.is_empty() {
-            recovering = false;
+            if take_over.take().is_some() {
+                next_sweep = tokio::time::Instant::now() + sweep_every;
+            }
             continue;
         }
+        if take_over.is_none() && stopping() {
+            // Read after the stop: handed back unstarted, with the lease.
+            return Ok(());
+        }
         let _permit = sem.acquire().await;
-        if !process(ctx, conn, stream, p, jobs, stop).await? {
+        if !process(ctx, conn, stream, p, jobs, stop, taken).await? {
             return Ok(());
         }
     }
     Ok(())
-}
-
-/// Takes over entries that earlier owners of the partition left pending.
-async fn reclaim<P: Processor>(
-    ctx: &Ctx<P>,
-    conn: &mut Conn,
-    stream: &str,
-    p: u16,
-) -> Result<Vec<Job>, QueueError> {
-    let batch = ctx.queue.options().batch_size;
-    ctx.reclaim(conn, stream, p, 0, batch).await
 }
 
 async fn read_new<P: Processor>(
@@ -308,6 +400,7 @@ async fn process<P: Processor>(
     p: u16,
     jobs: Vec<Job>,
     stop: &CancellationToken,
+    taken: &mut Taken,
 ) -> Result<bool, QueueError> {
     let opts = ctx.queue.options();
     let limited = opts.rate_limit.is_some() || opts.key_rate_limit.is_some();
@@ -342,6 +435,7 @@ async fn process<P: Processor>(
             rest.len()
         };
         let slice = &rest[..n];
+        taken.start(slice);
         let mut results = ctx.processor.process_batch(slice).await;
         if results.is_empty() {
             results.push(Err(JobError::Retry("processor returned no result".into())));

@@ -447,7 +447,7 @@ impl<P: Processor> Ctx<P> {
 }
 
 /// The highest stream entry id (`MS-SEQ`) of `ids`, compared numerically.
-fn highest_id<'a>(ids: impl Iterator<Item = &'a str>) -> &'a str {
+pub(crate) fn highest_id<'a>(ids: impl Iterator<Item = &'a str>) -> &'a str {
     let parse = |id: &str| {
         let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
         (
