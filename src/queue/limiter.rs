@@ -34,16 +34,8 @@ pub async fn take(
     limit: &RateLimit,
     want: usize,
 ) -> Result<(usize, Duration), QueueError> {
-    let mut conn = queue.redis().conn();
-    let (granted, wait_ms): (u64, u64) = SCRIPTS
-        .rate_limit
-        .key(key)
-        .arg(limit.max)
-        .arg(limit.duration_ms)
-        .arg(want)
-        .invoke_async(&mut conn)
-        .await?;
-    Ok((granted as usize, Duration::from_millis(wait_ms)))
+    let (granted, wait) = invoke(queue, key, limit, want, "").await?;
+    Ok((granted, wait))
 }
 
 /// Takes `want` permits from the limiter at `key` all at once, or none.
@@ -56,17 +48,26 @@ pub async fn take_all(
     limit: &RateLimit,
     want: usize,
 ) -> Result<(bool, Duration), QueueError> {
+    let (granted, wait) = invoke(queue, key, limit, want, "all").await?;
+    Ok((granted == want, wait))
+}
+
+/// One call of `lua/rate_limit.lua`; `mode` is its ARGV[4] ("" or "all").
+async fn invoke(
+    queue: &Queue,
+    key: &str,
+    limit: &RateLimit,
+    want: usize,
+    mode: &str,
+) -> Result<(usize, Duration), QueueError> {
     let mut conn = queue.redis().conn();
-    let (granted, wait_ms): (u64, u64) = SCRIPTS
-        .rate_limit
-        .key(key)
-        .arg(limit.max)
-        .arg(limit.duration_ms)
-        .arg(want)
-        .arg("all")
-        .invoke_async(&mut conn)
-        .await?;
-    Ok((granted as usize == want, Duration::from_millis(wait_ms)))
+    let mut inv = SCRIPTS.rate_limit.key(key);
+    inv.arg(limit.max).arg(limit.duration_ms).arg(want);
+    if !mode.is_empty() {
+        inv.arg(mode);
+    }
+    let (granted, wait_ms): (u64, u64) = inv.invoke_async(&mut conn).await?;
+    Ok((granted as usize, Duration::from_millis(wait_ms)))
 }
 
 /// How many of `jobs` (in order) may run now under the queue-wide limit and

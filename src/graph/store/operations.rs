@@ -147,23 +147,8 @@ impl GraphStore {
         graph_id: &str,
         operation_id: &str,
     ) -> Result<bool, StoreError> {
-        let index = self.keys.operation(operation_id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSETNX")
-            .arg(&index)
-            .arg("status")
-            .arg("pending")
-            .ignore()
-            .cmd("HSETNX")
-            .arg(&index)
-            .arg("graphId")
-            .arg(graph_id)
-            .ignore()
-            .expire(&index, self.settings.op_ttl_s as i64)
-            .ignore()
-            .hget(&index, "graphId");
-        let (owner,): (Option<String>,) = pipe.query_async(&mut self.redis.conn()).await?;
-        Ok(owner.is_none_or(|g| g == graph_id))
+        let claims = self.claim_operations(graph_id, &[operation_id]).await?;
+        Ok(claims.first() != Some(&Claim::Taken))
     }
 
     /// [`Self::claim_operation`] for every id of a batch, in one round trip,
