@@ -602,8 +602,20 @@ async fn an_operation_id_taken_on_another_graph_is_refused() {
     a.next_of("SYNC").await;
     a.send(json!({"type": "COMMAND", "graphId": "g1", "command": create("same-1", "a")}))
         .await;
-    a.next_of("ACCEPTED").await;
-    assert_eq!(a.next_of("COMMAND_APPLIED").await["operationId"], "same-1");
+    // The sender's COMMAND_APPLIED may overtake its ACCEPTED (the worker
+    // applies as soon as the command is queued): wait for both, in any order.
+    let (mut accepted, mut applied) = (false, false);
+    while !(accepted && applied) {
+        let f = a.next().await;
+        match f["type"].as_str() {
+            Some("ACCEPTED") => accepted = true,
+            Some("COMMAND_APPLIED") => {
+                assert_eq!(f["operationId"], "same-1", "{f}");
+                applied = true;
+            }
+            _ => {}
+        }
+    }
 
     a.send(json!({"type": "COMMAND", "graphId": "g2", "command": create("same-1", "b")}))
         .await;
