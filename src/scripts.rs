@@ -78,13 +78,11 @@ impl Scripts {
         for script in self.all() {
             pipe.load_script(script).ignore();
         }
-        for library in [&*APPLY] {
-            pipe.cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(&library.code)
-                .ignore();
-        }
+        pipe.cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&APPLY.code)
+            .ignore();
         pipe.exec_async(conn).await
     }
 }
