@@ -692,12 +692,14 @@ local function apply(keys, args)
     return '{"status":"duplicate","stored":' .. prev .. '}'
   end
 
-  EPOCH = redis.call('HGET', KEYS[1], 'epoch')
+  local meta = redis.call('HMGET', KEYS[1], 'epoch', 'version', 'checksum')
+  EPOCH = meta[1]
   if not EPOCH then
     EPOCH = ARGV[4]
+    meta = {EPOCH, '0', '0'}
     redis.call('HSET', KEYS[1], 'epoch', EPOCH, 'version', 0, 'checksum', 0)
   end
-  V = tonumber(redis.call('HGET', KEYS[1], 'version')) + 1
+  V = tonumber(meta[2]) + 1
   VS = string.format('%d', V)
   HKEY = {n = KEYS[2], e = KEYS[3]}
   cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
@@ -717,7 +719,7 @@ local function apply(keys, args)
     return revert(err, current_json(err.current, false))
   end
 
-  local checksum = tonumber(redis.call('HGET', KEYS[1], 'checksum'))
+  local checksum = tonumber(meta[3])
 
   local lists = {n = {}, e = {}}
   local removed = {n = {}, e = {}}
@@ -783,14 +785,12 @@ local function apply(keys, args)
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', S.logRetention, VS .. '-0', 'operationId', OP_ID, 'userId', USER,
     'type', ARGV[9], 'timestamp', ARGV[8], 'change', change)
 
-  if CMD.t == 'UNDO' then
-    redis.call('LPUSH', KEYS[9], change)
-    redis.call('LTRIM', KEYS[9], 0, 99)
-  else
-    redis.call('LPUSH', KEYS[8], change)
-    redis.call('LTRIM', KEYS[8], 0, 99)
-    if CMD.t ~= 'REDO' then redis.call('DEL', KEYS[9]) end
-  end
+  -- Undo and redo lists keep the newest 100 changes (trimmed only when
+  -- longer, which is rare: one LPUSH per command).
+  local list = KEYS[8]
+  if CMD.t == 'UNDO' then list = KEYS[9] end
+  if redis.call('LPUSH', list, change) > 100 then redis.call('LTRIM', list, 0, 99) end
+  if CMD.t ~= 'UNDO' and CMD.t ~= 'REDO' then redis.call('DEL', KEYS[9]) end
 
   local outcome = '{"status":"applied","version":' .. VS .. ',"change":' .. change .. ',"conflicts":[' ..
     table.concat(conflicts, ',') .. ']}'
