@@ -1282,6 +1282,8 @@ export class GraphqClient {
   #flush() {
     if (!this.#leader || !this.#subscribed) return;
     if (this.#ordered && this.#pending.every((p) => p.state === 'accepted')) this.#ordered = false;
+    // Refused for now: nothing goes out until the wait the server asked for is over.
+    if (this.#ordered && this.#timers.retry !== null) return;
     for (const entry of this.#pending) {
       if (this.#ordered && entry.state !== 'accepted') {
         if (entry.state === 'queued') this.#sendCommand(entry);

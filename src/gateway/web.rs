@@ -45,6 +45,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/editor.css"),
     ),
     (
+        "/sw.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/sw.js"),
+    ),
+    (
         "/example.html",
         "text/html; charset=utf-8",
         include_str!("../../web/example.html"),
