@@ -549,8 +549,9 @@ export class GraphqClient {
    * `queued` (to be sent when online), `sent`, `accepted` (durably queued
    * by the server). `resent`: it went out on an earlier connection too, so
    * its outcome may have been announced while this client was away.
-   * `seq`: its place in the queue shared by this user's tabs.
-   * @type {{command: Command, seq: number, state: string, resent: boolean, checks: number}[]}
+   * `seq`: its place in the queue shared by this user's tabs. `appliedAt`:
+   * another tab saw it applied at that version, which this tab has not reached.
+   * @type {{command: Command, seq: number, state: string, resent: boolean, checks: number, appliedAt?: number}[]}
    */
   #pending = [];
   /** The confirmed graph with every pending command applied, in order. */
@@ -746,8 +747,15 @@ export class GraphqClient {
       this.#rebuild();
       if (this.#leader && this.#subscribed) this.#flush();
     } else if (message.type === 'settled') {
-      const entry = this.#take(message.operationId);
+      const entry = this.#pending.find((p) => p.command.operationId === message.operationId);
       if (!entry) return;
+      if (isVersion(message.version) && message.version > this.#version) {
+        // Applied at a version this tab has not reached: it goes when the
+        // change does, so the edit never blinks out of the view.
+        entry.appliedAt = message.version;
+        return;
+      }
+      this.#take(message.operationId);
       if (isObject(message.error)) this.#revertedHistory(entry, message.error);
       this.#rebuild();
       if (isObject(message.error)) {
@@ -1310,10 +1318,17 @@ export class GraphqClient {
     return this.#pending.splice(i, 1)[0];
   }
 
-  /** Drops a settled command and tells the other tabs (with the error if it was rolled back). */
-  #settle(operationId, error = null) {
+  /**
+   * Drops a settled command and tells the other tabs: with the error if it
+   * was rolled back, with its version if it was applied (a tab whose
+   * socket missed the COMMAND_APPLIED, having subscribed after it, would
+   * otherwise keep it pending).
+   * @param {string} operationId
+   * @param {{error?: ?Object, version?: number}} [outcome]
+   */
+  #settle(operationId, { error = null, version } = {}) {
     const entry = this.#take(operationId);
-    if (entry) this.#device?.post({ type: 'settled', operationId, error });
+    if (entry) this.#device?.post({ type: 'settled', operationId, error, version });
     return entry;
   }
 
@@ -1323,6 +1338,8 @@ export class GraphqClient {
    * change they revert is known (made or seen by this client).
    */
   #rebuild() {
+    // Commands another tab saw applied, now part of the confirmed graph here.
+    this.#pending = this.#pending.filter((p) => !(p.appliedAt <= this.#version));
     const view = copyGraph(this.#confirmed);
     const ids = new Set();
     const history = this.#pending.some((p) => p.command.type === 'UNDO' || p.command.type === 'REDO')
@@ -1449,7 +1466,7 @@ export class GraphqClient {
     if (entry.version !== this.#version + 1) throw new Error(`change ${entry.version} after ${this.#version}`);
     applyChange(this.#confirmed, entry.change);
     this.#version = entry.version;
-    const mine = this.#take(entry.operationId);
+    const mine = this.#settle(entry.operationId, { version: entry.version });
     const own = mine !== null;
     if (entry.userId === this.userId && this.userId !== null) {
       const type = typeof entry.type === 'string' ? entry.type : mine?.command.type;
@@ -1483,7 +1500,7 @@ export class GraphqClient {
     // Above the confirmed version, its COMMAND_APPLIED is still on its way.
     if (version > this.#version) return;
     const id = entry.command.operationId;
-    this.#settle(id);
+    this.#settle(id, { version });
     // Its change came in a reset, which says nothing of this user's history.
     this.#history = unknownHistory();
     this.#rebuild();
@@ -1496,7 +1513,7 @@ export class GraphqClient {
   }
 
   #rollback(operationId, error, current) {
-    const entry = this.#settle(operationId, error);
+    const entry = this.#settle(operationId, { error });
     if (!entry) return;
     this.#revertedHistory(entry, error);
     this.#rebuild();

@@ -184,6 +184,32 @@ describe('tabs of one user', () => {
   });
 });
 
+describe('tabs that subscribe at different times', () => {
+  test('a tab that missed the COMMAND_APPLIED of a queued edit drops it when the sending tab says so', async () => {
+    const hub = new FakeDeviceHub();
+    const { client: leader } = client({ device: hub.store() });
+    const { client: late } = client({ device: hub.store() });
+    const a = await open(leader);
+    reset(a, 1);
+    a.take();
+    late.createNode({ id: 'n1', position: { x: 1, y: 1 } });
+    await settle();
+    const [sent] = a.take('COMMAND');
+    a.receive(applied(2, sent.command, 'alice', created(node('n1', 1, 1))));
+    await settle();
+    assert.deepEqual(late.pending.map((c) => c.operationId), [sent.command.operationId],
+      'still pending in the late tab: it has not seen version 2, and the edit stays shown');
+    assert.ok(late.view.nodes.has('n1'));
+
+    // Its socket subscribes now: the reset state already has the edit.
+    const b = await open(late);
+    reset(b, 2, [node('n1', 1, 1)]);
+    assert.deepEqual(late.pending, []);
+    assert.ok(late.view.nodes.has('n1'));
+    assert.deepEqual(b.take('COMMAND'), [], 'and it never sent it');
+  });
+});
+
 describe('order and prediction', () => {
   test('after RATE_LIMITED nothing made later goes out before the refused command is accepted', async () => {
     const { client: c, clock } = client();

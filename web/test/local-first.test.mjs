@@ -113,16 +113,27 @@ async function settled(page, version) {
       return c.status === 'online' && c.pending.length === 0 && c.version === v;
     }, version, { timeout: 30_000 });
   } catch (err) {
-    const state = await page.evaluate(() => {
-      const c = window.graphqEditor.client;
-      return { status: c.status, version: c.version, pending: c.pending.length, storage: c.storage };
-    });
-    throw new Error(`${err.message}: the page is at ${JSON.stringify(state)}, not settled at version ${version}`);
+    throw new Error(`${err.message}: the page is at ${await clientState(page)}, not settled at version ${version}`);
   }
 }
 
-function label(page, id) {
-  return page.locator(`#nodes .node[data-id="${id}"] .node-label`).textContent();
+/** What the page's client holds, for failure messages. */
+function clientState(page) {
+  return page.evaluate(() => {
+    const c = window.graphqEditor.client;
+    return JSON.stringify({
+      status: c.status, version: c.version, epoch: c.epoch, storage: c.storage, confirmed: [...c.confirmed.nodes.keys()],
+      shown: [...c.view.nodes.keys()], pending: c.pending.map((p) => p.type),
+    });
+  });
+}
+
+async function label(page, id) {
+  try {
+    return await page.locator(`#nodes .node[data-id="${id}"] .node-label`).textContent();
+  } catch (err) {
+    throw new Error(`${err.message}: the page's client holds ${await clientState(page)}`);
+  }
 }
 
 describe('local-first editing in Chromium', () => {
