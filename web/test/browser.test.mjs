@@ -8,9 +8,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  addNodeAt, centre, connect, drag, launchChromium, node, nodeAt, rename, shown,
+  addNodeAt, centre, connect, drag, node, nodeAt, rename, shown, startTwoUsers,
 } from '../testing/pages.mjs';
-import { repoRoot, startGraphq, startGraphqDev, startProxy, startRedis } from '../testing/servers.mjs';
+import { repoRoot, startGraphqDev } from '../testing/servers.mjs';
 
 const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 const PREFIX = `webtest${process.pid}`;
@@ -26,26 +26,15 @@ let browser;
 let alice;
 let bob;
 let tokens;
+let world;
 
 before(async () => {
   mkdirSync(OUTPUT, { recursive: true });
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: PREFIX });
-  proxy = await startProxy(graphq.port);
-  tokens = { alice: graphq.token('alice'), bob: graphq.token('bob') };
-  browser = await launchChromium();
-  const window = { viewport: { width: 880, height: 600 } };
-  alice = await browser.newContext(window);
-  bob = await browser.newContext(window);
-  for (const context of [alice, bob]) context.setDefaultTimeout(WAIT);
+  world = await startTwoUsers({ prefix: PREFIX, wait: WAIT });
+  ({ redis, graphq, proxy, browser, alice, bob, tokens } = world);
 }, { timeout: 60_000 });
 
-after(async () => {
-  await browser?.close().catch(() => {});
-  await proxy?.close();
-  await graphq?.stop();
-  await redis?.stop();
-}, { timeout: 20_000 });
+after(() => world?.stop(), { timeout: 20_000 });
 
 /** Alice's and Bob's windows on a fresh graph, both live. */
 async function openPair(graph) {

@@ -8,8 +8,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { addNodeAt, launchChromium, node, rename } from '../testing/pages.mjs';
-import { repoRoot, startGraphq, startProxy, startRedis } from '../testing/servers.mjs';
+import { addNodeAt, node, rename, startTwoUsers } from '../testing/pages.mjs';
+import { repoRoot } from '../testing/servers.mjs';
 
 const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 const PREFIX = `localtest${process.pid}`;
@@ -17,42 +17,25 @@ const WAIT = 15_000;
 const TEST_TIMEOUT = 120_000;
 const BIG = 2000;
 
-let redis;
-let graphq;
-let proxy;
-let browser;
-let alice;
-let bob;
-let tokens;
+/** graphq, the proxy, the browser contexts `alice` and `bob`, their `tokens`. */
+let world;
 
 before(async () => {
   mkdirSync(OUTPUT, { recursive: true });
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: PREFIX });
-  proxy = await startProxy(graphq.port);
-  tokens = { alice: graphq.token('alice'), bob: graphq.token('bob') };
-  browser = await launchChromium();
-  alice = await browser.newContext({ viewport: { width: 880, height: 600 } });
-  bob = await browser.newContext({ viewport: { width: 880, height: 600 } });
-  for (const context of [alice, bob]) context.setDefaultTimeout(WAIT);
+  world = await startTwoUsers({ prefix: PREFIX, wait: WAIT });
 }, { timeout: 60_000 });
 
-after(async () => {
-  await browser?.close().catch(() => {});
-  await proxy?.close();
-  await graphq?.stop();
-  await redis?.stop();
-}, { timeout: 20_000 });
+after(() => world?.stop(), { timeout: 20_000 });
 
-const aliceUrl = (graph) => `http://127.0.0.1:${proxy.port}/?graph=${graph}&token=${tokens.alice}`;
-const bobUrl = (graph) => `${graphq.base}/?graph=${graph}&token=${tokens.bob}`;
+const aliceUrl = (graph) => `http://127.0.0.1:${world.proxy.port}/?graph=${graph}&token=${world.tokens.alice}`;
+const bobUrl = (graph) => `${world.graphq.base}/?graph=${graph}&token=${world.tokens.bob}`;
 
 /**
  * A page of Alice's that records the operation ids of every COMMAND it
  * sends, across reloads, into `sent`.
  */
 async function alicePage(sent) {
-  const page = await alice.newPage();
+  const page = await world.alice.newPage();
   page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => {
     try {
       const msg = JSON.parse(String(payload));
@@ -92,8 +75,8 @@ async function storedVersion(page, version) {
   }), version, { polling: 100 });
 }
 
-function api(pathname, token = tokens.bob) {
-  return fetch(`${graphq.base}${pathname}`, { headers: { Authorization: `Bearer ${token}` } }).then(async (res) => {
+function api(pathname, token = world.tokens.bob) {
+  return fetch(`${world.graphq.base}${pathname}`, { headers: { Authorization: `Bearer ${token}` } }).then(async (res) => {
     assert.equal(res.status, 200, `${pathname}: ${res.status}`);
     return res.json();
   });
@@ -147,8 +130,8 @@ describe('local-first editing in Chromium', () => {
     const first = await addNodeAt(a, 160, 140);
     await settled(a, 1);
 
-    proxy.cut();
-    t.after(() => proxy.restore());
+    world.proxy.cut();
+    t.after(() => world.proxy.restore());
     await a.locator('#conn[data-status="offline"]').waitFor();
     const sentBefore = sent.length;
 
@@ -179,12 +162,12 @@ describe('local-first editing in Chromium', () => {
     await node(a2, three).waitFor();
     assert.equal(await label(a2, first), 'Renamed offline');
 
-    const b = await bob.newPage();
+    const b = await world.bob.newPage();
     await b.goto(bobUrl(graph));
     await online(b);
     assert.equal(await node(b, two).count(), 0, 'Bob sees nothing of what Alice did offline');
 
-    proxy.restore();
+    world.proxy.restore();
     await settled(a, 4);
     await settled(a2, 4);
     await settled(b, 4);
@@ -248,8 +231,8 @@ describe('local-first editing in Chromium', () => {
     const { version } = await api(`/api/v2/graphs/${graph}/state`);
     await storedVersion(a, version);
 
-    proxy.cut();
-    t.after(() => proxy.restore());
+    world.proxy.cut();
+    t.after(() => world.proxy.restore());
     await a.reload();
     await a.waitForFunction(() => window.painted, null, { timeout: WAIT });
     const painted = await a.evaluate(() => window.painted);
@@ -259,7 +242,7 @@ describe('local-first editing in Chromium', () => {
       + `${Math.round(painted.ms)} ms from the device after a reload (ms since navigation)`);
     await a.screenshot({ path: path.join(OUTPUT, 'local-2-big-from-device.png') });
 
-    proxy.restore();
+    world.proxy.restore();
     await settled(a, version);
     await a.close();
   });
@@ -271,12 +254,12 @@ describe('local-first editing in Chromium', () => {
     await online(page);
     assert.deepEqual(await page.evaluate(() => window.graphqEditor.client.storage),
       { kind: 'memory', reason: 'this browser offers no IndexedDB' });
-    proxy.cut();
-    t.after(() => proxy.restore());
+    world.proxy.cut();
+    t.after(() => world.proxy.restore());
     await page.locator('#conn[data-status="offline"]').waitFor();
     await addNodeAt(page, 200, 200);
     await page.locator('#device-note', { hasText: '1 edit not saved on this device: this browser offers no IndexedDB' }).waitFor();
-    proxy.restore();
+    world.proxy.restore();
     await page.waitForFunction(() => window.graphqEditor.client.pending.length === 0);
     assert.equal(await page.locator('#device-note').isHidden(), true);
     await page.close();
@@ -293,9 +276,9 @@ async function seed(graph, count) {
       } } });
     }
     const command = { operationId: `seed-${graph}-${start}`, type: 'BATCH_UPDATE', payload: { operations }, baseVersion: 0, timestamp: 0 };
-    const res = await fetch(`${graphq.base}/api/v2/graphs/${graph}/command?wait=10000`, {
+    const res = await fetch(`${world.graphq.base}/api/v2/graphs/${graph}/command?wait=10000`, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${tokens.bob}`, 'Content-Type': 'application/json' },
+      headers: { Authorization: `Bearer ${world.tokens.bob}`, 'Content-Type': 'application/json' },
       body: JSON.stringify(command),
     });
     const body = await res.json();

@@ -5,6 +5,8 @@ import { existsSync } from 'node:fs';
 
 import { chromium } from 'playwright-core';
 
+import { startGraphq, startProxy, startRedis } from './servers.mjs';
+
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Debian's Chromium (or $CHROMIUM_PATH), headless. */
@@ -16,6 +18,32 @@ export function launchChromium() {
       '--disable-component-update', '--disable-sync'],
     timeout: 30_000,
   });
+}
+
+/**
+ * Redis, `graphq gateway` and `graphq worker`, Chromium, and two users:
+ * Alice's browser context talks through a TCP proxy (so her network can be
+ * cut), Bob's to the gateway directly. `wait`: the longest wait for one
+ * thing to show. `stop()` ends all of it.
+ */
+export async function startTwoUsers({ prefix, wait }) {
+  const world = {};
+  world.redis = await startRedis();
+  world.graphq = await startGraphq({ redisUrl: world.redis.url, prefix });
+  world.proxy = await startProxy(world.graphq.port);
+  world.tokens = { alice: world.graphq.token('alice'), bob: world.graphq.token('bob') };
+  world.browser = await launchChromium();
+  const window = { viewport: { width: 880, height: 600 } };
+  world.alice = await world.browser.newContext(window);
+  world.bob = await world.browser.newContext(window);
+  for (const context of [world.alice, world.bob]) context.setDefaultTimeout(wait);
+  world.stop = async () => {
+    await world.browser.close().catch(() => {});
+    await world.proxy.close();
+    await world.graphq.stop();
+    await world.redis.stop();
+  };
+  return world;
 }
 
 /** Double-clicks the canvas at graph point (x, y) and returns the new node's id. */
