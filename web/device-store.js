@@ -129,7 +129,13 @@ function idbStore(db, key, tabs) {
     },
     saveSnapshot(snapshot) {
       return transact(db, [GRAPHS], 'readwrite', ([graphs]) => {
-        graphs.put(snapshot, key);
+        // A tab that is behind does not replace what a tab ahead of it wrote.
+        const stored = graphs.get(key);
+        stored.onsuccess = () => {
+          const kept = stored.result;
+          if (kept?.epoch === snapshot.epoch && kept.version > snapshot.version) return;
+          graphs.put(snapshot, key);
+        };
       });
     },
     addPending({ seq, command }) {

@@ -25,13 +25,11 @@ self.addEventListener('fetch', (event) => {
   event.respondWith(fetch(request).then((response) => {
     if (response.ok) {
       const copy = response.clone();
-      // The page is one file whatever its query (?graph=…&token=…).
-      const key = request.mode === 'navigate' ? '/' : url.pathname;
-      caches.open(CACHE).then((cache) => cache.put(key, copy));
+      // Kept by path: the page is one file whatever its query (?graph=…&token=…).
+      caches.open(CACHE).then((cache) => cache.put(url.pathname, copy));
     }
     return response;
   }, async () => {
-    const key = request.mode === 'navigate' ? '/' : url.pathname;
-    return (await caches.match(key)) ?? Response.error();
+    return (await caches.match(url.pathname)) ?? Response.error();
   }));
 });
