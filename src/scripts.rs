@@ -28,6 +28,7 @@ pub struct Scripts {
     pub apply_command: Script,
     pub record_revert: Script,
     pub save_progress: Script,
+    pub load_graph: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -47,10 +48,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     apply_command: Script::new(include_str!("../lua/apply_command.lua")),
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
     save_progress: Script::new(include_str!("../lua/save_progress.lua")),
+    load_graph: Script::new(include_str!("../lua/load_graph.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 16] {
+    fn all(&self) -> [&Script; 17] {
         [
             &self.enqueue,
             &self.promote,
@@ -68,6 +70,7 @@ impl Scripts {
             &self.apply_command,
             &self.record_revert,
             &self.save_progress,
+            &self.load_graph,
         ]
     }
 

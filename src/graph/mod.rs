@@ -4,6 +4,7 @@
 //! carries a command from the gateway to the worker.
 
 pub mod command;
+pub mod import;
 pub mod job;
 mod store;
 
@@ -15,7 +16,8 @@ use serde_json::Value;
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
 pub use store::{
-    Changes, Claim, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
+    Changes, Claim, GraphActivity, GraphStore, LoadOutcome, Loaded, LogError, OperationStatus,
+    StateJson, StoreError, VerifyReport,
 };
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).

@@ -146,6 +146,24 @@ pub enum GraphAction {
         #[arg(long)]
         json: bool,
     },
+    /// Create a graph from a state in the shape `dump` prints (a file, or
+    /// `-`/nothing for stdin), atomically, at a new epoch with a snapshot.
+    /// Refuses a graph that exists unless --replace.
+    Load {
+        graph_id: String,
+        file: Option<PathBuf>,
+        /// Replace the graph when it exists (its log, undo/redo lists and
+        /// analytics records go; its subscribers get a fresh state).
+        #[arg(long, alias = "force")]
+        replace: bool,
+    },
+    /// The retained change log after version --since, one JSON object per
+    /// line, oldest first.
+    Log {
+        graph_id: String,
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
 }
 
 #[cfg(feature = "bench")]
@@ -190,6 +208,10 @@ pub enum CliError {
     NoSecret,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Log(#[from] graphq::graph::LogError),
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -450,6 +472,45 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
                 "{}",
                 serde_json::to_string_pretty(&state).unwrap_or_default()
             );
+            Ok(())
+        }
+        GraphAction::Load {
+            graph_id,
+            file,
+            replace,
+        } => {
+            if !graphq::graph::command::is_graph_id(&graph_id) {
+                return Err(CliError::Invalid(format!("`{graph_id}` is not a graph id")));
+            }
+            let text = match file.as_deref() {
+                None => std::io::read_to_string(std::io::stdin())?,
+                Some(p) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| CliError::Invalid(format!("{}: {e}", p.display())))?,
+            };
+            let state: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Invalid(format!("the input is not JSON: {e}")))?;
+            let import = graphq::graph::import::prepare(&state, store.settings())
+                .map_err(|r| CliError::Invalid(format!("{r}")))?;
+            let loaded = store.load(&graph_id, &import, replace).await?;
+            if loaded.outcome == graphq::graph::LoadOutcome::Exists {
+                return Err(CliError::Invalid(format!(
+                    "graph {graph_id} exists; nothing was written (--replace replaces it)"
+                )));
+            }
+            println!("{}", serde_json::to_string(&loaded).unwrap_or_default());
+            Ok(())
+        }
+        GraphAction::Log { graph_id, since } => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            store
+                .log_since(&graph_id, since, |change| {
+                    serde_json::to_writer(&mut out, change)?;
+                    out.write_all(b"\n")
+                })
+                .await?;
+            out.flush()?;
             Ok(())
         }
         GraphAction::Verify { graph_id, json } => {
