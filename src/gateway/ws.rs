@@ -57,6 +57,21 @@ impl FromParams for WsQuery {
     }
 }
 
+/// Opens a WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    params(("token" = Option<String>, Query, description = "The token (browsers cannot set headers on a WebSocket)")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
+        (status = 400, description = "NOT_WEBSOCKET: not a WebSocket upgrade; INVALID_VALUE: a bad query parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token does not reach the graph", body = super::openapi::ErrorBody),
+        (status = 503, description = "TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn upgrade(
     State(state): State<AppState>,
     Query(q): Query<WsQuery>,
@@ -68,6 +83,26 @@ async fn upgrade(
     Ok(on_upgrade(state, id, ws, None))
 }
 
+/// Opens a WebSocket already subscribed to one graph.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/subscribe",
+    tag = "websocket",
+    params(
+        ("graph_id" = String, Path, description = "The graph to subscribe to"),
+        ("token" = Option<String>, Query, description = "The token"),
+        ("clientVersion" = Option<u64>, Query, description = "The last version the client has"),
+        ("epoch" = Option<String>, Query, description = "The epoch of that version"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
+        (status = 400, description = "NOT_WEBSOCKET: not a WebSocket upgrade; INVALID_VALUE: a bad query parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token does not reach the graph", body = super::openapi::ErrorBody),
+        (status = 503, description = "TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn upgrade_subscribed(
     State(state): State<AppState>,
     Path(graph): Path<String>,

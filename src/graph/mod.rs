@@ -129,7 +129,7 @@ pub enum Outcome {
 }
 
 /// A graph's full state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphState {
     pub graph_id: String,
@@ -146,7 +146,7 @@ pub struct GraphState {
 }
 
 /// One change-log entry as clients receive it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEntry {
     pub version: u64,
@@ -156,6 +156,7 @@ pub struct ChangeEntry {
     pub kind: String,
     pub timestamp: i64,
     /// The change exactly as logged (see docs/graph.md).
+    #[schema(value_type = Object)]
     pub change: Box<serde_json::value::RawValue>,
 }
 

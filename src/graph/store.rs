@@ -58,7 +58,7 @@ pub struct GraphStore {
 }
 
 /// Answer to "what changed since version N".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub changes: Vec<ChangeEntry>,

@@ -1,0 +1,270 @@
+//! The OpenAPI 3 document of the HTTP API, served at `/api/v2/openapi.json`.
+//! Paths come from the `#[utoipa::path]` attributes of the handlers in
+//! `http.rs`, `ws.rs` and `web.rs`; response shapes from the types the
+//! handlers answer with (`GraphState`, `Changes`, `OperationStatus`); the
+//! request bodies the handlers parse by hand (commands are checked field by
+//! field, docs/protocol.md) are described by the schema types below. The
+//! demo's static files are added from `web.rs`'s table, and the demo token
+//! endpoint only when the router serves it. `tests/openapi.rs` checks the
+//! document against the routes the gateway serves.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::graph::{ChangeEntry, Changes, GraphState, OperationStatus};
+
+/// Every code an HTTP error body may carry.
+pub const ERROR_CODES: &[&str] = &[
+    // a request that is not a valid command, batch or query
+    "INVALID_JSON",
+    "DUPLICATE_KEY",
+    "INVALID_TYPE",
+    "INVALID_VALUE",
+    "INVALID_ID",
+    "INVALID_FIELD",
+    "MISSING_FIELD",
+    "UNKNOWN_FIELD",
+    "UNKNOWN_COMMAND",
+    "EMPTY_PATCH",
+    "NOT_FINITE",
+    "TOO_DEEP",
+    "TOO_MANY_OPERATIONS",
+    "NOT_WEBSOCKET",
+    // who may do what
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    // the rest
+    "NOT_FOUND",
+    "TOO_OLD",
+    "OPERATION_ID_IN_USE",
+    "TOO_LARGE",
+    "BODY_TIMEOUT",
+    "RATE_LIMITED",
+    "UNAVAILABLE",
+    "TOO_MANY_CONNECTIONS",
+];
+
+/// `{"error": {...}}`: every answer that is not a success.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// A stable code; see the enum.
+    #[schema(schema_with = error_code)]
+    pub code: String,
+    /// For people, not for programs.
+    pub message: String,
+    /// The offending field as a dotted path (`payload.node.position.x`);
+    /// empty when the whole request is meant.
+    pub field: Option<String>,
+    /// With RATE_LIMITED: when to retry (also the Retry-After header, in s).
+    pub retry_after_ms: Option<u64>,
+}
+
+fn error_code() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ERROR_CODES.iter().copied()))
+        .build()
+}
+
+/// A command (docs/protocol.md, Commands).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"operationId": "op-1", "type": "CREATE_NODE",
+    "payload": {"node": {"id": "n1", "type": "task", "position": {"x": 10, "y": 20}, "data": {"title": "Write"}}}}))]
+pub struct CommandBody {
+    /// Made by the client (a UUID); makes the command idempotent.
+    pub operation_id: String,
+    #[serde(rename = "type")]
+    #[schema(schema_with = command_type)]
+    pub kind: String,
+    /// The type's payload (docs/protocol.md, Commands); may be left out for
+    /// UNDO and REDO.
+    #[schema(value_type = Object)]
+    pub payload: Option<Value>,
+    /// The graph version the edit was based on (conflict detection).
+    pub base_version: Option<u64>,
+    /// The client's clock, ms since the Unix epoch.
+    pub timestamp: Option<u64>,
+}
+
+fn command_type() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([
+            "CREATE_NODE",
+            "UPDATE_NODE",
+            "DELETE_NODE",
+            "CREATE_EDGE",
+            "UPDATE_EDGE",
+            "DELETE_EDGE",
+            "UPDATE_VIEWPORT",
+            "BATCH_UPDATE",
+            "UNDO",
+            "REDO",
+        ]))
+        .build()
+}
+
+/// A batch of commands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchBody {
+    /// 1 to 500 commands.
+    pub operations: Vec<CommandBody>,
+    /// All or nothing as one BATCH_UPDATE (default), or each on its own.
+    pub atomic: Option<bool>,
+    /// The atomic batch's operation id (default: the first command's).
+    pub operation_id: Option<String>,
+}
+
+/// 202: the command is in the queue.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub accepted: bool,
+    pub operation_id: String,
+    /// A rough guess from the backlog, ms.
+    pub estimated_processing_time: u64,
+}
+
+/// 200 with `?wait=MS`: the outcome arrived in time.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waited {
+    pub operation_id: String,
+    pub graph_id: String,
+    /// `{"status": "applied", "version", ...}` or `{"status": "reverted",
+    /// "code", "message", ...}`.
+    #[schema(value_type = Object)]
+    pub outcome: Value,
+}
+
+/// 202 for a non-atomic batch.
+#[derive(Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub accepted: bool,
+    pub operations: Vec<BatchItemAccepted>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemAccepted {
+    pub accepted: bool,
+    pub operation_id: String,
+}
+
+/// `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DevToken {
+    pub token: String,
+    pub user_id: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A token from `graphq token` (HS256); also accepted as `?token=`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "graphq HTTP API",
+        description = "Commands, batches, operation status, graph state and changes, health \
+                       and metrics; the WebSocket protocol is in docs/protocol.md.",
+        license(name = "MIT")
+    ),
+    paths(
+        super::http::post_command,
+        super::http::post_batch,
+        super::http::get_operation,
+        super::http::get_state,
+        super::http::get_changes,
+        super::http::healthz,
+        super::http::readyz,
+        super::http::metrics,
+        super::http::openapi_json,
+        super::ws::upgrade,
+        super::ws::upgrade_subscribed,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        CommandBody,
+        BatchBody,
+        Accepted,
+        Waited,
+        BatchAccepted,
+        BatchItemAccepted,
+        Health,
+        GraphState,
+        Changes,
+        ChangeEntry,
+        OperationStatus,
+    )),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(super::web::dev_token),
+    components(schemas(super::web::DevTokenRequest, DevToken))
+)]
+struct DevDoc;
+
+/// The document of the router [`super::app`] builds: the demo token
+/// endpoint only when it is routed.
+pub fn document(dev_tokens: bool) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if dev_tokens {
+        doc.merge(DevDoc::openapi());
+    }
+    for (path, content_type) in super::web::files() {
+        let item = utoipa::openapi::path::PathItemBuilder::new()
+            .operation(
+                utoipa::openapi::HttpMethod::Get,
+                utoipa::openapi::path::OperationBuilder::new()
+                    .tag("demo")
+                    .summary(Some(format!("The demo editor's {path}")))
+                    .response(
+                        "200",
+                        utoipa::openapi::ResponseBuilder::new()
+                            .description("The file")
+                            .content(content_type, Default::default()),
+                    ),
+            )
+            .build();
+        doc.paths.paths.insert(path.to_string(), item);
+    }
+    doc
+}
