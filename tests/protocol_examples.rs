@@ -60,21 +60,10 @@ async fn every_curl_example_is_applied_as_printed() {
         let cmd: Value = serde_json::from_str(body.trim_end().trim_end_matches('\'')).unwrap();
         types.insert(cmd["type"].as_str().unwrap().to_string());
     }
-    let all: BTreeSet<String> = [
-        "CREATE_NODE",
-        "UPDATE_NODE",
-        "DELETE_NODE",
-        "CREATE_EDGE",
-        "UPDATE_EDGE",
-        "DELETE_EDGE",
-        "UPDATE_VIEWPORT",
-        "BATCH_UPDATE",
-        "UNDO",
-        "REDO",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let all: BTreeSet<String> = graphq::graph::command::COMMAND_TYPES
+        .into_iter()
+        .map(String::from)
+        .collect();
     assert_eq!(types, all, "every command type has an example");
 }
 

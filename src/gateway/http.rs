@@ -217,14 +217,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
     responses(
         (status = 202, description = "Queued (also the answer when `wait` ran out)", body = super::openapi::Accepted),
         (status = 200, description = "With `wait`: the outcome arrived in time", body = super::openapi::Waited),
-        (status = 400, description = "Not a valid command: INVALID_JSON, DUPLICATE_KEY, INVALID_TYPE, INVALID_VALUE, INVALID_ID, MISSING_FIELD, UNKNOWN_FIELD, UNKNOWN_COMMAND, EMPTY_PATCH, NOT_FINITE, TOO_DEEP, TOO_MANY_OPERATIONS", body = super::openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no token, or one that is not valid", body = super::openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token does not grant editing this graph", body = super::openapi::ErrorBody),
-        (status = 408, description = "BODY_TIMEOUT: the body did not arrive in time", body = super::openapi::ErrorBody),
-        (status = 409, description = "OPERATION_ID_IN_USE: the operation id belongs to a command on another graph", body = super::openapi::ErrorBody),
-        (status = 413, description = "TOO_LARGE: the body is over 64 KiB", body = super::openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: the user's command rate limit (Retry-After, retryAfterMs)", body = super::openapi::ErrorBody),
-        (status = 503, description = "UNAVAILABLE (Redis) or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+        super::openapi::CommandRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -343,14 +336,7 @@ async fn estimated_ms(state: &AppState) -> u64 {
     responses(
         (status = 202, description = "Queued: an atomic batch answers as one command (Accepted); a non-atomic one with every operation id (BatchAccepted)", body = super::openapi::BatchAccepted),
         (status = 200, description = "Atomic batch with `wait`: the outcome arrived in time", body = super::openapi::Waited),
-        (status = 400, description = "Not a valid batch (`field` under `operations.N`): the codes of a command, TOO_MANY_OPERATIONS, MISSING_FIELD", body = super::openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
-        (status = 408, description = "BODY_TIMEOUT", body = super::openapi::ErrorBody),
-        (status = 409, description = "OPERATION_ID_IN_USE; nothing of the batch was queued", body = super::openapi::ErrorBody),
-        (status = 413, description = "TOO_LARGE", body = super::openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED", body = super::openapi::ErrorBody),
-        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+        super::openapi::CommandRefusals,
     ),
     security(("bearer" = []))
 )]

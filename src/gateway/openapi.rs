@@ -74,6 +74,59 @@ fn error_code() -> utoipa::openapi::Object {
         .build()
 }
 
+/// The refusals of the command and batch routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum CommandRefusals {
+    /// Not a valid command or batch (`field` names the place; in a batch,
+    /// under `operations.N`): INVALID_JSON, DUPLICATE_KEY, INVALID_TYPE,
+    /// INVALID_VALUE, INVALID_ID, MISSING_FIELD, UNKNOWN_FIELD,
+    /// UNKNOWN_COMMAND, EMPTY_PATCH, NOT_FINITE, TOO_DEEP, TOO_MANY_OPERATIONS.
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// UNAUTHORIZED: no token, or one that is not valid.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// FORBIDDEN: the token does not grant editing this graph.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// BODY_TIMEOUT: the body did not arrive within gateway.body_read_timeout_ms.
+    #[response(status = 408)]
+    BodyTimeout(ErrorBody),
+    /// OPERATION_ID_IN_USE: an operation id belongs to a command on another
+    /// graph; nothing was queued.
+    #[response(status = 409)]
+    InUse(ErrorBody),
+    /// TOO_LARGE: a command over 64 KiB, a batch over 256 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// RATE_LIMITED: the user's command rate (Retry-After, retryAfterMs).
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// UNAVAILABLE (Redis) or TOO_MANY_CONNECTIONS.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The refusals of a WebSocket upgrade.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum UpgradeRefusals {
+    /// NOT_WEBSOCKET: not a WebSocket upgrade; INVALID_VALUE: a bad query
+    /// parameter.
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// UNAUTHORIZED: no token, or one that is not valid.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// FORBIDDEN: the token does not reach the graph.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// TOO_MANY_CONNECTIONS.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// A command (docs/protocol.md, Commands).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -98,18 +151,7 @@ pub struct CommandBody {
 fn command_type() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some([
-            "CREATE_NODE",
-            "UPDATE_NODE",
-            "DELETE_NODE",
-            "CREATE_EDGE",
-            "UPDATE_EDGE",
-            "DELETE_EDGE",
-            "UPDATE_VIEWPORT",
-            "BATCH_UPDATE",
-            "UNDO",
-            "REDO",
-        ]))
+        .enum_values(Some(crate::graph::command::COMMAND_TYPES))
         .build()
 }
 

@@ -65,10 +65,7 @@ impl FromParams for WsQuery {
     params(("token" = Option<String>, Query, description = "The token (browsers cannot set headers on a WebSocket)")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
-        (status = 400, description = "NOT_WEBSOCKET: not a WebSocket upgrade; INVALID_VALUE: a bad query parameter", body = super::openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token does not reach the graph", body = super::openapi::ErrorBody),
-        (status = 503, description = "TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+        super::openapi::UpgradeRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -96,10 +93,7 @@ async fn upgrade(
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
-        (status = 400, description = "NOT_WEBSOCKET: not a WebSocket upgrade; INVALID_VALUE: a bad query parameter", body = super::openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token does not reach the graph", body = super::openapi::ErrorBody),
-        (status = 503, description = "TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+        super::openapi::UpgradeRefusals,
     ),
     security(("bearer" = []))
 )]

@@ -106,6 +106,20 @@ pub enum Op {
     Redo,
 }
 
+/// Every command type, as clients write it.
+pub const COMMAND_TYPES: [&str; 10] = [
+    "CREATE_NODE",
+    "UPDATE_NODE",
+    "DELETE_NODE",
+    "CREATE_EDGE",
+    "UPDATE_EDGE",
+    "DELETE_EDGE",
+    "UPDATE_VIEWPORT",
+    "BATCH_UPDATE",
+    "UNDO",
+    "REDO",
+];
+
 impl Op {
     pub fn type_name(&self) -> &'static str {
         match self {
