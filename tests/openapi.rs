@@ -221,6 +221,13 @@ async fn errors_statuses_and_bodies_are_documented() {
                     );
                 }
             }
+            // Every `{name}` of the path is a documented path parameter.
+            for name in path.split('{').skip(1).filter_map(|p| p.split('}').next()) {
+                let documented = op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+                assert!(documented, "{method} {path}: parameter {name}");
+            }
             // Routes behind a token say so, and document the refusal.
             if op.get("security").is_some() {
                 assert!(responses.contains_key("401"), "{method} {path}: 401");

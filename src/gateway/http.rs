@@ -209,9 +209,9 @@ fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
     path = "/api/v2/graphs/{graph_id}/command",
     tag = "commands",
     params(
-        ("graph_id" = String, Path, description = "The graph: [A-Za-z0-9_.-], 1 to 128 characters"),
+        super::openapi::GraphPath,
         ("wait" = Option<u64>, Query, description = "Wait up to this many ms (capped by gateway.wait_max_ms) for the outcome"),
-        ("token" = Option<String>, Query, description = "The token, when no Authorization header can be sent"),
+        super::openapi::TokenParam,
     ),
     request_body(content = super::openapi::CommandBody, description = "One command, at most 64 KiB"),
     responses(
@@ -328,9 +328,9 @@ async fn estimated_ms(state: &AppState) -> u64 {
     path = "/api/v2/graphs/{graph_id}/batch",
     tag = "commands",
     params(
-        ("graph_id" = String, Path, description = "The graph: [A-Za-z0-9_.-], 1 to 128 characters"),
+        super::openapi::GraphPath,
         ("wait" = Option<u64>, Query, description = "Atomic batches: wait up to this many ms for the outcome"),
-        ("token" = Option<String>, Query, description = "The token, when no Authorization header can be sent"),
+        super::openapi::TokenParam,
     ),
     request_body(content = super::openapi::BatchBody, description = "1 to 500 commands, at most 256 KiB"),
     responses(
@@ -424,7 +424,7 @@ async fn post_batch(
     tag = "commands",
     params(
         ("operation_id" = String, Path, description = "The command's operationId"),
-        ("token" = Option<String>, Query, description = "The token, when no Authorization header can be sent"),
+        super::openapi::TokenParam,
     ),
     responses(
         (status = 200, description = "pending, processing, completed or failed", body = crate::graph::OperationStatus),
@@ -459,7 +459,7 @@ async fn get_operation(
     get,
     path = "/api/v2/graphs/{graph_id}/state",
     tag = "graphs",
-    params(("graph_id" = String, Path, description = "The graph: [A-Za-z0-9_.-], 1 to 128 characters"), ("token" = Option<String>, Query, description = "The token, when no Authorization header can be sent")),
+    params(super::openapi::GraphPath, super::openapi::TokenParam),
     responses(
         (status = 200, description = "The state; a graph never written has epoch \"\" and version 0", body = crate::graph::GraphState),
         (status = 400, description = "INVALID_ID or INVALID_VALUE", body = super::openapi::ErrorBody),
@@ -510,10 +510,10 @@ impl FromParams for ChangesQuery {
     path = "/api/v2/graphs/{graph_id}/changes",
     tag = "graphs",
     params(
-        ("graph_id" = String, Path, description = "The graph: [A-Za-z0-9_.-], 1 to 128 characters"),
+        super::openapi::GraphPath,
         ("since" = Option<u64>, Query, description = "Changes after this version (default 0)"),
         ("limit" = Option<u64>, Query, description = "At most this many (1 or more; capped by graph.max_changes)"),
-        ("token" = Option<String>, Query, description = "The token, when no Authorization header can be sent"),
+        super::openapi::TokenParam,
     ),
     responses(
         (status = 200, description = "The changes", body = crate::graph::Changes),

@@ -74,6 +74,25 @@ fn error_code() -> utoipa::openapi::Object {
         .build()
 }
 
+/// The graph of a route's path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // never built: it only describes parameters
+pub struct GraphPath {
+    /// The graph: [A-Za-z0-9_.-], 1 to 128 characters.
+    graph_id: String,
+}
+
+/// The token as a query parameter.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // never built: it only describes parameters
+pub struct TokenParam {
+    /// The token, when no Authorization header can be sent (WebSocket
+    /// upgrades from browsers); given twice, 400 INVALID_VALUE.
+    token: Option<String>,
+}
+
 /// The refusals of the command and batch routes.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // never built: it only describes answers

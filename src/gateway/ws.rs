@@ -62,7 +62,7 @@ impl FromParams for WsQuery {
     get,
     path = "/ws",
     tag = "websocket",
-    params(("token" = Option<String>, Query, description = "The token (browsers cannot set headers on a WebSocket)")),
+    params(super::openapi::TokenParam),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
         super::openapi::UpgradeRefusals,
@@ -86,8 +86,8 @@ async fn upgrade(
     path = "/api/v2/graphs/{graph_id}/subscribe",
     tag = "websocket",
     params(
-        ("graph_id" = String, Path, description = "The graph to subscribe to"),
-        ("token" = Option<String>, Query, description = "The token"),
+        super::openapi::GraphPath,
+        super::openapi::TokenParam,
         ("clientVersion" = Option<u64>, Query, description = "The last version the client has"),
         ("epoch" = Option<String>, Query, description = "The epoch of that version"),
     ),
