@@ -267,3 +267,33 @@ async fn graph_log_prints_the_changes_after_a_version_as_json_lines() {
     assert!(ok);
     assert_eq!(stdout, "");
 }
+
+#[tokio::test]
+async fn a_state_larger_than_one_slice_loads_whole_and_verifies() {
+    let env = TestEnv::start().await;
+    // More entities than one HSET slice of the script (500) in every hash.
+    let nodes: Vec<Value> = (0..1200)
+        .map(|i| {
+            json!({"id": format!("n{i:04}"), "type": null, "position": {"x": i, "y": -i},
+                "data": {"i": i}, "version": 1 + i % 7, "createdBy": "ann",
+                "updatedBy": "bob", "updatedAt": 1700000000000u64 + i as u64})
+        })
+        .collect();
+    let edges: Vec<Value> = (0..1199)
+        .map(|i| {
+            json!({"id": format!("e{i:04}"), "source": format!("n{i:04}"),
+                "target": format!("n{:04}", i + 1), "type": "next", "data": {},
+                "version": 7, "createdBy": "ann", "updatedBy": "ann", "updatedAt": 5})
+        })
+        .collect();
+    let state = json!({"version": 7, "nodes": nodes, "edges": edges,
+        "viewport": {"x": 1, "y": 2, "zoom": 0.5}});
+    let (ok, stdout, stderr) = run(&env, &["graph", "load", "big"], Some(&state.to_string()));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(r#""nodes":1200,"edges":1199"#), "{stdout}");
+    let dumped = dump(&env, "big");
+    for field in ["version", "nodes", "edges", "viewport"] {
+        assert_eq!(dumped[field], state[field], "{field}");
+    }
+    verify_ok(&env, "big");
+}
