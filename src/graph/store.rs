@@ -7,6 +7,7 @@
 //! touch graph keys, and the only transactions are its reads within one graph.
 
 mod analytics;
+mod load;
 mod operations;
 mod verify;
 
@@ -24,6 +25,7 @@ use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
 use crate::scripts::APPLY;
 
 pub use analytics::GraphActivity;
+pub use load::{LoadOutcome, Loaded, LogError};
 pub use operations::{Claim, OperationStatus};
 pub use verify::VerifyReport;
 
@@ -56,7 +58,7 @@ pub struct GraphStore {
 }
 
 /// Answer to "what changed since version N".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub changes: Vec<ChangeEntry>,
