@@ -24,7 +24,7 @@
 -- ARGV[10]: notification channel
 -- ARGV[11]: the command as received (canonical JSON), for subscribers
 -- ARGV[12]: graph id
--- ARGV[13]: the sender's notification channel (reverts and conflicts go there)
+-- ARGV[13]: the sender's notification channel (every outcome goes there)
 -- ARGV[14]: "SPUBLISH" on Redis Cluster (the graph's channel is sharded), else "PUBLISH"
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
 
@@ -674,14 +674,15 @@ local function current_json(ids, with_viewport)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- Applied outcomes go to the graph's subscribers; reverts, and applied
--- outcomes with conflicts, also to the sender wherever it is connected.
+-- Applied outcomes go to the graph's subscribers; every outcome also goes
+-- to the sender wherever it is connected (its user channel: REVERT,
+-- CONFLICT, and the sender's own stream of outcomes).
 local function publish(outcome, applied)
   local note = '{"graphId":"' .. ARGV[12] .. '","epoch":' .. cjson.encode(EPOCH) ..
     ',"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
     ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
   if applied then redis.call(GRAPH_PUBLISH, ARGV[10], note) end
-  if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
+  redis.call('PUBLISH', ARGV[13], note)
 end
 
 local function revert(err, current)

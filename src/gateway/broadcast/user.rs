@@ -1,13 +1,16 @@
 //! Per-user channels: a user's channel is subscribed while the user has a
 //! socket or a waiter on this gateway, and the REVERT and CONFLICT frames
 //! its notes carry go to every socket of that user here, subscribed to the
-//! graph or not.
+//! graph or not. The channel carries every outcome of the user's commands:
+//! COMMAND_APPLIED goes from it only to the user's streams of their own
+//! outcomes (`GET /api/v2/events`); sockets hear it from the graph's feed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::protocol::{RevertError, ServerMessage};
 
+use super::feed::applied_from_note;
 use super::note::Note;
 use super::{Broadcaster, Conn, Frame};
 
@@ -35,6 +38,18 @@ impl Broadcaster {
         };
         let graph_id = note.graph_id.as_str();
         let operation_id = note.operation_id.as_deref().unwrap_or_default();
+        if let Some(v) = outcome
+            .version
+            .filter(|_| outcome.status.as_deref() == Some("applied"))
+        {
+            let mut own = conns.iter().filter(|c| c.own_applied).peekable();
+            if own.peek().is_some() {
+                let frame = applied_from_note(graph_id, note, v, outcome.change);
+                for c in own {
+                    c.send(frame.clone());
+                }
+            }
+        }
         let mut frames = Vec::new();
         if outcome.status.as_deref() == Some("reverted") {
             frames.push(ServerMessage::Revert {

@@ -1,0 +1,211 @@
+//! A graph stream in Datastar's terms: `datastar-patch-signals` events
+//! (encoded by the `datastar` crate) that keep a `graph` signal equal to the
+//! graph. The first carries the whole graph, `{"graph": {"id", "epoch",
+//! "version", "nodes": {id: node}, "edges": {id: edge}, "viewport"}}`; each
+//! change after it is a JSON merge patch (RFC 7386) of that object, so
+//! folding every patch gives `GET state` (nodes and edges keyed by id,
+//! without `checksum`; a key whose value is null is absent, as merge patches
+//! have it).
+
+use axum::response::sse::Event;
+use datastar::prelude::PatchSignals;
+use serde_json::{Map, Value, json};
+
+/// One Datastar stream's position.
+pub(super) struct Signals {
+    /// A whole graph replaces what the client holds, which a merge patch
+    /// alone cannot do: once the client may hold a graph (it resumed, or a
+    /// graph was sent before), `{"graph": null}` goes first.
+    holds_graph: bool,
+}
+
+impl Signals {
+    pub fn new(resumed: bool) -> Signals {
+        Signals {
+            holds_graph: resumed,
+        }
+    }
+
+    /// The events of one frame (its `type` is `kind`); `id` is its event id.
+    pub fn translate(&mut self, kind: &str, text: &str, id: Option<String>) -> Vec<Event> {
+        if kind != "SYNC" && kind != "COMMAND_APPLIED" {
+            return Vec::new();
+        }
+        let Ok(frame) = serde_json::from_str::<Value>(text) else {
+            return Vec::new();
+        };
+        let patches = match kind {
+            "SYNC" => self.sync(&frame),
+            _ => vec![change_patch(&frame["change"], &frame["version"])],
+        };
+        let last = patches.len().saturating_sub(1);
+        patches
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut e = PatchSignals::new(p.to_string());
+                // Only the last one stands for the whole frame's version.
+                if let Some(id) = id.as_ref().filter(|_| i == last) {
+                    e = e.id(id.clone());
+                }
+                e.write_as_axum_sse_event()
+            })
+            .collect()
+    }
+
+    fn sync(&mut self, frame: &Value) -> Vec<Value> {
+        match frame["status"].as_str() {
+            Some("reset") => {
+                let mut out = Vec::new();
+                if self.holds_graph {
+                    out.push(json!({"graph": null}));
+                }
+                self.holds_graph = true;
+                out.push(json!({"graph": whole_graph(&frame["state"])}));
+                out
+            }
+            Some("behind") => frame["changes"]
+                .as_array()
+                .map(|changes| {
+                    changes
+                        .iter()
+                        .map(|c| change_patch(&c["change"], &c["version"]))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The `graph` signal of a state (`GET state`, `SYNC reset`).
+pub(super) fn whole_graph(state: &Value) -> Value {
+    json!({
+        "id": state["graphId"],
+        "epoch": state["epoch"],
+        "version": state["version"],
+        "nodes": by_id(&state["nodes"]),
+        "edges": by_id(&state["edges"]),
+        "viewport": state["viewport"],
+    })
+}
+
+fn by_id(list: &Value) -> Value {
+    let mut map = Map::new();
+    for e in list.as_array().into_iter().flatten() {
+        if let Some(id) = e["id"].as_str() {
+            map.insert(id.to_string(), e.clone());
+        }
+    }
+    Value::Object(map)
+}
+
+/// The merge patch of one change (docs/graph.md, The change): each created
+/// or updated entity as the difference from its value before (the change's
+/// `undo`), each removed one `null`, the viewport when it changed.
+pub(super) fn change_patch(change: &Value, version: &Value) -> Value {
+    let undo = &change["undo"];
+    let mut graph = Map::new();
+    graph.insert("version".into(), version.clone());
+    for (list, removed, kind) in [
+        ("nodes", "removedNodes", "nodes"),
+        ("edges", "removedEdges", "edges"),
+    ] {
+        let mut patch = Map::new();
+        for e in change[list].as_array().into_iter().flatten() {
+            if let Some(id) = e["id"].as_str() {
+                patch.insert(id.to_string(), diff(&undo[kind][id], e));
+            }
+        }
+        for id in change[removed].as_array().into_iter().flatten() {
+            if let Some(id) = id.as_str() {
+                patch.insert(id.to_string(), Value::Null);
+            }
+        }
+        if !patch.is_empty() {
+            graph.insert(kind.into(), Value::Object(patch));
+        }
+    }
+    if let Some(viewport) = change.get("viewport") {
+        graph.insert("viewport".into(), diff(&undo["viewport"], viewport));
+    }
+    json!({ "graph": graph })
+}
+
+/// The merge patch that turns `old` into `new` (RFC 7386, 2): keys gone
+/// are `null`, objects on both sides are compared key by key.
+fn diff(old: &Value, new: &Value) -> Value {
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return new.clone();
+    };
+    let mut patch = Map::new();
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            patch.insert(k.clone(), Value::Null);
+        }
+    }
+    for (k, v) in new {
+        match old.get(k) {
+            Some(o) if o == v => {}
+            Some(o) => {
+                patch.insert(k.clone(), diff(o, v));
+            }
+            None => {
+                patch.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7386, 2: MergePatch, as a Datastar client folds a patch.
+    fn fold(target: &mut Value, patch: &Value) {
+        let Value::Object(patch) = patch else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        let map = target.as_object_mut().unwrap();
+        for (k, v) in patch {
+            if v.is_null() {
+                map.remove(k);
+            } else {
+                fold(map.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_that_drops_a_data_key_and_the_type_folds_to_the_new_node() {
+        let before = json!({"id":"n1","type":"task","position":{"x":1,"y":2},"data":{"a":1,"b":2},"version":1});
+        let after =
+            json!({"id":"n1","type":null,"position":{"x":1,"y":2},"data":{"b":3},"version":2});
+        let change = json!({"nodes":[after],"edges":[],"removedNodes":[],"removedEdges":[],
+            "undo":{"nodes":{"n1":before},"edges":{}}});
+        let mut signals = json!({"graph":{"version":1,"nodes":{"n1":before},"edges":{}}});
+        fold(&mut signals, &change_patch(&change, &json!(2)));
+        assert_eq!(
+            signals,
+            json!({"graph":{"version":2,"nodes":{"n1":{"id":"n1","position":{"x":1,"y":2},"data":{"b":3},"version":2}},"edges":{}}})
+        );
+    }
+
+    #[test]
+    fn a_delete_removes_the_node_and_its_edges_and_the_viewport_can_go() {
+        let change = json!({"nodes":[],"edges":[],"removedNodes":["n1"],"removedEdges":["e1"],
+            "viewport":null,"undo":{"nodes":{"n1":{"id":"n1"}},"edges":{"e1":{"id":"e1"}},"viewport":{"x":0,"y":0,"zoom":1}}});
+        let mut signals = json!({"graph":{"version":4,"nodes":{"n1":{"id":"n1"},"n2":{"id":"n2"}},
+            "edges":{"e1":{"id":"e1"}},"viewport":{"x":0,"y":0,"zoom":1}}});
+        fold(&mut signals, &change_patch(&change, &json!(5)));
+        assert_eq!(
+            signals,
+            json!({"graph":{"version":5,"nodes":{"n2":{"id":"n2"}},"edges":{}}})
+        );
+    }
+}
