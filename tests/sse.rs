@@ -374,3 +374,75 @@ async fn datastar_patches_fold_into_the_state() {
     fold(&mut stale, &again.next().await.unwrap());
     assert_eq!(stale, as_signal(&state(&s, &t, "g1").await));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_keep_up_is_ended_and_resumes_by_last_event_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::start().await;
+    let s = Stack::start(
+        &env,
+        GatewaySettings {
+            send_queue: 4,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let t = s.token("alice", &["g1"], Role::Editor);
+    // A client that reads nothing, with a small receive window.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = s.url.trim_start_matches("http://").parse().unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    let head = format!(
+        "GET /api/v2/graphs/g1/events?token={t} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Changes of about 50 KB each: far more than the socket buffers hold.
+    let big = "x".repeat(50_000);
+    let last = 150u64;
+    for v in 1..=last {
+        let cmd = json!({"operationId": format!("op{v}"), "type": "CREATE_NODE",
+            "payload": {"node": {"id": format!("n{v}"), "position": {"x": 0, "y": 0}, "data": {"blob": big}}}});
+        assert_eq!(run(&s, &t, "g1", cmd).await["status"], "applied");
+    }
+    // What the stream holds ends before the last version: it was cut off.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            // The chunked body's end.
+            if got.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream ended");
+    let text = String::from_utf8_lossy(&got);
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    let seen = ids.last().expect("some events got through").to_string();
+    let seen_version: u64 = seen.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(seen_version < last, "cut off before the end: {seen}");
+    // Resuming from the last id it read gets exactly the rest.
+    let auth = format!("Bearer {t}");
+    let headers = [("authorization", auth.as_str()), ("last-event-id", &seen)];
+    let mut resumed = SseClient::open(&events_url(&s, "g1"), &headers)
+        .await
+        .unwrap();
+    let sync = resumed.next().await.unwrap().json();
+    assert_eq!(sync["status"], "behind");
+    let versions: Vec<u64> = sync["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (seen_version + 1..=last).collect::<Vec<_>>());
+}
