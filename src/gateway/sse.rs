@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -34,7 +34,7 @@ use crate::metrics::{GaugeGuard, SSE_CONNECTIONS};
 
 use super::broadcast::{ClientPosition, Conn, Frame, Outgoing};
 use super::http::{FromParams, Params, Path, Query, identity};
-use super::{AppError, AppState, check_graph};
+use super::{AppError, AppState, accept, check_graph, invalid_command};
 
 /// How long EventSource waits before it reconnects (the `retry:` hint).
 pub const RETRY: Duration = Duration::from_millis(1000);
@@ -43,6 +43,39 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/graphs/{graph_id}/events", get(graph_events))
         .route("/api/v2/events", get(user_events))
+        .route(
+            "/api/v2/graphs/{graph_id}/datastar/command",
+            post(datastar_command),
+        )
+}
+
+/// `POST /api/v2/graphs/{g}/datastar/command`: a command from a Datastar
+/// action, whose body is the page's signals with the command under
+/// `command`. Answered, as Datastar actions expect, with an event stream:
+/// one signal patch `{"outcome": {"operationId", "accepted", "error":
+/// {"code", "message", "field"}}}`, always of that shape (empty strings
+/// where nothing applies), so that a client merging signals never meets a
+/// value where it held an object.
+/// What the command then does arrives on the graph stream.
+async fn datastar_command(
+    State(state): State<AppState>,
+    Path(graph): Path<String>,
+    Query(q): Query<SseQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let id = identity(&state, &headers, q.token.as_deref())?;
+    let flavor = datastar_flavor(&headers, &q).unwrap_or(datastar::Flavor::Patch);
+    let outcome = match datastar::command_of(&body) {
+        Err(r) => datastar::outcome("", Some(&invalid_command(r))),
+        Ok(cmd) => match accept(&state, &id, &graph, &cmd).await {
+            Ok(_) => datastar::outcome(&cmd.operation_id, None),
+            Err(e) => datastar::outcome(&cmd.operation_id, Some(&e)),
+        },
+    };
+    let event = flavor.event(&serde_json::json!({ "outcome": outcome }), None);
+    let once = futures_util::stream::iter([Ok::<_, Infallible>(event)]);
+    Ok(Sse::new(once).into_response())
 }
 
 struct SseQuery {
@@ -50,7 +83,8 @@ struct SseQuery {
     client_version: Option<u64>,
     epoch: Option<String>,
     presence: bool,
-    datastar: bool,
+    /// `?format=datastar` or `datastar-beta`.
+    datastar: Option<datastar::Flavor>,
 }
 
 impl FromParams for SseQuery {
@@ -61,9 +95,15 @@ impl FromParams for SseQuery {
             Some(_) => return Err(invalid("presence", "presence is 1 or 0".into())),
         };
         let datastar = match p.string("format")? {
-            None | Some("json") => false,
-            Some("datastar") => true,
-            Some(_) => return Err(invalid("format", "format is json or datastar".into())),
+            None | Some("json") => None,
+            Some("datastar") => Some(datastar::Flavor::Patch),
+            Some("datastar-beta") => Some(datastar::Flavor::Merge),
+            Some(_) => {
+                return Err(invalid(
+                    "format",
+                    "format is json, datastar or datastar-beta".into(),
+                ));
+            }
         };
         Ok(SseQuery {
             token: p.string("token")?.map(str::to_string),
@@ -110,12 +150,14 @@ fn position(headers: &HeaderMap, q: &SseQuery) -> Result<ClientPosition, AppErro
     })
 }
 
-/// Datastar's `@get` says who it is with this header.
-fn is_datastar(headers: &HeaderMap, q: &SseQuery) -> bool {
-    q.datastar
-        || headers
+/// Datastar's actions say who they are with `Datastar-Request: true`.
+fn datastar_flavor(headers: &HeaderMap, q: &SseQuery) -> Option<datastar::Flavor> {
+    q.datastar.or_else(|| {
+        headers
             .get("datastar-request")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+            .then_some(datastar::Flavor::Patch)
+    })
 }
 
 async fn graph_events(
@@ -127,10 +169,9 @@ async fn graph_events(
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
     let at = position(&headers, &q)?;
-    let shape = if is_datastar(&headers, &q) {
-        Shape::Datastar(datastar::Signals::new(at.version.is_some()))
-    } else {
-        Shape::Json
+    let shape = match datastar_flavor(&headers, &q) {
+        Some(flavor) => Shape::Datastar(datastar::Signals::new(flavor, at.version.is_some())),
+        None => Shape::Json,
     };
     let events = Events {
         graph: Some(graph.clone()),

@@ -11,8 +11,100 @@ use axum::response::sse::Event;
 use datastar::prelude::PatchSignals;
 use serde_json::{Map, Value, json};
 
+use crate::graph::{Command, Rejection, command};
+
+use super::AppError;
+
+/// Which of Datastar's event vocabularies a client reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// Datastar 1.0: `datastar-patch-signals`, a JSON merge patch (a
+    /// `null` removes the key).
+    Patch,
+    /// The client of Datastar's npm package (1.0.0-beta.11, the newest
+    /// there): `datastar-merge-signals`, where a `null` stays as a value,
+    /// and `datastar-remove-signals` to clear a signal.
+    Merge,
+}
+
+impl Flavor {
+    /// The event that patches `signals` into the client's.
+    pub fn event(self, signals: &Value, id: Option<String>) -> Event {
+        match self {
+            Flavor::Patch => {
+                let mut e = PatchSignals::new(signals.to_string());
+                if let Some(id) = id {
+                    e = e.id(id);
+                }
+                e.write_as_axum_sse_event()
+            }
+            // The same `signals` line under the older event name (the
+            // `datastar` crate writes only the 1.0 events).
+            Flavor::Merge => {
+                let e = Event::default()
+                    .event("datastar-merge-signals")
+                    .data(format!("signals {signals}"));
+                match id {
+                    Some(id) => e.id(id),
+                    None => e,
+                }
+            }
+        }
+    }
+
+    /// The event that clears the `graph` signal before a whole graph.
+    fn clear(self) -> Event {
+        match self {
+            Flavor::Patch => self.event(&json!({"graph": null}), None),
+            Flavor::Merge => Event::default()
+                .event("datastar-remove-signals")
+                .data("paths graph"),
+        }
+    }
+}
+
+/// The command in a Datastar action's body (the page's signals).
+pub(super) fn command_of(body: &[u8]) -> Result<Command, Rejection> {
+    let refusal = |code, message: &str| Rejection {
+        code,
+        field: "command".into(),
+        message: message.into(),
+    };
+    let signals: Value = serde_json::from_slice(body)
+        .map_err(|_| refusal("INVALID_JSON", "the body is the page's signals as JSON"))?;
+    let Some(raw) = signals.get("command").filter(|c| c.is_object()) else {
+        return Err(refusal(
+            "MISSING_FIELD",
+            "the signals carry the command under `command`",
+        ));
+    };
+    let cmd = command::from_value(raw)?;
+    if cmd.canonical.len() > command::MAX_COMMAND_BYTES {
+        return Err(refusal("TOO_LARGE", "a command is at most 64 KiB"));
+    }
+    Ok(cmd)
+}
+
+/// The `outcome` signal of a command: accepted, or refused with `err`.
+pub(super) fn outcome(operation_id: &str, err: Option<&AppError>) -> Value {
+    let (code, message, field) = match err {
+        None => (String::new(), String::new(), String::new()),
+        Some(e) => (
+            e.code().to_string(),
+            e.message(),
+            match e {
+                AppError::Rejected(r) => r.field.clone(),
+                _ => String::new(),
+            },
+        ),
+    };
+    json!({"operationId": operation_id, "accepted": err.is_none(),
+        "error": {"code": code, "message": message, "field": field}})
+}
+
 /// One Datastar stream's position.
 pub(super) struct Signals {
+    flavor: Flavor,
     /// A whole graph replaces what the client holds, which a merge patch
     /// alone cannot do: once the client may hold a graph (it resumed, or a
     /// graph was sent before), `{"graph": null}` goes first.
@@ -20,8 +112,9 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub fn new(resumed: bool) -> Signals {
+    pub fn new(flavor: Flavor, resumed: bool) -> Signals {
         Signals {
+            flavor,
             holds_graph: resumed,
         }
     }
@@ -34,35 +127,28 @@ impl Signals {
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
             return Vec::new();
         };
+        let mut events = Vec::new();
         let patches = match kind {
-            "SYNC" => self.sync(&frame),
+            "SYNC" => self.sync(&frame, &mut events),
             _ => vec![change_patch(&frame["change"], &frame["version"])],
         };
         let last = patches.len().saturating_sub(1);
-        patches
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut e = PatchSignals::new(p.to_string());
-                // Only the last one stands for the whole frame's version.
-                if let Some(id) = id.as_ref().filter(|_| i == last) {
-                    e = e.id(id.clone());
-                }
-                e.write_as_axum_sse_event()
-            })
-            .collect()
+        for (i, p) in patches.iter().enumerate() {
+            // Only the last one stands for the whole frame's version.
+            events.push(self.flavor.event(p, id.clone().filter(|_| i == last)));
+        }
+        events
     }
 
-    fn sync(&mut self, frame: &Value) -> Vec<Value> {
+    /// The patches of a SYNC; a clearing event first goes to `events`.
+    fn sync(&mut self, frame: &Value, events: &mut Vec<Event>) -> Vec<Value> {
         match frame["status"].as_str() {
             Some("reset") => {
-                let mut out = Vec::new();
                 if self.holds_graph {
-                    out.push(json!({"graph": null}));
+                    events.push(self.flavor.clear());
                 }
                 self.holds_graph = true;
-                out.push(json!({"graph": whole_graph(&frame["state"])}));
-                out
+                vec![json!({"graph": whole_graph(&frame["state"])})]
             }
             Some("behind") => frame["changes"]
                 .as_array()
