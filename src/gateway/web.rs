@@ -32,6 +32,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/graphq-client.js"),
     ),
     (
+        "/graphq-sse.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/graphq-sse.js"),
+    ),
+    (
         "/editor.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/editor.js"),
