@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::ws::{Outcomes, Tally, WsBenchError, drain};
+use super::ws::{Outcomes, Pacer, Tally, WsBenchError, wind_down};
 
 /// What carries a bench client's messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -234,17 +234,8 @@ pub(super) async fn e2e_client(
         }
         outcomes.finish(&tally_rx);
     });
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::time::sleep(every.mul_f64(i as f64 / 200.0 % 1.0)).await;
-    let begin = Instant::now();
-    let mut seq = 0u64;
-    while begin.elapsed() < duration {
-        tick.tick().await;
-        seq += 1;
-        let t0 = started.elapsed().as_micros() as u64;
-        let c = json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
-            "payload": {"id": node, "patch": {"position": {"x": seq, "y": i}}}});
+    let mut pacer = Pacer::start(i, every, duration, started, run, &node).await;
+    while let Some(c) = pacer.next().await {
         let status = commands.post(graph, &c).await?;
         if status != 202 {
             tracing::warn!(status, "bench command refused");
@@ -253,10 +244,7 @@ pub(super) async fn e2e_client(
             .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    drain(&tally).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = stop_tx.send(());
-    let _ = reader.await;
+    wind_down(&tally, stop_tx, reader).await;
     Ok(())
 }
 

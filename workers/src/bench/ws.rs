@@ -362,30 +362,83 @@ async fn e2e_client(
         }
         outcomes.finish(&tally_rx);
     });
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Spread the clients' ticks over one interval.
-    tokio::time::sleep(every.mul_f64(i as f64 / 200.0 % 1.0)).await;
-    let begin = Instant::now();
-    let mut seq = 0u64;
-    while begin.elapsed() < duration {
-        tick.tick().await;
-        seq += 1;
-        let t0 = started.elapsed().as_micros() as u64;
-        let c = json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
-            "payload": {"id": node, "patch": {"position": {"x": seq, "y": i}}}});
+    let mut pacer = Pacer::start(i, every, duration, started, run, &node).await;
+    while let Some(c) = pacer.next().await {
         tx.send(send(
             json!({"type": "COMMAND", "graphId": graph, "command": c}),
         ))
         .await?;
         tally.sent.fetch_add(1, Ordering::Relaxed);
     }
-    drain(&tally).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = stop_tx.send(());
-    let _ = reader.await;
+    wind_down(&tally, stop_tx, reader).await;
     let _ = tx.close().await;
     Ok(())
+}
+
+/// A client's sending schedule: one UPDATE_NODE of its node every `every`
+/// for `duration`, each carrying its send time in its operation id.
+pub(super) struct Pacer {
+    tick: tokio::time::Interval,
+    begin: Instant,
+    duration: Duration,
+    started: Instant,
+    client: usize,
+    seq: u64,
+    run: String,
+    node: String,
+}
+
+impl Pacer {
+    pub async fn start(
+        client: usize,
+        every: Duration,
+        duration: Duration,
+        started: Instant,
+        run: &str,
+        node: &str,
+    ) -> Pacer {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Spread the clients' ticks over one interval.
+        tokio::time::sleep(every.mul_f64(client as f64 / 200.0 % 1.0)).await;
+        Pacer {
+            tick,
+            begin: Instant::now(),
+            duration,
+            started,
+            client,
+            seq: 0,
+            run: run.to_string(),
+            node: node.to_string(),
+        }
+    }
+
+    /// The next command, at its time; None once the run is over.
+    pub async fn next(&mut self) -> Option<Value> {
+        if self.begin.elapsed() >= self.duration {
+            return None;
+        }
+        self.tick.tick().await;
+        self.seq += 1;
+        let (i, seq, run) = (self.client, self.seq, &self.run);
+        let t0 = self.started.elapsed().as_micros() as u64;
+        Some(
+            json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
+            "payload": {"id": self.node, "patch": {"position": {"x": seq, "y": i}}}}),
+        )
+    }
+}
+
+/// Waits for the outcomes still owed, then stops the client's reader.
+pub(super) async fn wind_down(
+    tally: &Tally,
+    stop: tokio::sync::oneshot::Sender<()>,
+    reader: tokio::task::JoinHandle<()>,
+) {
+    drain(tally).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let _ = reader.await;
 }
 
 /// What one client heard: its latencies, kept per client and merged once.
@@ -455,7 +508,7 @@ impl Outcomes {
 /// coming: a backlog left by a rate above capacity drains here, so "lost"
 /// counts only what stopped arriving, and the next ramp step does not start
 /// behind the last one's queue.
-pub(super) async fn drain(tally: &Tally) {
+async fn drain(tally: &Tally) {
     let mut last = (u64::MAX, Instant::now());
     loop {
         let done = tally.applied.load(Ordering::Relaxed) + tally.reverted.load(Ordering::Relaxed);
