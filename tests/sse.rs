@@ -446,3 +446,68 @@ async fn a_stream_that_cannot_keep_up_is_ended_and_resumes_by_last_event_id() {
         .collect();
     assert_eq!(versions, (seen_version + 1..=last).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datastar_action_posts_a_command_from_its_signals() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let t = s.token("alice", &["g1"], Role::Editor);
+    let url = format!("{}/api/v2/graphs/g1/datastar/command", s.url);
+    let post = |body: String, token: Option<String>| {
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header("datastar-request", "true")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    // The action sends every signal of the page; the command is one of them.
+    let signals = json!({"graph": {"version": 0}, "label": "x", "command": create("d1", "n1")});
+    let resp = post(signals.to_string(), Some(t.clone())).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: datastar-patch-signals"), "{text}");
+    let outcome = |text: &str| -> Value {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: signals "))
+            .unwrap();
+        serde_json::from_str::<Value>(line).unwrap()["outcome"].clone()
+    };
+    assert_eq!(
+        outcome(&text),
+        json!({"operationId": "d1", "accepted": true, "error": {"code": "", "message": "", "field": ""}})
+    );
+    common::eventually(Duration::from_secs(10), "d1 applied", || async {
+        state(&s, &t, "g1").await["version"] == 1
+    })
+    .await;
+
+    // Without a command among the signals: refused, nothing queued.
+    let resp = post(json!({"label": "x"}).to_string(), Some(t.clone()))
+        .await
+        .unwrap();
+    let refused = outcome(&resp.text().await.unwrap());
+    assert_eq!(refused["accepted"], false);
+    assert_eq!(refused["error"]["code"], "MISSING_FIELD");
+    let resp = post(
+        json!({"command": {"type": "CREATE_NODE"}}).to_string(),
+        Some(t.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome(&resp.text().await.unwrap())["error"]["code"],
+        "MISSING_FIELD"
+    );
+    // No token, or a viewer's: refused before anything is read.
+    let resp = post(signals.to_string(), None).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let viewer = s.token("vic", &["g1"], Role::Viewer);
+    let resp = post(signals.to_string(), Some(viewer)).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(state(&s, &t, "g1").await["version"], 1);
+}

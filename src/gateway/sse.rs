@@ -29,11 +29,12 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
-use crate::graph::{GraphStore, Rejection};
+use crate::graph::Rejection;
+use crate::graph::command::MAX_COMMAND_BYTES;
 use crate::metrics::{GaugeGuard, SSE_CONNECTIONS};
 
 use super::broadcast::{ClientPosition, Conn, Frame, Outgoing};
-use super::http::{FromParams, Params, Path, Query, identity};
+use super::http::{FromParams, Params, Path, Query, identity, read_body};
 use super::{AppError, AppState, accept, check_graph, invalid_command};
 
 /// How long EventSource waits before it reconnects (the `retry:` hint).
@@ -62,10 +63,13 @@ async fn datastar_command(
     Path(graph): Path<String>,
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
+    check_graph(&id, &graph, true)?;
     let flavor = datastar_flavor(&headers, &q).unwrap_or(datastar::Flavor::Patch);
+    // The page's other signals come along: room for them, as for a batch.
+    let body = read_body(&state, body, MAX_COMMAND_BYTES * 4).await?;
     let outcome = match datastar::command_of(&body) {
         Err(r) => datastar::outcome("", Some(&invalid_command(r))),
         Ok(cmd) => match accept(&state, &id, &graph, &cmd).await {
@@ -178,7 +182,7 @@ async fn graph_events(
         presence: q.presence,
         shape,
         epoch: String::new(),
-        store: state.store.clone(),
+        state: state.clone(),
     };
     open(state, id, false, Some((graph, at)), events).await
 }
@@ -194,7 +198,7 @@ async fn user_events(
         presence: false,
         shape: Shape::Json,
         epoch: String::new(),
-        store: state.store.clone(),
+        state: state.clone(),
     };
     open(state, id, true, None, events).await
 }
@@ -324,8 +328,9 @@ struct Events {
     shape: Shape,
     /// The graph's epoch as of the last SYNC, for event ids.
     epoch: String,
-    /// To read the epoch a graph that was empty at SYNC has since made.
-    store: GraphStore,
+    /// To read the epoch a graph that was empty at SYNC has since made
+    /// (the state, not a copy of its store: a stream is kept small).
+    state: AppState,
 }
 
 /// What the translation reads of a frame; the rest is skipped.
@@ -389,7 +394,7 @@ impl Events {
     /// one, which COMMAND_APPLIED does not carry. Read once per stream.
     async fn learn_epoch(&mut self) {
         let Some(graph) = &self.graph else { return };
-        match self.store.changes_since(graph, u64::MAX, 1).await {
+        match self.state.store.changes_since(graph, u64::MAX, 1).await {
             Ok(ch) => self.epoch = ch.epoch,
             Err(err) => tracing::debug!(%err, "epoch of a new graph not read"),
         }

@@ -72,6 +72,7 @@ pub(super) fn command_of(body: &[u8]) -> Result<Command, Rejection> {
     };
     let signals: Value = serde_json::from_slice(body)
         .map_err(|_| refusal("INVALID_JSON", "the body is the page's signals as JSON"))?;
+    command::check_unique_keys(body)?;
     let Some(raw) = signals.get("command").filter(|c| c.is_object()) else {
         return Err(refusal(
             "MISSING_FIELD",
