@@ -511,3 +511,40 @@ async fn a_datastar_action_posts_a_command_from_its_signals() {
     assert_eq!(resp.status().as_u16(), 403);
     assert_eq!(state(&s, &t, "g1").await["version"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_count_among_the_users_connections() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(
+        &env,
+        GatewaySettings {
+            max_sockets_per_user: 1,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let t = s.token("alice", &["g1"], Role::Editor);
+    let mut first = SseClient::with_token(&events_url(&s, "g1"), &t).await;
+    assert_eq!(first.next().await.unwrap().event, "SYNC");
+    let auth = format!("Bearer {t}");
+    let (status, body) = SseClient::open(
+        &format!("{}/api/v2/events", s.url),
+        &[("authorization", &auth)],
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "TOO_MANY_CONNECTIONS");
+    // Once the first stream is gone, its place is free again.
+    drop(first);
+    common::eventually(Duration::from_secs(10), "a stream again", || async {
+        SseClient::open(
+            &format!("{}/api/v2/events", s.url),
+            &[("authorization", &auth)],
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+}
