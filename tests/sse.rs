@@ -188,6 +188,16 @@ async fn a_stream_needs_a_token_that_names_the_graph() {
         .unwrap();
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "FORBIDDEN");
+    // A query it cannot read is refused by name, before any event.
+    let t = s.token("alice", &["g1"], Role::Editor);
+    for (query, field) in [("format=xml", "format"), ("presence=yes", "presence")] {
+        let url = format!("{}?{query}&token={t}", events_url(&s, "g1"));
+        let (status, body) = SseClient::open(&url, &[]).await.err().unwrap();
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field))
+        );
+    }
     // EventSource cannot set headers: ?token= it is. Viewers may read.
     let viewer = s.token("vic", &["g1"], Role::Viewer);
     let mut sse = SseClient::open(&format!("{}?token={viewer}", events_url(&s, "g1")), &[])
