@@ -246,7 +246,7 @@ async fn open(
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
         .into_response();
-    // Proxies that buffer responses (nginx) would hold the events back.
+    // Reverse proxies that buffer responses would hold the events back.
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
