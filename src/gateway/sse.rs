@@ -263,7 +263,9 @@ async fn lifetime(state: AppState, conn: Arc<Conn>, graphs: Vec<String>, expires
         _ = conn.kick.cancelled() => {}
         _ = tokio::time::sleep(until_exp) => conn.end(),
     }
-    state.broadcaster.unregister(&conn, &graphs).await;
+    // Boxed: the future of an unregister is large, and this task waits,
+    // holding its own future, for as long as the stream lives.
+    Box::pin(state.broadcaster.unregister(&conn, &graphs)).await;
 }
 
 /// A far `exp` would overflow an `Instant`: a stream lives a day at most
@@ -360,7 +362,9 @@ impl Events {
             self.epoch = epoch.to_string();
         }
         if kind == "COMMAND_APPLIED" && self.epoch.is_empty() {
-            self.learn_epoch().await;
+            // Boxed: rare, and a Redis read's future would otherwise make
+            // every stream's state that much larger.
+            Box::pin(self.learn_epoch()).await;
         }
         let other_graph = matches!((&self.graph, &head.graph_id), (Some(g), Some(h)) if g != h);
         let wanted = match kind {
