@@ -37,7 +37,9 @@ fn bad(what: String) -> io::Error {
 
 /// Reads a response head; returns the status and the headers (names in
 /// lower case).
-async fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(String, String)>)> {
+async fn read_head(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+) -> io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     r.read_line(&mut line).await?;
     let status = line
@@ -141,43 +143,63 @@ impl EventStream {
     }
 }
 
-/// One keep-alive connection for `POST …/command`.
+/// One keep-alive connection for `POST …/command`, pipelined: requests are
+/// written as they come (the gateway answers them, and queues the commands,
+/// in order) and a task of its own reads the answers, as the WebSocket
+/// client writes its commands without waiting for ACCEPTED.
 pub struct Commands {
-    r: BufReader<TcpStream>,
+    w: tokio::net::tcp::OwnedWriteHalf,
     addr: String,
     token: String,
+    answers: tokio::task::JoinHandle<()>,
 }
 
 impl Commands {
     pub async fn connect(addr: &str, token: &str) -> io::Result<Commands> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (r, w) = tcp.into_split();
+        let answers = tokio::spawn(async move {
+            let mut r = BufReader::with_capacity(4 * 1024, r);
+            while let Ok((status, headers)) = read_head(&mut r).await {
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0usize);
+                let mut answer = vec![0u8; len];
+                if r.read_exact(&mut answer).await.is_err() {
+                    break;
+                }
+                if status != 202 {
+                    tracing::warn!(status, answer = %String::from_utf8_lossy(&answer), "bench command refused");
+                }
+            }
+        });
         Ok(Commands {
-            r: connect(addr).await?,
+            w,
             addr: addr.to_string(),
             token: token.to_string(),
+            answers,
         })
     }
 
-    /// Posts a command; returns the HTTP status.
-    pub async fn post(&mut self, graph: &str, command: &Value) -> io::Result<u16> {
+    /// Sends a command; its answer is read (and a refusal logged) later.
+    pub async fn post(&mut self, graph: &str, command: &Value) -> io::Result<()> {
         let body = command.to_string();
-        let head = format!(
-            "POST /api/v2/graphs/{graph}/command HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        let request = format!(
+            "POST /api/v2/graphs/{graph}/command HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             self.token,
             body.len()
         );
-        let tcp = self.r.get_mut();
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(body.as_bytes()).await?;
-        let (status, headers) = read_head(&mut self.r).await?;
-        let len = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0usize);
-        let mut answer = vec![0u8; len];
-        self.r.read_exact(&mut answer).await?;
-        Ok(status)
+        self.w.write_all(request.as_bytes()).await
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.answers.abort();
     }
 }
 
@@ -203,12 +225,7 @@ pub(super) async fn e2e_client(
     let init_op = format!("c{i}-init-{run}");
     let create = json!({"operationId": init_op, "type": "CREATE_NODE",
         "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
-    let status = commands.post(graph, &create).await?;
-    if status != 202 {
-        return Err(WsBenchError::Protocol(format!(
-            "setup refused: HTTP {status}"
-        )));
-    }
+    commands.post(graph, &create).await?;
     loop {
         let Some((name, data)) = events.next().await? else {
             return Err(WsBenchError::Protocol("stream ended before start".into()));
@@ -236,10 +253,7 @@ pub(super) async fn e2e_client(
     });
     let mut pacer = Pacer::start(i, every, duration, started, run, &node).await;
     while let Some(c) = pacer.next().await {
-        let status = commands.post(graph, &c).await?;
-        if status != 202 {
-            tracing::warn!(status, "bench command refused");
-        }
+        commands.post(graph, &c).await?;
         tally
             .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
