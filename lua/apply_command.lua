@@ -26,8 +26,9 @@
 -- ARGV[10]: notification channel
 -- ARGV[11]: the command as received (canonical JSON), for subscribers
 -- ARGV[12]: graph id
--- ARGV[13]: the sender's notification channel (reverts and conflicts go there)
+-- ARGV[13]: the sender's notification channel (reverts, and outcomes with conflicts)
 -- ARGV[14]: "SPUBLISH" on Redis Cluster (the graph's channel is sharded), else "PUBLISH"
+-- ARGV[15]: the sender's outcomes channel (applied without conflicts; only the user's streams listen)
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
 
 
@@ -650,14 +651,21 @@ local function current_json(ids, with_viewport)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- Applied outcomes go to the graph's subscribers; reverts, and applied
--- outcomes with conflicts, also to the sender wherever it is connected.
+-- Applied outcomes go to the graph's subscribers; every outcome also goes
+-- to the sender wherever it is connected (its user channel: REVERT,
+-- CONFLICT, and the sender's own stream of outcomes).
 local function publish(outcome, applied)
   local note = '{"graphId":"' .. ARGV[12] .. '","epoch":' .. cjson.encode(EPOCH) ..
     ',"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
     ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
   if applied then redis.call(GRAPH_PUBLISH, ARGV[10], note) end
-  if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
+  -- Each outcome on one of the sender's channels: sockets listen to the
+  -- first only (they hear applied commands from the graph's channel).
+  if not applied or #conflicts > 0 then
+    redis.call('PUBLISH', ARGV[13], note)
+  else
+    redis.call('PUBLISH', ARGV[15], note)
+  end
 end
 
 local function revert(err, current)

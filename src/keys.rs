@@ -199,6 +199,13 @@ impl Keys {
         format!("{}:{{u:{user}}}:events", self.prefix)
     }
 
+    /// Pub/sub channel of one user's applied commands without conflicts,
+    /// for the user's own streams (`GET /api/v2/events`) only: sockets hear
+    /// those from the graph's channel, so they do not subscribe to it.
+    pub fn user_outcomes_channel(&self, user: &str) -> String {
+        format!("{}:{{u:{user}}}:outcomes", self.prefix)
+    }
+
     /// Open WebSockets of one user on every gateway: socket id → when its
     /// entry expires (ms), refreshed while the socket is open.
     pub fn user_sockets(&self, user: &str) -> String {

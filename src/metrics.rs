@@ -29,6 +29,7 @@ pub const COMMAND_LATENCY: &str = "graphq_command_latency_seconds";
 pub const BROADCAST_LATENCY: &str = "graphq_broadcast_latency_seconds";
 pub const WS_CONNECTIONS: &str = "graphq_ws_connections";
 pub const WS_SUBSCRIPTIONS: &str = "graphq_ws_subscriptions";
+pub const SSE_CONNECTIONS: &str = "graphq_sse_connections";
 /// Connections the gateway accepted beyond a connection cap (label `cap`:
 /// `per_ip` or `total`), served one health probe at most.
 pub const HTTP_CONNECTIONS_REFUSED: &str = "graphq_http_connections_refused_total";
@@ -165,9 +166,15 @@ fn describe() {
             WS_SUBSCRIPTIONS,
             "Graph subscriptions of those connections.",
         ),
+        (
+            SSE_CONNECTIONS,
+            "Open Server-Sent Events streams on this gateway.",
+        ),
     ] {
         describe_gauge!(name, help);
     }
+    // Exported from the start (at 0), not only once a stream has opened.
+    gauge!(SSE_CONNECTIONS).increment(0.0);
     describe_histogram!(
         COMMAND_LATENCY,
         metrics::Unit::Seconds,

@@ -181,7 +181,11 @@ impl FromParams for CommandQuery {
 /// The whole body, read only after the caller was authenticated (a client
 /// without a token never gets to make the gateway wait for one), within
 /// `gateway.body_read_timeout_ms` (the `bound_body` middleware).
-async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, AppError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, AppError> {
     axum::body::to_bytes(body, limit).await.map_err(|err| {
         if super::limits::is_body_timeout(&err) {
             AppError::BodyTimeout(state.settings.body_read_timeout_ms)

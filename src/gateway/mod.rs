@@ -1,5 +1,5 @@
-//! The gateway: the HTTP API, the WebSocket protocol and the
-//! broadcaster, behind access tokens (docs/protocol.md).
+//! The gateway: the HTTP API, the WebSocket protocol, Server-Sent Events
+//! and the broadcaster, behind access tokens (docs/protocol.md).
 //!
 //! [`app`] builds the router from an [`AppState`], so tests can drive it
 //! without a socket; [`serve`] runs it until shutdown. Commands from HTTP and
@@ -11,6 +11,7 @@ mod http;
 pub use http::readiness;
 mod limits;
 mod openapi;
+mod sse;
 mod web;
 mod ws;
 
@@ -183,7 +184,10 @@ impl std::ops::Deref for AppState {
 /// endpoint only under `graphq dev` (elsewhere the path is not routed at
 /// all, so its body is never read). Every request body is bounded in time.
 pub fn app(state: AppState) -> Router {
-    let mut router = http::routes().merge(ws::routes()).merge(web::routes());
+    let mut router = http::routes()
+        .merge(ws::routes())
+        .merge(sse::routes())
+        .merge(web::routes());
     if state.settings.dev_tokens {
         router = router.merge(web::dev_routes());
     }

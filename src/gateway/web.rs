@@ -1,6 +1,8 @@
 //! The demo editor and its JavaScript client (`web/`), compiled into the
-//! binary and served at `/`, plus the demo's token endpoint, which only
-//! `graphq dev` turns on (other modes never mint tokens; docs/protocol.md, Auth).
+//! binary and served at `/`, the Datastar example page and Datastar's
+//! client (`/datastar.html`, `/datastar.js`), plus the demo's token
+//! endpoint, which only `graphq dev` turns on (other modes never mint
+//! tokens; docs/protocol.md, Auth).
 
 use std::time::Duration;
 
@@ -35,6 +37,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/device-store.js"),
     ),
     (
+        "/graphq-sse.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/graphq-sse.js"),
+    ),
+    (
         "/editor.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/editor.js"),
@@ -54,6 +61,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/html; charset=utf-8",
         include_str!("../../web/example.html"),
     ),
+    (
+        "/datastar.html",
+        "text/html; charset=utf-8",
+        include_str!("../../web/datastar.html"),
+    ),
 ];
 
 /// The demo's files as (path, content type).
@@ -63,9 +75,32 @@ pub(super) fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
         .map(|&(path, content_type, _)| (path, content_type))
 }
 
+/// Datastar's client script, as its npm package (a devDependency of `web/`)
+/// ships it: read when asked for, not compiled in, so building graphq needs
+/// no `npm ci`. Without it, `/datastar.js` is a 404 that says so.
+const DATASTAR_JS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/web/node_modules/@starfederation/datastar/dist/datastar.js"
+);
+
+async fn datastar_js() -> Result<impl axum::response::IntoResponse, AppError> {
+    let text = tokio::fs::read_to_string(DATASTAR_JS).await.map_err(|_| {
+        AppError::NotFound(format!(
+            "Datastar's client is not installed: run `npm ci` in web/ ({DATASTAR_JS})"
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        text,
+    ))
+}
+
 /// The demo's files, served in every mode.
 pub fn routes() -> Router<AppState> {
-    let mut router = Router::new();
+    let mut router = Router::new().route("/datastar.js", get(datastar_js));
     for &(path, content_type, text) in FILES {
         router = router.route(
             path,

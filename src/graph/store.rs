@@ -139,7 +139,8 @@ impl GraphStore {
             .arg(&cmd.canonical)
             .arg(g)
             .arg(k.user_channel(&ctx.user_id))
-            .arg(self.redis.graph_publish_command());
+            .arg(self.redis.graph_publish_command())
+            .arg(k.user_outcomes_channel(&ctx.user_id));
         call
     }
 

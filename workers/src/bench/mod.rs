@@ -1,6 +1,7 @@
 //! `graphq bench`: load generators whose JSON output BENCHMARKS.md records.
 //! `queue` and `graph` measure the engine and the store alone; [`ws`] holds
-//! `e2e` and `fanout`, which drive a running gateway over WebSocket.
+//! `e2e` and `fanout`, which drive a running gateway over WebSocket (or over
+//! Server-Sent Events and HTTP: [`sse`]).
 //!
 //! `bench queue` measures the engine alone: it enqueues N jobs (pipelined,
 //! several producers), then runs one in-process worker until all are done.
@@ -8,6 +9,7 @@
 
 pub mod jobs;
 pub mod redis_cost;
+pub mod sse;
 pub mod ws;
 
 use std::sync::Arc;
