@@ -330,3 +330,92 @@ async fn state_and_changes_answer_304_for_the_current_etag_and_200_after_a_chang
         2
     );
 }
+
+/// The store alone (`apply_as`): the rarer paths of the log.
+mod store {
+    use super::*;
+    use common::apply_as;
+    use graphq::graph::{ConflictFilter, GraphSettings, GraphStore, Strategy};
+
+    async fn list(store: &GraphStore, status: Option<&str>) -> Vec<Value> {
+        let filter = ConflictFilter {
+            status: status.map(str::to_string),
+            ..Default::default()
+        };
+        store.conflicts("g", &filter).await.unwrap().conflicts
+    }
+
+    fn manual_store(env: &TestEnv) -> GraphStore {
+        let settings = GraphSettings {
+            conflicts: [
+                ("node.data.title".to_string(), Strategy::Manual),
+                ("viewport".to_string(), Strategy::Manual),
+            ]
+            .into(),
+            ..GraphSettings::default()
+        };
+        GraphStore::new(env.redis.clone(), env.keys.clone(), settings)
+    }
+
+    fn title(op: &str, base: u64, value: &str) -> Value {
+        update(op, base, json!({"data": {"title": value}}))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_manual_conflict_supersedes_the_open_one_and_undo_resolves_it() {
+        let env = TestEnv::start().await;
+        let store = manual_store(&env);
+        apply_as(&store, "g", "alice", create_n1("c1")).await;
+        apply_as(&store, "g", "bob", title("b1", 0, "bob's")).await;
+        apply_as(&store, "g", "carol", title("k1", 0, "carol's")).await;
+        let all = list(&store, None).await;
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0]["status"], "resolved");
+        assert_eq!(all[0]["resolution"]["supersededBy"], all[1]["id"]);
+        assert_eq!(all[0]["resolution"]["value"], Value::Null);
+        assert_eq!(all[1]["status"], "open");
+        assert_eq!(all[1]["clientValue"], "carol's");
+
+        // Alice changes the title and undoes it: the undo writes the field too.
+        apply_as(&store, "g", "alice", title("a1", 1, "second")).await;
+        let resolved = list(&store, Some("resolved")).await;
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(resolved[1]["resolution"]["value"], "second");
+        assert_eq!(list(&store, Some("open")).await, Vec::<Value>::new());
+        apply_as(&store, "g", "bob", title("b2", 0, "again")).await;
+        assert_eq!(list(&store, Some("open")).await.len(), 1);
+        let undo = json!({"operationId": "a2", "type": "UNDO", "payload": {}});
+        apply_as(&store, "g", "alice", undo).await;
+        let last = list(&store, None).await.pop().unwrap();
+        assert_eq!(last["status"], "resolved", "{last}");
+        assert_eq!(last["resolution"]["value"], "first");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_viewport_waits_too_and_a_command_reverted_for_another_reason_logs_nothing() {
+        let env = TestEnv::start().await;
+        let store = manual_store(&env);
+        let viewport = |op: &str, base: u64, zoom: u64| {
+            json!({"operationId": op, "type": "UPDATE_VIEWPORT", "baseVersion": base,
+                "payload": {"x": 0, "y": 0, "zoom": zoom}})
+        };
+        apply_as(&store, "g", "alice", viewport("a1", 0, 1)).await;
+        apply_as(&store, "g", "bob", viewport("b1", 0, 2)).await;
+        let open = list(&store, Some("open")).await;
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0]["field"], "/viewport");
+        assert_eq!(open[0]["serverValue"]["zoom"], 1);
+        apply_as(&store, "g", "alice", viewport("a2", 1, 3)).await;
+        assert_eq!(list(&store, Some("open")).await, Vec::<Value>::new());
+
+        // A batch whose conflict is followed by a missing node: nothing applied, nothing logged.
+        apply_as(&store, "g", "alice", create_n1("c1")).await;
+        let batch = json!({"operationId": "b2", "type": "BATCH_UPDATE", "baseVersion": 0,
+            "payload": {"operations": [
+                {"type": "UPDATE_NODE", "payload": {"id": "n1", "patch": {"data": {"title": "x"}}}},
+                {"type": "DELETE_NODE", "payload": {"id": "ghost"}}]}});
+        let before = list(&store, None).await.len();
+        apply_as(&store, "g", "bob", batch).await;
+        assert_eq!(list(&store, None).await.len(), before);
+    }
+}
