@@ -42,7 +42,7 @@ impl Processes {
         let gateway = Proc::spawn(cmd);
         let mut cmd = env.graphq();
         cmd.args(["--config", &config_path])
-            .args(["worker", "--queue", "commands"])
+            .args(["worker", "--queue", "commands", "--queue", "sync"])
             .env("GRAPHQ_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
             .env("GRAPHQ_QUEUES__COMMANDS__BLOCK_MS", "200");
         let worker = Proc::spawn(cmd);
@@ -210,6 +210,37 @@ async fn a_manual_conflict_is_listed_open_with_both_values_until_a_later_write_r
     );
     assert_eq!(p.counted("MANUAL", "open").await, Some(1.0));
     assert_eq!(p.counted("MANUAL", "resolved").await, Some(1.0));
+
+    // An operator settles another open conflict by naming it: RESOLVE_CONFLICT
+    // with `conflictId` writes the chosen value to the field it names.
+    let lost = p
+        .send(
+            "carol",
+            "g",
+            update("k1", 2, json!({"data": {"title": "carol's"}})),
+        )
+        .await;
+    assert_eq!(lost["code"], "CONFLICT", "{lost}");
+    let open = p.conflicts("g", "?status=open&user=carol").await;
+    let id = open["conflicts"][0]["id"].as_str().unwrap().to_string();
+    let config = graphq::config::Config::load(None, Vec::new(), &Default::default()).unwrap();
+    let sync = env.queue("sync", config.queues["sync"].clone());
+    let job = json!({"graphId": "g", "userId": "operator", "conflictId": id, "value": "agreed"});
+    sync.add(graphq::queue::NewJob::new("RESOLVE_CONFLICT", job.to_string()).key("g"))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the named conflict resolved",
+        || async { p.conflicts("g", "?status=open").await["conflicts"] == json!([]) },
+    )
+    .await;
+    let last = p.conflicts("g", "?status=resolved").await["conflicts"][1].clone();
+    assert_eq!(
+        (&last["id"], &last["resolution"]["userId"]),
+        (&json!(id), &json!("operator"))
+    );
+    assert_eq!(last["resolution"]["value"], "agreed");
 
     let out = env
         .graphq()
