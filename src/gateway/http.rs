@@ -411,7 +411,8 @@ async fn get_state(
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
     let conditional = headers.contains_key(header::IF_NONE_MATCH);
-    if conditional || state.state_cache.enabled() {
+    // A graph the cache holds nothing of is read at once: one round trip.
+    if conditional || state.state_cache.holds(&graph) {
         // One HMGET decides whether the graph must be read at all.
         let (epoch, version) = state.store.version_of(&graph).await?;
         let tag = etag(&epoch, version);

@@ -63,6 +63,17 @@ impl StateCache {
         self.max_graphs > 0 && self.max_bytes > 0
     }
 
+    /// Whether some version of `graph` is kept.
+    pub fn holds(&self, graph: &str) -> bool {
+        self.enabled()
+            && self
+                .inner
+                .lock()
+                .expect("state cache lock")
+                .entries
+                .contains_key(graph)
+    }
+
     /// The body of `graph` at exactly (`epoch`, `version`), if kept.
     pub fn get(&self, graph: &str, epoch: &str, version: u64) -> Option<Bytes> {
         let mut inner = self.inner.lock().expect("state cache lock");
@@ -130,7 +141,9 @@ mod tests {
     #[test]
     fn a_body_is_served_only_at_its_epoch_and_version() {
         let cache = StateCache::new(4, 1000);
+        assert!(!cache.holds("g"));
         cache.put("g", "e", 3, body(10));
+        assert!(cache.holds("g"));
         assert_eq!(cache.get("g", "e", 3).map(|b| b.len()), Some(10));
         assert!(cache.get("g", "e", 4).is_none());
         assert!(cache.get("g", "other", 3).is_none());
