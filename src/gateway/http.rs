@@ -504,6 +504,7 @@ async fn get_changes(
     Ok(with_tag(tag, Json(ch).into_response()))
 }
 
+/// `GET …/conflicts?since=&status=&user=&token=`, checked.
 struct ConflictsQuery {
     filter: ConflictFilter,
     token: Option<String>,

@@ -31,22 +31,32 @@ pub fn not_modified(headers: &HeaderMap, tag: &str) -> bool {
 /// latest version read) and `max_bytes` in total; the least recently used
 /// goes first. A body larger than `max_bytes` is not kept.
 pub struct StateCache {
+    /// `gateway.state_cache_graphs`: most graphs kept (0: no cache).
     max_graphs: usize,
+    /// `gateway.state_cache_max_bytes`: most body bytes kept in total.
     max_bytes: usize,
+    /// A std Mutex: nothing is awaited while it is held, and each use is a
+    /// map look-up or a small scan.
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
+    /// By graph id: one version per graph, the latest read.
     entries: HashMap<String, Entry>,
+    /// Sum of the kept bodies' lengths, held under `max_bytes`.
     bytes: usize,
+    /// A use counter: the entry with the smallest `used` goes first.
     tick: u64,
 }
 
 struct Entry {
+    /// The body is the graph at exactly this epoch and version.
     epoch: String,
     version: u64,
+    /// The `GET state` body; cloning it shares the bytes.
     body: Bytes,
+    /// `tick` at the last get or put, for least-recently-used eviction.
     used: u64,
 }
 

@@ -20,7 +20,9 @@ pub struct ConflictFilter {
     pub user: Option<String>,
 }
 
-/// A conflict-log id, `MS-SEQ` as Redis stream ids are (`MS` alone is `MS-0`).
+/// A conflict-log id, `MS-SEQ` as Redis stream ids are (`MS` alone is
+/// `MS-0`): milliseconds, then the sequence within them, compared in that
+/// order as Redis orders the stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogId(u64, u64);
 
@@ -39,7 +41,10 @@ impl LogId {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictList {
+    /// The graph listed, so a saved answer says what it is about.
     pub graph_id: String,
+    /// Oldest first: the log's records, each with `id`, `status` and
+    /// `resolution` added.
     pub conflicts: Vec<Value>,
     /// The newest log id read: the `since` of the next poll.
     pub last_id: Option<String>,
