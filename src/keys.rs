@@ -120,6 +120,19 @@ impl Keys {
         format!("{}:{{g:{graph_id}}}:{suffix}", self.prefix)
     }
 
+    /// A SCAN pattern for the keys of one graph whose suffix matches `glob`
+    /// (the prefix and the graph id are matched literally).
+    pub fn graph_scan_pattern(&self, graph_id: &str, glob: &str) -> String {
+        let mut out = String::new();
+        for c in self.graph(graph_id, "").chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out + glob
+    }
+
     /// Graph meta hash: epoch, version, checksum, viewport.
     pub fn graph_meta(&self, g: &str) -> String {
         self.graph(g, "meta")

@@ -33,6 +33,12 @@ pub const WS_SUBSCRIPTIONS: &str = "graphq_ws_subscriptions";
 /// `per_ip` or `total`), served one health probe at most.
 pub const HTTP_CONNECTIONS_REFUSED: &str = "graphq_http_connections_refused_total";
 
+/// WebSockets the gateway closed, by close code (label `code`; `4008`: a
+/// client too slow to take its frames).
+pub const WS_CLOSES: &str = "graphq_ws_closes_total";
+/// 1 when Redis answered this scrape's reads of the queues, 0 when it did not.
+pub const REDIS_UP: &str = "graphq_redis_up";
+
 /// What `/metrics` answers with (Prometheus text format 0.0.4).
 /// Conflict decisions and resolutions the commands worker logged, by
 /// `strategy` and `outcome`.
@@ -123,9 +129,16 @@ fn describe() {
             HTTP_CONNECTIONS_REFUSED,
             "Connections beyond a connection cap (per peer address or in total), served a health probe at most.",
         ),
+        (
+            WS_CLOSES,
+            "WebSockets this gateway closed, by close code (4008: too slow).",
+        ),
     ] {
         describe_counter!(name, help);
     }
+    // Shown from the start, so that alerts and dashboards see 0 before the
+    // first slow client rather than no series.
+    counter!(WS_CLOSES, "code" => "4008").absolute(0);
     for (name, help) in [
         (
             "graphq_queue_length",
@@ -152,6 +165,18 @@ fn describe() {
             "Age of the oldest entry still in the streams.",
         ),
         ("graphq_queue_paused", "1 when the queue is paused."),
+        (
+            "graphq_queue_workers",
+            "Workers registered on the queue (heartbeat not expired).",
+        ),
+        (
+            "graphq_queue_partitions_unowned",
+            "Partitions of an ordered queue that no worker holds the lease of.",
+        ),
+        (
+            REDIS_UP,
+            "1 when Redis answered this scrape's reads of the queues, 0 when it did not.",
+        ),
         (
             WS_CONNECTIONS,
             "Open WebSocket connections on this gateway.",
@@ -192,12 +217,17 @@ pub fn count_conflicts<'a>(logged: impl IntoIterator<Item = &'a str>) {
 /// Redis does not answer for keeps its last values).
 pub async fn render(queues: &[Queue]) -> String {
     let handle = install();
+    let mut answered = true;
     for queue in queues {
         match queue.stats().await {
             Ok(stats) => set_queue_gauges(&stats),
-            Err(err) => tracing::warn!(%err, queue = queue.name(), "queue gauges not refreshed"),
+            Err(err) => {
+                answered = false;
+                tracing::warn!(%err, queue = queue.name(), "queue gauges not refreshed");
+            }
         }
     }
+    gauge!(REDIS_UP).set(if answered { 1.0 } else { 0.0 });
     handle.render()
 }
 
@@ -222,6 +252,12 @@ fn set_queue_gauges(stats: &QueueStats) {
         oldest_ms.unwrap_or(0) as f64 / 1000.0,
     );
     set("graphq_queue_paused", if stats.paused { 1.0 } else { 0.0 });
+    set("graphq_queue_workers", stats.workers.len() as f64);
+    // Priority queues have no leases: every worker reads every partition.
+    if stats.kind == "ordered" {
+        let unowned = stats.partitions.iter().filter(|p| p.owner.is_none());
+        set("graphq_queue_partitions_unowned", unowned.count() as f64);
+    }
 }
 
 /// Job counters of one queue in this process, resolved once: the observer a

@@ -42,6 +42,22 @@ async function start() {
   // For the browser console and the browser tests.
   window.graphqEditor = editor;
   client.connect();
+  keepPageOffline();
+}
+
+/**
+ * Lets a reload work without a network: a service worker keeps the page's
+ * files (the graph and the unsent edits are on the device already).
+ */
+function keepPageOffline() {
+  navigator.serviceWorker?.register('/sw.js').catch((err) => console.warn('graphq: no offline page:', err));
+}
+
+/** The last demo token of this tab, while it has more than a minute to live. */
+function keptDevToken(name) {
+  const token = sessionStorage.getItem('graphq.token');
+  const claims = token && tokenClaims(token);
+  return claims?.sub === name && claims.exp * 1000 > Date.now() + 60_000 ? token : null;
 }
 
 /**
@@ -61,10 +77,14 @@ async function devToken() {
       name = input.value.trim();
       if (!name) continue;
     }
+    // A reload reuses the tab's token: it paints sooner, and works offline.
+    const kept = keptDevToken(name);
+    if (kept) return kept;
     const res = await requestDevToken(name);
     if (res.ok) {
       const { token } = await res.json();
       sessionStorage.setItem('graphq.user', name);
+      sessionStorage.setItem('graphq.token', token);
       return token;
     }
     if (res.status === 404) {
@@ -118,7 +138,9 @@ function showOpenConflicts(client, user, token) {
 async function mintDevToken(user) {
   const res = await requestDevToken(user);
   if (!res.ok) throw new Error(`the server said ${res.status} to a new demo token`);
-  return (await res.json()).token;
+  const { token } = await res.json();
+  sessionStorage.setItem('graphq.token', token);
+  return token;
 }
 
 /** A stable colour per user. */
@@ -387,6 +409,28 @@ class Editor {
     }[status];
     box.querySelector('.conn-text').textContent = status === 'online' ? `${text} · v${version}` : text;
     box.title = status === 'offline' ? 'Edits are kept and sent when the connection is back' : '';
+    this.renderDeviceNote();
+  }
+
+  /** What is kept on this device and not yet confirmed by the server. */
+  renderDeviceNote() {
+    const { status, pending, storage } = this.client;
+    const note = $('device-note');
+    const waiting = pending.length;
+    const sending = status === 'online';
+    const edits = waiting === 1 ? '1 edit' : `${waiting} edits`;
+    let text = '';
+    if (storage?.kind === 'memory') {
+      text = waiting && !sending ? `${edits} not saved on this device: ${storage.reason}` : '';
+      note.title = `Nothing is kept on this device (${storage.reason}); a reload loses unsent edits.`;
+    } else if (waiting && !sending) {
+      text = `${edits} saved on this device, sending when online`;
+      note.title = 'They survive a reload or a crash, and are sent once the server is reachable.';
+    }
+    note.dataset.pending = String(waiting);
+    note.dataset.storage = storage?.kind ?? '';
+    note.hidden = !text;
+    if (note.textContent !== text) note.textContent = text;
   }
 
   // ------------------------------------------------------------ outcomes

@@ -31,9 +31,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/graphs/{graph_id}/state", get(get_state))
         .route("/api/v2/graphs/{graph_id}/changes", get(get_changes))
         .route("/api/v2/graphs/{graph_id}/conflicts", get(get_conflicts))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v2/openapi.json", get(openapi_json))
 }
 
 /// The caller's identity from `Authorization: Bearer TOKEN` (or `?token=`).
@@ -205,6 +206,24 @@ fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
     Ok(value)
 }
 
+/// Queue one command.
+#[utoipa::path(
+    post,
+    path = "/api/v2/graphs/{graph_id}/command",
+    tag = "commands",
+    params(
+        super::openapi::GraphPath,
+        ("wait" = Option<u64>, Query, description = "Wait up to this many ms (capped by gateway.wait_max_ms) for the outcome"),
+        super::openapi::TokenParam,
+    ),
+    request_body(content = super::openapi::CommandBody, description = "One command, at most 64 KiB"),
+    responses(
+        (status = 202, description = "Queued (also the answer when `wait` ran out)", body = super::openapi::Accepted),
+        (status = 200, description = "With `wait`: the outcome arrived in time", body = super::openapi::Waited),
+        super::openapi::CommandRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn post_command(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -306,6 +325,24 @@ async fn estimated_ms(state: &AppState) -> u64 {
     fresh
 }
 
+/// Queue a batch: atomic (one BATCH_UPDATE) or each command on its own.
+#[utoipa::path(
+    post,
+    path = "/api/v2/graphs/{graph_id}/batch",
+    tag = "commands",
+    params(
+        super::openapi::GraphPath,
+        ("wait" = Option<u64>, Query, description = "Atomic batches: wait up to this many ms for the outcome"),
+        super::openapi::TokenParam,
+    ),
+    request_body(content = super::openapi::BatchBody, description = "1 to 500 commands, at most 256 KiB"),
+    responses(
+        (status = 202, description = "Queued: an atomic batch answers as one command (Accepted); a non-atomic one with every operation id (BatchAccepted)", body = super::openapi::BatchAccepted),
+        (status = 200, description = "Atomic batch with `wait`: the outcome arrived in time", body = super::openapi::Waited),
+        super::openapi::CommandRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn post_batch(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -383,6 +420,24 @@ async fn post_batch(
         .into_response())
 }
 
+/// What became of one operation.
+#[utoipa::path(
+    get,
+    path = "/api/v2/operations/{operation_id}",
+    tag = "commands",
+    params(
+        ("operation_id" = String, Path, description = "The command's operationId"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "pending, processing, completed or failed", body = crate::graph::OperationStatus),
+        (status = 400, description = "INVALID_VALUE (query) or INVALID_ID (path)", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such operation, or on a graph the token does not reach", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_operation(
     State(state): State<AppState>,
     Path(op): Path<String>,
@@ -402,6 +457,22 @@ async fn get_operation(
     Ok(Json(status).into_response())
 }
 
+/// A graph's full state.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/state",
+    tag = "graphs",
+    params(super::openapi::GraphPath, super::openapi::TokenParam),
+    responses(
+        (status = 200, description = "The state; a graph never written has epoch \"\" and version 0. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::GraphState),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag (docs/protocol.md, Versioned reads)"),
+        (status = 400, description = "INVALID_ID or INVALID_VALUE", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token does not reach this graph", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_state(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -476,6 +547,28 @@ impl FromParams for ChangesQuery {
     }
 }
 
+/// The changes after a version, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/changes",
+    tag = "graphs",
+    params(
+        super::openapi::GraphPath,
+        ("since" = Option<u64>, Query, description = "Changes after this version (default 0)"),
+        ("limit" = Option<u64>, Query, description = "At most this many (1 or more; capped by graph.max_changes)"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "The changes. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::Changes),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag"),
+        (status = 400, description = "INVALID_VALUE (since, limit) or INVALID_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
+        (status = 410, description = "TOO_OLD: changes after `since` are no longer kept; fetch the state", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_changes(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -539,6 +632,27 @@ impl FromParams for ConflictsQuery {
     }
 }
 
+/// The graph's conflict log (docs/protocol.md, Conflicts).
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/conflicts",
+    tag = "graphs",
+    params(
+        super::openapi::GraphPath,
+        ("since" = Option<String>, Query, description = "Only conflicts logged or resolved after this conflict id (MS-SEQ)"),
+        ("status" = Option<String>, Query, description = "open, resolved or decided"),
+        ("user" = Option<String>, Query, description = "Only conflicts of commands this user sent"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "The conflicts, oldest first", body = crate::graph::ConflictList),
+        (status = 400, description = "INVALID_VALUE (since, status) or INVALID_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_conflicts(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -552,13 +666,51 @@ async fn get_conflicts(
 }
 
 /// Prometheus text: this gateway's figures and the `commands` queue's state.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4 (docs/operations.md, Metrics)", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = crate::metrics::render(std::slice::from_ref(&state.commands)).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// Ready when Redis answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Redis answers", body = super::openapi::Health),
+        (status = 503, description = "UNAVAILABLE: Redis does not answer", body = super::openapi::ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     readiness(&state.redis).await
+}
+
+/// The process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Always, while the process runs", body = super::openapi::Health))
+)]
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v2/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document of this gateway's routes", content_type = "application/json"))
+)]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    Json(super::openapi::document(state.settings.dev_tokens)).into_response()
 }
 
 /// `/readyz` of the gateway and of the worker's metrics listener: ready when

@@ -10,6 +10,7 @@ pub mod broadcast;
 mod http;
 pub use http::readiness;
 mod limits;
+mod openapi;
 pub mod state_cache;
 mod web;
 mod ws;

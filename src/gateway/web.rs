@@ -30,6 +30,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/graphq-client.js"),
     ),
     (
+        "/device-store.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/device-store.js"),
+    ),
+    (
         "/editor.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/editor.js"),
@@ -40,11 +45,23 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/editor.css"),
     ),
     (
+        "/sw.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/sw.js"),
+    ),
+    (
         "/example.html",
         "text/html; charset=utf-8",
         include_str!("../../web/example.html"),
     ),
 ];
+
+/// The demo's files as (path, content type).
+pub(super) fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FILES
+        .iter()
+        .map(|&(path, content_type, _)| (path, content_type))
+}
 
 /// The demo's files, served in every mode.
 pub fn routes() -> Router<AppState> {
@@ -75,10 +92,12 @@ pub fn dev_routes() -> Router<AppState> {
     Router::new().route("/api/v2/dev/token", post(dev_token))
 }
 
-#[derive(Deserialize)]
+/// The demo's token request (only under `graphq dev`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DevTokenRequest {
+pub(super) struct DevTokenRequest {
     user: String,
+    /// `editor` (default) or `viewer`.
     #[serde(default)]
     role: Option<String>,
     /// Shorter lives let the demo show a socket renewing its token
@@ -91,6 +110,16 @@ struct DevTokenRequest {
 /// "userId"}`: an editor (or viewer) token for every graph, valid for
 /// `ttlSeconds` (1 to 86,400; default 24 hours). Routed by [`dev_routes`]
 /// only, so it exists only under `graphq dev`.
+#[utoipa::path(
+    post,
+    path = "/api/v2/dev/token",
+    tag = "demo",
+    request_body(content = DevTokenRequest),
+    responses(
+        (status = 200, description = "A token for every graph (only under `graphq dev`)", body = super::openapi::DevToken),
+        (status = 400, description = "INVALID_JSON or INVALID_FIELD", body = super::openapi::ErrorBody),
+    )
+)]
 async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,

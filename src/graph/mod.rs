@@ -4,6 +4,7 @@
 //! carries a command from the gateway to the worker.
 
 pub mod command;
+pub mod import;
 pub mod job;
 mod store;
 
@@ -15,8 +16,8 @@ use serde_json::Value;
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
 pub use store::{
-    Changes, Claim, ConflictFilter, ConflictList, GraphActivity, GraphStore, LogId,
-    OperationStatus, StateJson, StoreError, VerifyReport,
+    Changes, Claim, ConflictFilter, ConflictList, GraphActivity, GraphStore, LoadOutcome, Loaded,
+    LogError, LogId, OperationStatus, StateJson, StoreError, VerifyReport,
 };
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
@@ -131,7 +132,7 @@ pub enum Outcome {
 }
 
 /// A graph's full state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphState {
     pub graph_id: String,
@@ -148,7 +149,7 @@ pub struct GraphState {
 }
 
 /// One change-log entry as clients receive it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEntry {
     pub version: u64,
@@ -158,6 +159,7 @@ pub struct ChangeEntry {
     pub kind: String,
     pub timestamp: i64,
     /// The change exactly as logged (see docs/graph.md).
+    #[schema(value_type = Object)]
     pub change: Box<serde_json::value::RawValue>,
 }
 

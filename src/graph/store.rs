@@ -9,6 +9,7 @@
 
 mod analytics;
 mod conflicts;
+mod load;
 mod operations;
 mod verify;
 
@@ -27,6 +28,7 @@ use crate::scripts::APPLY;
 
 pub use analytics::GraphActivity;
 pub use conflicts::{ConflictFilter, ConflictList, LogId};
+pub use load::{LoadOutcome, Loaded, LogError};
 pub use operations::{Claim, OperationStatus};
 pub use verify::VerifyReport;
 
@@ -59,7 +61,7 @@ pub struct GraphStore {
 }
 
 /// Answer to "what changed since version N".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub changes: Vec<ChangeEntry>,

@@ -3,15 +3,15 @@
 // `graphq gateway`, `graphq worker` and redis-server started here.
 // Screenshots of both windows go to web/test-output/.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import {
+  addNodeAt, centre, connect, drag, node, nodeAt, rename, shown, startTwoUsers,
+} from '../testing/pages.mjs';
+import { repoRoot, startGraphqDev } from '../testing/servers.mjs';
 
-import { repoRoot, startGraphq, startGraphqDev, startProxy, startRedis } from '../testing/servers.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 const PREFIX = `webtest${process.pid}`;
 /** Longest wait for one thing to show; a whole test gets a minute. */
@@ -26,32 +26,15 @@ let browser;
 let alice;
 let bob;
 let tokens;
+let world;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run scripts/ensure-deps (or set CHROMIUM_PATH)`);
   mkdirSync(OUTPUT, { recursive: true });
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: PREFIX });
-  proxy = await startProxy(graphq.port);
-  tokens = { alice: graphq.token('alice'), bob: graphq.token('bob') };
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-    timeout: 30_000,
-  });
-  const window = { viewport: { width: 880, height: 600 } };
-  alice = await browser.newContext(window);
-  bob = await browser.newContext(window);
-  for (const context of [alice, bob]) context.setDefaultTimeout(WAIT);
+  world = await startTwoUsers({ prefix: PREFIX, wait: WAIT });
+  ({ redis, graphq, proxy, browser, alice, bob, tokens } = world);
 }, { timeout: 60_000 });
 
-after(async () => {
-  await browser?.close().catch(() => {});
-  await proxy?.close();
-  await graphq?.stop();
-  await redis?.stop();
-}, { timeout: 20_000 });
+after(() => world?.stop(), { timeout: 20_000 });
 
 /** Alice's and Bob's windows on a fresh graph, both live. */
 async function openPair(graph) {
@@ -76,73 +59,6 @@ async function screenshots(name, pages) {
     img{display:block;border-radius:6px}</style>${shots.join('')}`);
   await board.screenshot({ path: path.join(OUTPUT, `${name}-side-by-side.png`), fullPage: true });
   await board.close();
-}
-
-/** Double-clicks the canvas at graph point (x, y) and returns the new node's id. */
-async function addNodeAt(page, x, y) {
-  const before = await nodeIds(page);
-  const box = await page.locator('#canvas').boundingBox();
-  await page.mouse.dblclick(box.x + x, box.y + y);
-  // The editor selects the node it just added.
-  const handle = await page.waitForFunction((known) => {
-    const selected = window.graphqEditor.selection;
-    return selected?.kind === 'node' && !known.includes(selected.id) && selected.id;
-  }, before);
-  return handle.jsonValue();
-}
-
-function nodeIds(page) {
-  return page.$$eval('#nodes .node', (gs) => gs.map((g) => g.dataset.id));
-}
-
-function node(page, id) {
-  return page.locator(`#nodes .node[data-id="${id}"]`);
-}
-
-/** Centre of a node on screen. */
-async function centre(page, id) {
-  const box = await node(page, id).locator('.node-body').boundingBox();
-  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
-}
-
-async function drag(page, from, to) {
-  await page.mouse.move(from.x, from.y);
-  await page.mouse.down();
-  await page.mouse.move(to.x, to.y, { steps: 12 });
-  await page.mouse.up();
-}
-
-/** Drags from `source`'s connector dot onto `target`. */
-async function connect(page, source, target) {
-  const dot = await node(page, source).locator('.node-handle').boundingBox();
-  await drag(page, { x: dot.x + dot.width / 2, y: dot.y + dot.height / 2 }, await centre(page, target));
-}
-
-async function rename(page, id, label) {
-  const c = await centre(page, id);
-  await page.mouse.dblclick(c.x, c.y);
-  await page.locator('#rename').fill(label);
-  await page.locator('#rename').press('Enter');
-}
-
-/** Waits until the node is drawn at (x, y) (±1 px) on that page. */
-async function nodeAt(page, id, x, y) {
-  await page.waitForFunction(([id, x, y]) => {
-    const g = document.querySelector(`#nodes .node[data-id="${id}"]`);
-    return g && Math.abs(g.dataset.x - x) <= 1 && Math.abs(g.dataset.y - y) <= 1;
-  }, [id, x, y]);
-}
-
-/** What a window shows: nodes (label, position) and edges, keyed by id. */
-function shown(page) {
-  return page.evaluate(() => ({
-    nodes: Object.fromEntries([...document.querySelectorAll('#nodes .node')].map((g) => [
-      g.dataset.id, { label: g.querySelector('.node-label').textContent, x: Number(g.dataset.x), y: Number(g.dataset.y) },
-    ])),
-    edges: Object.fromEntries([...document.querySelectorAll('#edges .edge')].map((g) => [
-      g.dataset.id, `${g.dataset.source}->${g.dataset.target}`,
-    ])),
-  }));
 }
 
 /** The graph as `GET /api/v2/graphs/{id}/state` has it, in the shape of shown(). */

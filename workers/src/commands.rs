@@ -14,19 +14,8 @@ use graphq::graph::command::{self, Command, is_entity_id, is_graph_id};
 use graphq::graph::{ApplyContext, CommandEnvelope, GraphStore};
 use graphq::queue::{Job, JobError, NewJob, Queue};
 
-/// Job names the commands processor answers to.
-pub const COMMAND_TYPES: [&str; 10] = [
-    "CREATE_NODE",
-    "UPDATE_NODE",
-    "DELETE_NODE",
-    "CREATE_EDGE",
-    "UPDATE_EDGE",
-    "DELETE_EDGE",
-    "UPDATE_VIEWPORT",
-    "BATCH_UPDATE",
-    "UNDO",
-    "REDO",
-];
+/// Job names the commands processor answers to: the command types.
+pub use graphq::graph::command::COMMAND_TYPES;
 
 /// Job name of the analytics job that snapshots a graph.
 pub const GENERATE_SNAPSHOT: &str = "GENERATE_SNAPSHOT";

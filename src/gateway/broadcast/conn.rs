@@ -73,9 +73,13 @@ impl Conn {
     }
 
     pub fn close(&self, code: CloseCode) {
-        let _ =
+        let first =
             self.close_code
                 .compare_exchange(0, code as u16, Ordering::SeqCst, Ordering::SeqCst);
+        if first.is_ok() {
+            metrics::counter!(crate::metrics::WS_CLOSES, "code" => (code as u16).to_string())
+                .increment(1);
+        }
         self.end();
     }
 

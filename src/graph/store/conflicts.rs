@@ -38,7 +38,7 @@ impl LogId {
 }
 
 /// What `GET …/conflicts` answers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictList {
     /// The graph listed, so a saved answer says what it is about.
