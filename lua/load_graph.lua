@@ -11,7 +11,7 @@
 -- KEYS[6]: change log stream
 -- KEYS[7]: snapshot string
 -- KEYS[8...]: other keys of the old graph to delete when replacing (undo and
---   redo lists, analytics records)
+--   redo lists, analytics records, the conflict log)
 -- ARGV[1]: "1" to replace an existing graph, "0" to refuse
 -- ARGV[2]: the new epoch
 -- ARGV[3]: version

@@ -161,6 +161,11 @@ impl Keys {
         self.graph(g, "log")
     }
 
+    /// Conflict log stream: conflict decisions and resolutions (docs/graph.md).
+    pub fn graph_conflicts(&self, g: &str) -> String {
+        self.graph(g, "conflicts")
+    }
+
     /// Outcome of one operation on the graph (dedupe and status).
     pub fn graph_op(&self, g: &str, operation_id: &str) -> String {
         self.graph(g, &format!("op:{operation_id}"))

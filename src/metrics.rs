@@ -41,6 +41,19 @@ pub const WS_CLOSES: &str = "graphq_ws_closes_total";
 pub const REDIS_UP: &str = "graphq_redis_up";
 
 /// What `/metrics` answers with (Prometheus text format 0.0.4).
+/// Conflict decisions and resolutions the commands worker logged, by
+/// `strategy` and `outcome`.
+pub const CONFLICTS: &str = "graphq_conflicts_total";
+/// Every (strategy, outcome) a conflict-log record can have
+/// (docs/graph.md, The conflict log), exported at 0 from start.
+pub const CONFLICT_KINDS: [(&str, &str); 6] = [
+    ("LAST_WRITE_WINS", "applied"),
+    ("CLIENT_WINS", "applied"),
+    ("SERVER_WINS", "kept"),
+    ("MERGE", "kept"),
+    ("MANUAL", "open"),
+    ("MANUAL", "resolved"),
+];
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -59,6 +72,9 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed; /metrics stays empty");
             }
             describe();
+            for (strategy, outcome) in CONFLICT_KINDS {
+                counter!(CONFLICTS, "strategy" => strategy, "outcome" => outcome).absolute(0);
+            }
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -105,6 +121,10 @@ fn describe() {
         (
             "graphq_commands_rejected_total",
             "Commands this gateway refused, by error code.",
+        ),
+        (
+            CONFLICTS,
+            "Conflict decisions (by strategy and outcome) and MANUAL resolutions this worker logged.",
         ),
         (
             HTTP_CONNECTIONS_REFUSED,
@@ -185,6 +205,19 @@ fn describe() {
         metrics::Unit::Seconds,
         "From a command being applied to its COMMAND_APPLIED being handed to the subscribers' sockets."
     );
+}
+
+/// Counts the conflict-log records of one command: `STRATEGY:outcome`
+/// texts, as apply_command.lua answers them in `logged`.
+pub fn count_conflicts<'a>(logged: impl IntoIterator<Item = &'a str>) {
+    for kind in logged {
+        if let Some((strategy, outcome)) = CONFLICT_KINDS
+            .iter()
+            .find(|(s, o)| kind.strip_prefix(*s).and_then(|r| r.strip_prefix(':')) == Some(*o))
+        {
+            counter!(CONFLICTS, "strategy" => *strategy, "outcome" => *outcome).increment(1);
+        }
+    }
 }
 
 /// The Prometheus text: queue gauges refreshed from Redis first (a queue

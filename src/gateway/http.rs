@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 
 use crate::auth::{AuthError, Identity};
 use crate::graph::command::{self, MAX_BATCH_OPS, MAX_COMMAND_BYTES, Rejection};
+use crate::graph::{ConflictFilter, LogId};
 
 use super::broadcast::Waiter;
+use super::state_cache::{etag, not_modified};
 use super::{AppError, AppState, accept, accept_batch, check_graph, invalid_command, wait_bound};
 
 pub fn routes() -> Router<AppState> {
@@ -28,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/operations/{operation_id}", get(get_operation))
         .route("/api/v2/graphs/{graph_id}/state", get(get_state))
         .route("/api/v2/graphs/{graph_id}/changes", get(get_changes))
+        .route("/api/v2/graphs/{graph_id}/conflicts", get(get_conflicts))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -465,7 +468,8 @@ async fn get_operation(
     tag = "graphs",
     params(super::openapi::GraphPath, super::openapi::TokenParam),
     responses(
-        (status = 200, description = "The state; a graph never written has epoch \"\" and version 0", body = crate::graph::GraphState),
+        (status = 200, description = "The state; a graph never written has epoch \"\" and version 0. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::GraphState),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag (docs/protocol.md, Versioned reads)"),
         (status = 400, description = "INVALID_ID or INVALID_VALUE", body = super::openapi::ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
         (status = 403, description = "FORBIDDEN: the token does not reach this graph", body = super::openapi::ErrorBody),
@@ -481,8 +485,47 @@ async fn get_state(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
+    let conditional = headers.contains_key(header::IF_NONE_MATCH);
+    // A graph the cache holds nothing of is read at once: one round trip.
+    if conditional || state.state_cache.holds(&graph) {
+        // One HMGET decides whether the graph must be read at all.
+        let (epoch, version) = state.store.version_of(&graph).await?;
+        let tag = etag(&epoch, version);
+        if conditional && not_modified(&headers, &tag) {
+            return Ok(unchanged(tag));
+        }
+        if let Some(body) = state.state_cache.get(&graph, &epoch, version) {
+            return Ok(json_with_tag(tag, body));
+        }
+    }
     let s = state.store.state_json(&graph).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], s.json).into_response())
+    let body = Bytes::from(s.json);
+    state
+        .state_cache
+        .put(&graph, &s.epoch, s.version, body.clone());
+    Ok(json_with_tag(etag(&s.epoch, s.version), body))
+}
+
+/// 200 with a JSON body and its `ETag`.
+fn json_with_tag(tag: String, body: Bytes) -> Response {
+    with_tag(
+        tag,
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    )
+}
+
+/// 304: the caller's copy (its `If-None-Match`) is current.
+fn unchanged(tag: String) -> Response {
+    with_tag(tag, StatusCode::NOT_MODIFIED.into_response())
+}
+
+/// `response` with `ETag: tag` (an epoch graphq did not write, and so
+/// cannot be a header value, leaves the response without one).
+fn with_tag(tag: String, mut response: Response) -> Response {
+    if let Ok(value) = header::HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 struct ChangesQuery {
@@ -520,7 +563,8 @@ impl FromParams for ChangesQuery {
         super::openapi::TokenParam,
     ),
     responses(
-        (status = 200, description = "The changes", body = crate::graph::Changes),
+        (status = 200, description = "The changes. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::Changes),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag"),
         (status = 400, description = "INVALID_VALUE (since, limit) or INVALID_ID", body = super::openapi::ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
         (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
@@ -537,6 +581,13 @@ async fn get_changes(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        let (epoch, version) = state.store.version_of(&graph).await?;
+        let tag = etag(&epoch, version);
+        if not_modified(&headers, &tag) {
+            return Ok(unchanged(tag));
+        }
+    }
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(state.store.settings().max_changes);
     let ch = state.store.changes_since(&graph, since, limit).await?;
@@ -546,7 +597,76 @@ async fn get_changes(
             ch.current_version
         )));
     }
-    Ok(Json(ch).into_response())
+    let tag = etag(&ch.epoch, ch.current_version);
+    Ok(with_tag(tag, Json(ch).into_response()))
+}
+
+/// `GET …/conflicts?since=&status=&user=&token=`, checked.
+struct ConflictsQuery {
+    filter: ConflictFilter,
+    token: Option<String>,
+}
+
+impl FromParams for ConflictsQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        let since = p
+            .string("since")?
+            .map(|s| {
+                LogId::parse(s)
+                    .ok_or_else(|| invalid_param("since", "since is a conflict id (MS-SEQ)".into()))
+            })
+            .transpose()?;
+        let status = p.string("status")?;
+        if let Some(s) = status
+            && !["open", "resolved", "decided"].contains(&s)
+        {
+            return Err(invalid_param(
+                "status",
+                "status is open, resolved or decided".into(),
+            ));
+        }
+        Ok(ConflictsQuery {
+            filter: ConflictFilter {
+                since,
+                status: status.map(str::to_string),
+                user: p.string("user")?.map(str::to_string),
+            },
+            token: p.string("token")?.map(str::to_string),
+        })
+    }
+}
+
+/// The graph's conflict log (docs/protocol.md, Conflicts).
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/conflicts",
+    tag = "graphs",
+    params(
+        super::openapi::GraphPath,
+        ("since" = Option<String>, Query, description = "Only conflicts logged or resolved after this conflict id (MS-SEQ)"),
+        ("status" = Option<String>, Query, description = "open, resolved or decided"),
+        ("user" = Option<String>, Query, description = "Only conflicts of commands this user sent"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "The conflicts, oldest first", body = crate::graph::ConflictList),
+        (status = 400, description = "INVALID_VALUE (since, status) or INVALID_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_conflicts(
+    State(state): State<AppState>,
+    Path(graph): Path<String>,
+    Query(q): Query<ConflictsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = identity(&state, &headers, q.token.as_deref())?;
+    check_graph(&id, &graph, false)?;
+    let list = state.store.conflicts(&graph, &q.filter).await?;
+    Ok(Json(list).into_response())
 }
 
 /// Prometheus text: this gateway's figures and the `commands` queue's state.

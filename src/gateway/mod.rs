@@ -12,6 +12,7 @@ pub use http::readiness;
 mod limits;
 mod openapi;
 mod sse;
+pub mod state_cache;
 mod web;
 mod ws;
 
@@ -86,6 +87,10 @@ pub struct GatewaySettings {
     pub max_sockets_per_user: usize,
     /// Largest PRESENCE frame relayed; larger ones get ERROR PRESENCE_TOO_LARGE.
     pub max_presence_bytes: usize,
+    /// Graphs whose latest state body `GET state` keeps in memory (0: no cache).
+    pub state_cache_graphs: usize,
+    /// Bytes of state bodies kept in total; a larger body is not kept.
+    pub state_cache_max_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -114,6 +119,8 @@ impl Default for GatewaySettings {
             max_subscriptions_per_socket: 100,
             max_sockets_per_user: 50,
             max_presence_bytes: 2048,
+            state_cache_graphs: 16,
+            state_cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct Shared {
     /// so a flooding client costs Redis one script call per refusal window,
     /// not one per command.
     pub refused_until: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Recent `GET state` bodies by (graph, epoch, version).
+    pub state_cache: state_cache::StateCache,
 }
 
 impl AppState {
@@ -156,6 +165,10 @@ impl AppState {
     ) -> AppState {
         let redis = store.redis().clone();
         crate::metrics::install();
+        let state_cache = state_cache::StateCache::new(
+            settings.state_cache_graphs,
+            settings.state_cache_max_bytes,
+        );
         AppState {
             inner: Arc::new(Shared {
                 store,
@@ -168,6 +181,7 @@ impl AppState {
                 next_conn: AtomicU64::new(1),
                 estimate: std::sync::Mutex::new(None),
                 refused_until: std::sync::Mutex::default(),
+                state_cache,
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! The OpenAPI 3 document of the HTTP API, served at `/api/v2/openapi.json`.
 //! Paths come from the `#[utoipa::path]` attributes of the handlers in
 //! `http.rs`, `ws.rs` and `web.rs`; response shapes from the types the
-//! handlers answer with (`GraphState`, `Changes`, `OperationStatus`); the
+//! handlers answer with (`GraphState`, `Changes`, `ConflictList`, `OperationStatus`); the
 //! request bodies the handlers parse by hand (commands are checked field by
 //! field, docs/protocol.md) are described by the schema types below. The
 //! demo's static files are added from `web.rs`'s table, and the demo token
@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::graph::{ChangeEntry, Changes, GraphState, OperationStatus};
+use crate::graph::{ChangeEntry, Changes, ConflictList, GraphState, OperationStatus};
 
 /// Every code an HTTP error body may carry.
 pub const ERROR_CODES: &[&str] = &[
@@ -270,6 +270,7 @@ impl Modify for BearerAuth {
         super::http::get_operation,
         super::http::get_state,
         super::http::get_changes,
+        super::http::get_conflicts,
         super::http::healthz,
         super::http::readyz,
         super::http::metrics,
@@ -289,6 +290,7 @@ impl Modify for BearerAuth {
         Health,
         GraphState,
         Changes,
+        ConflictList,
         ChangeEntry,
         OperationStatus,
     )),

@@ -16,8 +16,8 @@ use serde_json::Value;
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
 pub use store::{
-    Changes, Claim, GraphActivity, GraphStore, LoadOutcome, Loaded, LogError, OperationStatus,
-    StateJson, StoreError, VerifyReport,
+    Changes, Claim, ConflictFilter, ConflictList, GraphActivity, GraphStore, LoadOutcome, Loaded,
+    LogError, LogId, OperationStatus, StateJson, StoreError, VerifyReport,
 };
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
@@ -43,6 +43,8 @@ pub struct GraphSettings {
     pub log_retention: u64,
     /// How long an operation's outcome is kept for dedupe and status, seconds.
     pub op_ttl_s: u64,
+    /// Conflict-log records kept per graph (approximately).
+    pub conflict_retention: u64,
     /// Most changes returned in one "changes since" answer or SYNC.
     pub max_changes: u64,
     /// A snapshot (the base `verify` replays from) is taken every this many
@@ -60,6 +62,7 @@ impl Default for GraphSettings {
             max_edges: 200_000,
             log_retention: 10_000,
             op_ttl_s: 3_600,
+            conflict_retention: 1_000,
             max_changes: 1_000,
             snapshot_every: 1_000,
             conflicts: BTreeMap::new(),

@@ -148,6 +148,16 @@ pub enum GraphAction {
         #[arg(long)]
         json: bool,
     },
+    /// The graph's conflict log (docs/graph.md, The conflict log), oldest first.
+    Conflicts {
+        graph_id: String,
+        /// Only MANUAL conflicts still waiting for a resolution.
+        #[arg(long)]
+        open: bool,
+        /// The list as `GET …/conflicts` answers it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a graph from a state in the shape `dump` prints (a file, or
     /// `-`/nothing for stdin), atomically, at a new epoch with a snapshot.
     /// Refuses a graph that exists unless --replace.
@@ -619,7 +629,56 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
                 Err(CliError::Inconsistent(graph_id))
             }
         }
+        GraphAction::Conflicts {
+            graph_id,
+            open,
+            json,
+        } => {
+            let filter = graphq::graph::ConflictFilter {
+                status: open.then(|| "open".to_string()),
+                ..Default::default()
+            };
+            let list = store.conflicts(&graph_id, &filter).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            for c in &list.conflicts {
+                println!("{}", conflict_line(c));
+            }
+            println!("{} conflicts", list.conflicts.len());
+            Ok(())
+        }
     }
+}
+
+/// One conflict as `graphq graph conflicts` prints it: id, status,
+/// strategy, field, the two users and the two values.
+fn conflict_line(c: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut line = format!(
+        "{} {} {} {} v{}: {} wrote {} over {} by {}",
+        text(&c["id"]),
+        text(&c["status"]),
+        text(&c["strategy"]),
+        text(&c["field"]),
+        c["version"],
+        text(&c["userId"]),
+        c["clientValue"],
+        c["serverValue"],
+        text(&c["serverUserId"]),
+    );
+    if let Some(r) = c["resolution"].as_object() {
+        line.push_str(&format!(
+            "; resolved by {} with {}",
+            r.get("userId").map_or_else(String::new, text),
+            r.get("value").cloned().unwrap_or_default()
+        ));
+    }
+    line
 }
 
 async fn dlq(config: &Config, redis: &Redis, action: DlqAction) -> Result<(), CliError> {

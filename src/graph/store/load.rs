@@ -79,7 +79,8 @@ impl GraphStore {
             .key(k.graph_snapshot(graph_id));
         if replace {
             inv.key(k.graph_progress(graph_id))
-                .key(k.graph_metrics(graph_id));
+                .key(k.graph_metrics(graph_id))
+                .key(k.graph_conflicts(graph_id));
             for key in self.history_lists(graph_id).await? {
                 inv.key(key);
             }
