@@ -277,6 +277,9 @@ impl Modify for BearerAuth {
         super::http::openapi_json,
         super::ws::upgrade,
         super::ws::upgrade_subscribed,
+        super::sse::graph_events,
+        super::sse::user_events,
+        super::sse::datastar_command,
     ),
     components(schemas(
         ErrorBody,
@@ -312,7 +315,8 @@ pub fn document(dev_tokens: bool) -> utoipa::openapi::OpenApi {
     if dev_tokens {
         doc.merge(DevDoc::openapi());
     }
-    for (path, content_type) in super::web::files() {
+    let datastar = std::iter::once(("/datastar.js", "text/javascript; charset=utf-8"));
+    for (path, content_type) in super::web::files().chain(datastar) {
         let item = utoipa::openapi::path::PathItemBuilder::new()
             .operation(
                 utoipa::openapi::HttpMethod::Get,

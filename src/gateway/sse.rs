@@ -58,6 +58,18 @@ pub fn routes() -> Router<AppState> {
 /// where nothing applies), so that a client merging signals never meets a
 /// value where it held an object.
 /// What the command then does arrives on the graph stream.
+#[utoipa::path(
+    post,
+    path = "/api/v2/graphs/{graph_id}/datastar/command",
+    tag = "sse",
+    params(super::openapi::GraphPath, super::openapi::TokenParam),
+    request_body(content = String, content_type = "application/json", description = "The page's Datastar signals, with the command under `command` (docs/protocol.md, Datastar)"),
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "One `datastar-patch-signals` event: `{\"outcome\": {\"operationId\", \"accepted\", \"error\"}}`"),
+        super::openapi::UpgradeRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn datastar_command(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -164,6 +176,24 @@ fn datastar_flavor(headers: &HeaderMap, q: &SseQuery) -> Option<datastar::Flavor
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/events",
+    tag = "sse",
+    params(
+        super::openapi::GraphPath,
+        super::openapi::TokenParam,
+        ("clientVersion" = Option<u64>, Query, description = "The last version the client has (first connects; a reconnect sends Last-Event-ID)"),
+        ("epoch" = Option<String>, Query, description = "The epoch of that version"),
+        ("presence" = Option<String>, Query, description = "`1`: PRESENCE and PRESENCE_LEAVE events too"),
+        ("format" = Option<String>, Query, description = "`datastar`: Datastar signal patches (as with the `Datastar-Request: true` header)"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "SYNC, then COMMAND_APPLIED events with `id: EPOCH:VERSION` (docs/protocol.md, Server-Sent Events)"),
+        super::openapi::UpgradeRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn graph_events(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -187,6 +217,17 @@ async fn graph_events(
     open(state, id, false, Some((graph, at)), events).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/events",
+    tag = "sse",
+    params(super::openapi::TokenParam),
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "The outcomes of this user's own commands on any graph: COMMAND_APPLIED, REVERT, CONFLICT (docs/protocol.md, Server-Sent Events)"),
+        super::openapi::UpgradeRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn user_events(
     State(state): State<AppState>,
     Query(q): Query<SseQuery>,
