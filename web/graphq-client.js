@@ -485,7 +485,9 @@ const defaultClock = {
  * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
  *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
  *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
- *   for good once two WebSockets in a row closed before their SYNC.
+ *   for good once two WebSockets in a row closed before their SYNC while
+ *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+ *   with the network down, WebSocket stays).
  * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
@@ -608,6 +610,8 @@ export class GraphqClient {
   #forgotten = false;
   /** WebSockets in a row that closed before they opened (`transport: 'auto'`). */
   #unopened = 0;
+  /** A probe of the HTTP side is on its way (`transport: 'auto'`). */
+  #probing = false;
 
   /** @param {ClientOptions} options */
   constructor(options) {
@@ -883,6 +887,29 @@ export class GraphqClient {
     return this.#opts.transport === 'sse' ? 'sse' : 'websocket';
   }
 
+  /**
+   * Two WebSockets in a row closed before their SYNC. When plain HTTP still
+   * reaches the gateway, WebSockets are what is blocked (a proxy that breaks
+   * them): Server-Sent Events from now on. When it does not, the network is
+   * down, and the client keeps trying WebSockets (offline edits then go out
+   * over the transport they would have used).
+   */
+  #probeHttp() {
+    const { httpUrl, fetch } = this.#opts;
+    if (this.#probing || !fetch) return;
+    this.#probing = true;
+    fetch(`${httpUrl}/healthz`, { cache: 'no-store' }).then(
+      () => {
+        this.#probing = false;
+        if (this.#opts.transport === 'auto') this.#useSse();
+      },
+      () => {
+        this.#probing = false;
+        this.#unopened = 0;
+      },
+    );
+  }
+
   /** From now on, Server-Sent Events and HTTP instead of a WebSocket. */
   #useSse() {
     const { httpUrl, fetch, EventSource } = this.#opts;
@@ -1087,7 +1114,7 @@ export class GraphqClient {
   #onClosed(code) {
     // Behind a proxy that breaks WebSockets they never get as far as a
     // SYNC: fall back.
-    if (this.#opts.transport === 'auto' && this.#subscribed === false && ++this.#unopened >= 2) this.#useSse();
+    if (this.#opts.transport === 'auto' && this.#subscribed === false && ++this.#unopened >= 2) this.#probeHttp();
     this.#socket = null;
     this.#subscribed = false;
     this.#stopTimer('heartbeat');

@@ -177,7 +177,9 @@ export type ClientOptions = {
      * `sse`: events over
      * Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
      * default in browsers, unless `WebSocket` is given): WebSocket, and SSE
-     * for good once two WebSockets in a row closed before their SYNC.
+     * for good once two WebSockets in a row closed before their SYNC while
+     * plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+     * with the network down, WebSocket stays).
      */
     transport?: 'websocket' | 'sse' | 'auto';
     /**
@@ -261,7 +263,9 @@ export type ClientOptions = {
  * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
  *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
  *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
- *   for good once two WebSockets in a row closed before their SYNC.
+ *   for good once two WebSockets in a row closed before their SYNC while
+ *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+ *   with the network down, WebSocket stays).
  * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
