@@ -102,12 +102,7 @@ impl Processes {
 
     /// `graphq_conflicts_total` of the worker for one strategy and outcome.
     async fn counted(&self, strategy: &str, outcome: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.worker))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::metrics_text(&self.worker).await;
         text.lines()
             .filter(|l| l.starts_with("graphq_conflicts_total{"))
             .filter(|l| l.contains(&format!("strategy=\"{strategy}\"")))

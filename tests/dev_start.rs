@@ -190,15 +190,7 @@ async fn without_a_named_redis_dev_runs_on_its_own_and_sigterm_stops_it() {
         .next()
         .unwrap()
         .to_string();
-    let state: Value = reqwest::Client::new()
-        .get(format!("{}/api/v2/graphs/demo/state", again.base()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = common::state_over_http(&again.base(), "demo", &token).await;
     assert_eq!(state["nodes"][0]["id"], node, "{state}");
     let second = again.private_redis_pid();
     again.stop_with(libc::SIGINT);

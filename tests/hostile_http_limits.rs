@@ -205,12 +205,7 @@ async fn healthz_from(from: &str, addr: &str) -> Option<String> {
 }
 
 async fn refused_count(addr: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&format!("http://{addr}")).await;
     text.lines()
         .filter(|l| l.starts_with("graphq_http_connections_refused_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -290,15 +285,7 @@ async fn nodes_after_marker(s: &Stack, graph: &str, marker: &str) -> Vec<String>
     )
     .await;
     assert_eq!(status, 200, "the marker is applied: {body}");
-    let state: Value = reqwest::Client::new()
-        .get(format!("{}/api/v2/graphs/{graph}/state", s.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = common::state_over_http(&s.url, graph, token).await;
     let mut ids: Vec<String> = state["nodes"]
         .as_array()
         .unwrap()

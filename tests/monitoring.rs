@@ -74,12 +74,7 @@ fn metric_names(query: &str) -> BTreeSet<String> {
 /// Names of the series a `/metrics` page holds (histograms as
 /// `_bucket`, `_sum` and `_count`).
 async fn exported(base: &str) -> BTreeSet<String> {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(base).await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next())

@@ -30,15 +30,7 @@ async fn run(s: &Stack, token: &str, graph: &str, cmd: Value) -> Value {
 }
 
 async fn state(s: &Stack, token: &str, graph: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/api/v2/graphs/{graph}/state", s.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::state_over_http(&s.url, graph, token).await
 }
 
 fn events_url(s: &Stack, graph: &str) -> String {

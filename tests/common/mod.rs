@@ -215,6 +215,30 @@ where
     }
 }
 
+/// `GET /api/v2/graphs/{graph}/state` of the gateway at `base` (its
+/// `http://host:port`), as `token` sees it.
+pub async fn state_over_http(base: &str, graph: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v2/graphs/{graph}/state"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The text of `GET /metrics` at `base` (`http://host:port`).
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Queue options with short timeouts so recovery happens within a test.
 pub fn fast(opts: QueueOptions) -> QueueOptions {
     QueueOptions {
