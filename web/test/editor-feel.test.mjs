@@ -21,6 +21,7 @@ after(() => world?.stop(), { timeout: 20_000 });
 
 /** Until the server's graph is at `version` and both windows show it with nothing pending. */
 async function allAt(graph, pages) {
+  for (const page of pages) await page.waitForFunction(() => window.graphqEditor.client.pending.length === 0);
   const state = await world.serverState(graph);
   for (const page of pages) await settled(page, state.version);
   return state;
@@ -305,5 +306,64 @@ describe('a big graph', () => {
       return p.x === 400 && p.y === 110;
     });
     await close();
+  });
+});
+
+describe('keyboard, small screens, leaving', () => {
+  test('nodes take keyboard focus and are selected, moved, renamed and connected from the keyboard', { timeout: TEST_TIMEOUT }, async () => {
+    const graph = 'keyboard';
+    const { a, b, close } = await world.openPair(graph);
+    const one = await addNodeAt(a, 200, 200);
+    const two = await addNodeAt(a, 500, 200);
+    await allAt(graph, [a, b]);
+    await node(a, one).focus();
+    assert.deepEqual(await a.evaluate(() => window.graphqEditor.selection), { kind: 'node', id: one }, 'focus selects');
+    await a.locator(`#nodes .node[data-id="${one}"][aria-label="Node Node 1, selected"]`).waitFor();
+    await a.keyboard.press('ArrowRight');
+    await nodeAt(b, one, 210, 200);
+    await a.keyboard.press('Enter');
+    await a.locator('#rename').fill('Typed name');
+    await a.locator('#rename').press('Enter');
+    await b.locator(`#nodes .node[data-id="${one}"] .node-label`, { hasText: 'Typed name' }).waitFor();
+    await node(a, two).click({ modifiers: ['Shift'] });
+    await a.keyboard.press('c');
+    await b.locator(`#edges .edge[data-source="${one}"][data-target="${two}"]`).waitFor({ state: 'attached' });
+    // The accessibility tree names the nodes; the version is not announced.
+    const snapshot = await a.locator('#canvas').ariaSnapshot();
+    assert.match(snapshot, /button "Node Typed name/);
+    assert.equal(await a.locator('#conn [role="status"]').textContent(), 'Live');
+    await close();
+  });
+
+  test('at 390 px wide the toolbar fits without sideways scrolling', { timeout: TEST_TIMEOUT }, async () => {
+    const page = await world.bob.newPage({ viewport: { width: 390, height: 740 } });
+    await page.setViewportSize({ width: 390, height: 740 });
+    await page.goto(`${world.graphq.base}/?graph=narrow&token=${world.tokens.bob}`);
+    await page.locator('#conn[data-status="online"]').waitFor();
+    const sizes = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, bar: document.querySelector('.bar').scrollWidth }));
+    assert.ok(sizes.scroll <= 390 && sizes.bar <= 390, JSON.stringify(sizes));
+    for (const id of ['add-node', 'undo', 'redo', 'delete', 'zoom-in', 'zoom-out']) {
+      const box = await page.locator(`#${id}`).boundingBox();
+      assert.ok(box.x >= 0 && box.x + box.width <= 390, `#${id} is on screen`);
+    }
+    await world.screenshots('7-narrow', { bob: page });
+    await page.close();
+  });
+
+  test('leaving with edits not yet sent asks first', { timeout: TEST_TIMEOUT }, async (t) => {
+    const { a, b, close } = await world.openPair('leaving');
+    world.proxy.cut();
+    t.after(() => world.proxy.restore());
+    await a.locator('#conn[data-status="offline"]').waitFor();
+    await addNodeAt(a, 300, 200);
+    const asked = new Promise((resolve) => a.once('dialog', async (d) => {
+      resolve(d.type());
+      await d.dismiss();
+    }));
+    await a.close({ runBeforeUnload: true });
+    assert.equal(await asked, 'beforeunload');
+    world.proxy.restore();
+    await b.close();
+    void close;
   });
 });
