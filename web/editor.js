@@ -27,6 +27,8 @@ const MAX_ZOOM = 4;
 const CULL_MARGIN = 120;
 /** Below this zoom, labels and handles are not drawn (too small to read). */
 const FAR_ZOOM = 0.45;
+/** Far out with more nodes than this on screen, connections are not drawn. */
+const CROWDED = 1500;
 /** A preview names at most this many nodes (a PRESENCE frame is small). */
 const PREVIEW_NODES = 60;
 /** Keyboard moves, in graph units. */
@@ -308,7 +310,11 @@ class Editor {
     this.svg.classList.toggle('far', zoom < FAR_ZOOM);
     const area = this.visibleArea(CULL_MARGIN);
     const boxes = this.renderNodes(view, area);
-    this.renderEdges(view, area, boxes);
+    // Thousands of boxes far out: connections would be a grey mass that
+    // costs more than it shows. They come back on zooming in.
+    const crowded = zoom < FAR_ZOOM && this.nodeEls.size > CROWDED;
+    this.svg.classList.toggle('crowded', crowded);
+    this.renderEdges(view, crowded ? null : area, boxes);
     this.renderCursors();
     this.renderPeople();
     this.renderStatus();
@@ -452,7 +458,7 @@ class Editor {
     for (const edge of view.edges.values()) {
       const a = boxes.get(edge.source);
       const b = boxes.get(edge.target);
-      if (!a || !b) continue;
+      if (!a || !b || !area) continue;
       if (Math.max(a.x, b.x) < area.x0 || Math.min(a.x, b.x) > area.x1
         || Math.max(a.y, b.y) < area.y0 || Math.min(a.y, b.y) > area.y1) continue;
       drawn.add(edge.id);

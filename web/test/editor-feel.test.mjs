@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  OUTPUT, TEST_TIMEOUT, addNodeAt, centre, node, nodeAt, rename, settled, startWorld,
+  OUTPUT, TEST_TIMEOUT, addNodeAt, centre, node, nodeAt, panFrames, rename, seed, seedGrid, settled, startWorld,
 } from '../testing/editor.mjs';
 
 let world;
@@ -25,18 +25,6 @@ async function allAt(graph, pages) {
   const state = await world.serverState(graph);
   for (const page of pages) await settled(page, state.version);
   return state;
-}
-
-/** Posts commands to the graph as Bob, in atomic batches of 500. */
-async function seed(graph, commands) {
-  for (let i = 0; i < commands.length; i += 500) {
-    const res = await fetch(`${world.graphq.base}/api/v2/graphs/${graph}/batch?wait=20000`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${world.tokens.bob}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ operationId: `seed-${graph}-${i}`, operations: commands.slice(i, i + 500) }),
-    });
-    assert.equal(res.status, 200, await res.text());
-  }
 }
 
 describe('one gesture is one change', () => {
@@ -197,7 +185,7 @@ describe('the status tells the truth', () => {
 describe('zoom, people, placement', () => {
   test('the wheel zooms around the pointer; buttons zoom and fit; the viewport stays this user\'s own', { timeout: TEST_TIMEOUT }, async () => {
     const graph = 'zoom';
-    await seed(graph, [{ type: 'CREATE_NODE', payload: { node: { id: 'far', position: { x: 1600, y: 1200 } } } }]);
+    await seed(world, graph, [{ type: 'CREATE_NODE', payload: { node: { id: 'far', position: { x: 1600, y: 1200 } } } }]);
     const { a, b, close } = await world.openPair(graph);
     const id = await addNodeAt(a, 400, 300);
     const before = await allAt(graph, [a, b]);
@@ -248,14 +236,7 @@ describe('a big graph', () => {
   test('2,000 nodes and 2,000 edges: only what is on screen is drawn, and panning brings the rest', { timeout: 120_000 }, async () => {
     const graph = 'big';
     const nodes = 2000;
-    const commands = [];
-    for (let i = 0; i < nodes; i += 1) {
-      commands.push({ type: 'CREATE_NODE', payload: { node: { id: `b${i}`, position: { x: (i % 50) * 180, y: Math.floor(i / 50) * 90 }, data: { label: `Big ${i}` } } } });
-    }
-    for (let i = 0; i < nodes; i += 1) {
-      commands.push({ type: 'CREATE_EDGE', payload: { edge: { id: `be${i}`, source: `b${i}`, target: `b${(i * 7 + 1) % nodes}` } } });
-    }
-    await seed(graph, commands);
+    await seedGrid(world, graph, nodes);
     const { a, b, close } = await world.openPair(graph);
     await a.waitForFunction((n) => window.graphqEditor.client.view.nodes.size === n, nodes);
     const drawn = () => a.evaluate(() => ({
@@ -266,32 +247,8 @@ describe('a big graph', () => {
     assert.ok(first.edges < 1000, `drawn: ${JSON.stringify(first)}`);
 
     // Pan with the mouse for a second, timing every frame.
-    await a.evaluate(() => {
-      window.frames_ = [];
-      let last = performance.now();
-      const tick = (now) => {
-        window.frames_.push(now - last);
-        last = now;
-        if (window.frames_.length < 600) requestAnimationFrame(tick);
-      };
-      requestAnimationFrame(tick);
-    });
-    // From a spot on the background (no node, edge or minimap there).
-    const start = await a.evaluate(() => {
-      for (let y = 560; y > 300; y -= 3) {
-        for (let x = 620; x < 680; x += 3) if (document.elementFromPoint(x, y)?.classList.contains('grid')) return { x, y };
-      }
-      return null;
-    });
-    assert.ok(start, 'a bare spot of background to pan from');
-    await a.mouse.move(start.x, start.y);
-    await a.mouse.down();
-    for (let i = 1; i <= 60; i += 1) await a.mouse.move(start.x - i * 8, start.y - i * 5);
-    await a.mouse.up();
-    const frames = await a.evaluate(() => window.frames_.slice(1));
-    const sorted = [...frames].sort((x, y) => x - y);
-    const median = sorted[Math.floor(sorted.length / 2)];
-    writeFileSync(path.join(OUTPUT, 'big-graph-pan.json'), JSON.stringify({ frames: frames.length, medianMs: median }));
+    const pan = await panFrames(a);
+    writeFileSync(path.join(OUTPUT, 'big-graph-pan.json'), JSON.stringify(pan));
     await a.locator('#nodes .node[data-id="b305"]').waitFor();
     assert.equal(await a.locator('#nodes .node[data-id="b0"]').count(), 0, 'what left the screen is no longer drawn');
 

@@ -165,3 +165,77 @@ export async function settled(page, version) {
   }, version);
 }
 
+
+/** Posts commands to the graph as Bob, in atomic batches of 500. */
+export async function seed(world, graph, commands) {
+  for (let i = 0; i < commands.length; i += 500) {
+    const res = await fetch(`${world.graphq.base}/api/v2/graphs/${graph}/batch?wait=20000`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${world.tokens.bob}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ operationId: `seed-${graph}-${i}`, operations: commands.slice(i, i + 500) }),
+    });
+    assert.equal(res.status, 200, await res.text());
+  }
+}
+
+/**
+ * `n` nodes `b0`… in rows of 50 (180 × 90 apart), and `n` edges, node i to
+ * node 7i + 1: long edges criss-cross the whole graph.
+ */
+export async function seedGrid(world, graph, n) {
+  const commands = [];
+  for (let i = 0; i < n; i += 1) {
+    commands.push({ type: 'CREATE_NODE', payload: { node: { id: `b${i}`, position: { x: (i % 50) * 180, y: Math.floor(i / 50) * 90 }, data: { label: `Big ${i}` } } } });
+  }
+  for (let i = 0; i < n; i += 1) {
+    commands.push({ type: 'CREATE_EDGE', payload: { edge: { id: `be${i}`, source: `b${i}`, target: `b${(i * 7 + 1) % n}` } } });
+  }
+  await seed(world, graph, commands);
+}
+
+/**
+ * Pans the page's canvas with the mouse (60 moves up and to the left) and
+ * times it: every animation frame's interval, and every render's duration
+ * (`editor.renderNow`). Returns the medians in ms.
+ */
+export async function panFrames(page) {
+  await page.evaluate(() => {
+    const editor = window.graphqEditor;
+    const probe = (window.panProbe = { frames: [], renders: [] });
+    if (!editor.timedRender) {
+      const render = editor.renderNow.bind(editor);
+      editor.renderNow = () => {
+        const t = performance.now();
+        render();
+        window.panProbe.renders.push(performance.now() - t);
+      };
+      editor.timedRender = true;
+    }
+    let last = performance.now();
+    const tick = (now) => {
+      probe.frames.push(now - last);
+      last = now;
+      if (probe.frames.length < 600) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  });
+  // From a spot on the background (no node, edge or minimap there).
+  const start = await page.evaluate(() => {
+    for (let y = 560; y > 300; y -= 3) {
+      for (let x = 620; x < 680; x += 3) if (document.elementFromPoint(x, y)?.classList.contains('grid')) return { x, y };
+    }
+    // A dense graph fitted on screen: anywhere that is background.
+    for (let y = 560; y > 300; y -= 2) {
+      for (let x = 500; x < 690; x += 2) if (document.elementFromPoint(x, y)?.classList.contains('grid')) return { x, y };
+    }
+    return null;
+  });
+  assert.ok(start, 'a bare spot of background to pan from');
+  await page.mouse.move(start.x, start.y);
+  await page.mouse.down();
+  for (let i = 1; i <= 60; i += 1) await page.mouse.move(start.x - i * 8, start.y - i * 5);
+  await page.mouse.up();
+  const { frames, renders } = await page.evaluate(() => window.panProbe);
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  return { median: median(frames.slice(1)), renderMedian: median(renders), frames: frames.length - 1, renders: renders.length };
+}
