@@ -742,8 +742,11 @@ class Editor {
       if (c.strategy === 'CLIENT_WINS' || c.strategy === 'LAST_WRITE_WINS') {
         toast(`Your change to ${thing} was kept`, `It replaced ${who === 'Someone else' ? 'another' : `${who}'s`} ${field} ${short(c.serverValue)}.`, 'info');
       } else {
-        const now = field === 'name' ? ` It stays ${short(c.serverValue)}; rename it again to use ${short(c.clientValue)}.` : ' Theirs was kept; do it again if you still want yours.';
-        toast(`${who} changed the ${field} of ${thing} first`, now.trim(), 'warn');
+        if (field === 'name') {
+          toast(`${who} renamed that node before you`, `It stays ${short(c.serverValue)}; rename it again to use ${short(c.clientValue)}.`, 'warn');
+        } else {
+          toast(`${who} changed the ${field} of ${thing} first`, 'Theirs was kept; do it again if you still want yours.', 'warn');
+        }
       }
       return;
     }

@@ -261,6 +261,23 @@ describe('optimistic edits', () => {
 });
 
 describe('reconnecting', () => {
+  test("the browser's offline event drops the socket at once; online reconnects at once", (t) => {
+    const target = new EventTarget();
+    globalThis.window = target;
+    t.after(() => delete globalThis.window);
+    const { client, events } = setup();
+    connect(client);
+    client.createNode({ id: 'n', position: { x: 1, y: 1 } });
+    target.dispatchEvent(new Event('offline'));
+    assert.equal(client.status, 'offline', 'no waiting for a silent minute');
+    assert.deepEqual(events.status.at(-1), { status: 'offline', pending: 1, retryInMs: events.status.at(-1).retryInMs });
+    const sockets = FakeSocket.opened.length;
+    target.dispatchEvent(new Event('online'));
+    assert.equal(FakeSocket.opened.length, sockets + 1);
+    assert.equal(client.status, 'connecting');
+    client.close();
+  });
+
   test('backs off exponentially with jitter, and starts over after a successful sync', () => {
     const { client, clock, events } = setup();
     connect(client);

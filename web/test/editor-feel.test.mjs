@@ -175,7 +175,7 @@ describe('the status tells the truth', () => {
     await a.waitForTimeout(400);
     assert.equal(await toast.count(), 1);
     const text = await toast.textContent();
-    assert.match(text, /Bob Builder changed the name of “.*” first/);
+    assert.match(text, /Bob Builder renamed that node before you/);
     assert.match(text, /It stays “From Bob”; rename it again to use “From Alice”/);
     assert.doesNotMatch(text, /data\.label|\{/, 'no field paths, no JSON');
     await close();
