@@ -1039,6 +1039,9 @@ class Editor {
     svg.addEventListener('pointerup', end);
     svg.addEventListener('pointercancel', end);
     svg.addEventListener('pointerleave', () => this.client.setPresence({ cursor: null }));
+    // A finger lifted outside the canvas is gone too (else the next touch would pinch).
+    window.addEventListener('pointerup', (e) => this.pointers.delete(e.pointerId));
+    window.addEventListener('pointercancel', (e) => this.pointers.delete(e.pointerId));
 
     svg.addEventListener('dblclick', (e) => {
       // Pointer capture retargets the click events to the svg itself: ask
@@ -1049,10 +1052,10 @@ class Editor {
       else if (!under?.closest('.edge')) this.addNode(this.toWorld(e));
     });
 
-    // Keyboard focus selects, as a click does.
+    // Keyboard focus selects, as a click does (a click has selected already).
     svg.addEventListener('focusin', (e) => {
       const g = e.target.closest?.('.node, .edge');
-      if (!g || this.gesture) return;
+      if (!g || this.gesture || this.pointers.size > 0) return;
       const id = g.dataset.id;
       const kind = g.classList.contains('node') ? 'node' : 'edge';
       if (!(kind === 'node' ? this.selNodes : this.selEdges).has(id)) {

@@ -71,6 +71,9 @@ describe('one gesture is one change', () => {
     await node(a, one).click();
     await node(a, two).click({ modifiers: ['Shift'] });
     assert.deepEqual(await a.evaluate(() => [...window.graphqEditor.selNodes]), [one, two]);
+    await node(a, two).click({ modifiers: ['Shift'] });
+    assert.deepEqual(await a.evaluate(() => [...window.graphqEditor.selNodes]), [one], 'shift-click again leaves it out');
+    await node(a, two).click({ modifiers: ['Shift'] });
 
     const c = await centre(a, two);
     await a.mouse.move(c.x, c.y);
