@@ -124,11 +124,15 @@ async function mintDevToken(user) {
   return (await res.json()).token;
 }
 
-/** A stable colour per user, dark enough for white text (≥ 4.5:1). */
+/**
+ * A stable colour per user, dark enough for white text (≥ 4.5:1): yellows
+ * and greens are bright at any lightness, so they get less.
+ */
 function colorOf(userId) {
   let h = 0;
   for (const ch of String(userId)) h = (h * 31 + ch.codePointAt(0)) % 360;
-  return `hsl(${h} 70% 34%)`;
+  const light = h >= 30 && h <= 210 ? 24 : 36;
+  return `hsl(${h} 70% ${light}%)`;
 }
 
 function labelOf(node) {
@@ -279,6 +283,11 @@ class Editor {
     if (node !== undefined) return { kind: 'node', id: node };
     const [edge] = this.selEdges;
     return edge !== undefined ? { kind: 'edge', id: edge } : null;
+  }
+
+  /** The colour this window gives a user. */
+  colorOf(userId) {
+    return colorOf(userId);
   }
 
   /** Edits that would be lost if the page closed now. */

@@ -292,6 +292,32 @@ describe('keyboard, small screens, leaving', () => {
     const snapshot = await a.locator('#canvas').ariaSnapshot();
     assert.match(snapshot, /button "Node Typed name/);
     assert.equal(await a.locator('#conn [role="status"]').textContent(), 'Live');
+    // Text against what is behind it: at least 4.5:1, for every user colour too.
+    const worst = await a.evaluate(() => {
+      const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+      const lum = (c) => {
+        const [r, g, b] = rgb(c).map((v) => { const s = v / 255; return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const contrast = (x, y) => (Math.max(lum(x), lum(y)) + 0.05) / (Math.min(lum(x), lum(y)) + 0.05);
+      const probe = document.createElement('span');
+      document.body.append(probe);
+      const checks = [];
+      for (let i = 0; i < 300; i += 1) {
+        // User colours as the editor gives them, behind white text.
+        probe.style.color = window.graphqEditor.colorOf(`user${i}`);
+        checks.push([`user${i}`, contrast(getComputedStyle(probe).color, 'rgb(255, 255, 255)')]);
+      }
+      probe.remove();
+      for (const sel of ['.graph-name', '#conn .conn-text', '.hint', '#people .avatar']) {
+        const e = document.querySelector(sel);
+        let bg = e;
+        while (getComputedStyle(bg).backgroundColor === 'rgba(0, 0, 0, 0)') bg = bg.parentElement;
+        checks.push([sel, contrast(getComputedStyle(e).color, getComputedStyle(bg).backgroundColor)]);
+      }
+      return checks.sort((x, y) => x[1] - y[1])[0];
+    });
+    assert.ok(worst[1] >= 4.5, `contrast of ${worst[0]}: ${worst[1].toFixed(2)}`);
     await close();
   });
 
