@@ -1,4 +1,6 @@
--- Applies one graph command atomically: dedupe by operation id, check, resolve
+-- A Redis Function library (loaded once with FUNCTION LOAD; graphq names it
+-- after a hash of this file) whose one function applies one graph command
+-- atomically: dedupe by operation id, check, resolve
 -- conflicts per field, mutate nodes/edges/viewport, bump the version, append to
 -- the change log, keep the checksum, record the outcome and publish it.
 -- docs/graph.md is the exact semantics; user values arrive as canonical JSON
@@ -28,30 +30,16 @@
 -- ARGV[14]: "SPUBLISH" on Redis Cluster (the graph's channel is sharded), else "PUBLISH"
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
 
-local OP_ID, USER, NOW = ARGV[1], ARGV[2], ARGV[3]
-local GRAPH_PUBLISH = ARGV[14] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
-local S = cjson.decode(ARGV[5])
-local CMD = cjson.decode(ARGV[6])
-local BASE = nil
-if ARGV[7] ~= '' then BASE = tonumber(ARGV[7]) end
-local QUSER = '"' .. USER .. '"'
-local STRAT = S['strategies']
 
--- An outcome decides the operation for good, except DEAD_LETTERED: that
--- records that the engine gave up, not that the command was refused, so a
--- replay from the dead-letter stream gets its chance.
-local prev = redis.call('GET', KEYS[7])
-if prev and not string.find(prev, '"code":"DEAD_LETTERED"', 1, true) then
-  return '{"status":"duplicate","stored":' .. prev .. '}'
-end
+-- Per-call state: library-level so that the helpers below are created once,
+-- at load, not on every call; `apply` sets all of it afresh before using it.
+local KEYS, ARGV
+local OP_ID, USER, NOW, GRAPH_PUBLISH, S, CMD, BASE, QUSER, STRAT, EPOCH, V, VS
+local HKEY, cache, original, touched, is_touched, targeted, is_targeted
+local fvs, adj, adj_dirty, counts, conflicts, vp
+-- The settings text of the last call and its decoded table (the same text every call).
+local settings_text
 
-local EPOCH = redis.call('HGET', KEYS[1], 'epoch')
-if not EPOCH then
-  EPOCH = ARGV[4]
-  redis.call('HSET', KEYS[1], 'epoch', EPOCH, 'version', 0, 'checksum', 0)
-end
-local V = tonumber(redis.call('HGET', KEYS[1], 'version')) + 1
-local VS = string.format('%d', V)
 
 ---------------------------------------------------------------- JSON scanning
 -- Our JSON has no whitespace; these split it into raw texts without decoding.
@@ -205,19 +193,7 @@ end
 ---------------------------------------------------------------- working copy
 -- Nothing is written until the whole command succeeded.
 
-local HKEY = {n = KEYS[2], e = KEYS[3]}
-local cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
-local original = {n = {}, e = {}}    -- id -> stored JSON, or false
-local touched = {n = {}, e = {}}     -- ids in first-touch order
-local is_touched = {n = {}, e = {}}
-local targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
-local is_targeted = {n = {}, e = {}}
-local fvs = {}                       -- 'n:ID' -> per-field versions
-local adj = {}                       -- node id -> list of edge ids
-local adj_dirty = {}
-local counts = {}
-local conflicts = {}
-local vp = {loaded = false, touched = false, targeted = false}
+
 
 local function load(kind, id)
   local c = cache[kind][id]
@@ -694,90 +670,133 @@ local function revert(err, current)
   return outcome
 end
 
-local err = run_op(CMD)
-if err then
-  return revert(err, current_json(err.current, false))
-end
-
 local H48 = 281474976710656
 local function h(x) return tonumber(string.sub(redis.sha1hex(x), 1, 12), 16) end
-local checksum = tonumber(redis.call('HGET', KEYS[1], 'checksum'))
 
-local lists = {n = {}, e = {}}
-local removed = {n = {}, e = {}}
-local undo_parts = {n = {}, e = {}}
-for _, kind in ipairs({'n', 'e'}) do
-  for _, id in ipairs(touched[kind]) do
-    local old, now = original[kind][id], cache[kind][id]
-    undo_parts[kind][#undo_parts[kind] + 1] = '"' .. id .. '":' .. (old or 'null')
-    if old or now then
-      if old then checksum = (checksum - h(kind .. old)) % H48 end
-      if now then
-        local json = encode_entity(now)
-        redis.call('HSET', HKEY[kind], id, json)
-        redis.call('HSET', KEYS[5], kind .. ':' .. id, cjson.encode(fvs[kind .. ':' .. id]))
-        checksum = (checksum + h(kind .. json)) % H48
-        lists[kind][#lists[kind] + 1] = json
-      else
-        redis.call('HDEL', HKEY[kind], id)
-        redis.call('HDEL', KEYS[5], kind .. ':' .. id)
-        removed[kind][#removed[kind] + 1] = '"' .. id .. '"'
+local function apply(keys, args)
+  KEYS, ARGV = keys, args
+  OP_ID, USER, NOW = ARGV[1], ARGV[2], ARGV[3]
+  GRAPH_PUBLISH = ARGV[14] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
+  if ARGV[5] ~= settings_text then S = cjson.decode(ARGV[5]); settings_text = ARGV[5] end
+  CMD = cjson.decode(ARGV[6])
+  BASE = nil
+  if ARGV[7] ~= '' then BASE = tonumber(ARGV[7]) end
+  QUSER = '"' .. USER .. '"'
+  STRAT = S['strategies']
+
+  -- An outcome decides the operation for good, except DEAD_LETTERED: that
+  -- records that the engine gave up, not that the command was refused, so a
+  -- replay from the dead-letter stream gets its chance.
+  local prev = redis.call('GET', KEYS[7])
+  if prev and not string.find(prev, '"code":"DEAD_LETTERED"', 1, true) then
+    return '{"status":"duplicate","stored":' .. prev .. '}'
+  end
+
+  local meta = redis.call('HMGET', KEYS[1], 'epoch', 'version', 'checksum')
+  EPOCH = meta[1]
+  if not EPOCH then
+    EPOCH = ARGV[4]
+    meta = {EPOCH, '0', '0'}
+    redis.call('HSET', KEYS[1], 'epoch', EPOCH, 'version', 0, 'checksum', 0)
+  end
+  V = tonumber(meta[2]) + 1
+  VS = string.format('%d', V)
+  HKEY = {n = KEYS[2], e = KEYS[3]}
+  cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
+  original = {n = {}, e = {}}    -- id -> stored JSON, or false
+  touched = {n = {}, e = {}}     -- ids in first-touch order
+  is_touched = {n = {}, e = {}}
+  targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
+  is_targeted = {n = {}, e = {}}
+  fvs = {}                       -- 'n:ID' -> per-field versions
+  adj = {}                       -- node id -> list of edge ids
+  adj_dirty = {}
+  counts = {}
+  conflicts = {}
+  vp = {loaded = false, touched = false, targeted = false}
+  local err = run_op(CMD)
+  if err then
+    return revert(err, current_json(err.current, false))
+  end
+
+  local checksum = tonumber(meta[3])
+
+  local lists = {n = {}, e = {}}
+  local removed = {n = {}, e = {}}
+  local undo_parts = {n = {}, e = {}}
+  for _, kind in ipairs({'n', 'e'}) do
+    for _, id in ipairs(touched[kind]) do
+      local old, now = original[kind][id], cache[kind][id]
+      undo_parts[kind][#undo_parts[kind] + 1] = '"' .. id .. '":' .. (old or 'null')
+      if old or now then
+        if old then checksum = (checksum - h(kind .. old)) % H48 end
+        if now then
+          local json = encode_entity(now)
+          redis.call('HSET', HKEY[kind], id, json)
+          redis.call('HSET', KEYS[5], kind .. ':' .. id, cjson.encode(fvs[kind .. ':' .. id]))
+          checksum = (checksum + h(kind .. json)) % H48
+          lists[kind][#lists[kind] + 1] = json
+        else
+          redis.call('HDEL', HKEY[kind], id)
+          redis.call('HDEL', KEYS[5], kind .. ':' .. id)
+          removed[kind][#removed[kind] + 1] = '"' .. id .. '"'
+        end
       end
     end
   end
-end
 
-if #touched.n + #touched.e == 0 and not vp.touched then
-  -- Nothing was applied: every field lost to a newer change, or an undo
-  -- found nothing of its change left.
-  local message = 'every change conflicted with a newer one'
-  if CMD.t == 'UNDO' or CMD.t == 'REDO' then message = 'the graph no longer shows that change' end
-  return revert(fail('CONFLICT', message), current_json(targeted, vp.targeted))
-end
-
-for id in pairs(adj_dirty) do
-  if load('n', id) and #adj[id] > 0 then
-    redis.call('HSET', KEYS[4], id, cjson.encode(adj[id]))
-  else
-    redis.call('HDEL', KEYS[4], id)
+  if #touched.n + #touched.e == 0 and not vp.touched then
+    -- Nothing was applied: every field lost to a newer change, or an undo
+    -- found nothing of its change left.
+    local message = 'every change conflicted with a newer one'
+    if CMD.t == 'UNDO' or CMD.t == 'REDO' then message = 'the graph no longer shows that change' end
+    return revert(fail('CONFLICT', message), current_json(targeted, vp.targeted))
   end
-end
 
-local vp_part, vp_undo = '', ''
-if vp.touched then
-  if vp.original then checksum = (checksum - h('v' .. vp.original)) % H48 end
-  if vp.value then
-    redis.call('HSET', KEYS[1], 'viewport', vp.value)
-    redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
-    checksum = (checksum + h('v' .. vp.value)) % H48
-  else
-    redis.call('HDEL', KEYS[1], 'viewport')
-    redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
+  for id in pairs(adj_dirty) do
+    if load('n', id) and #adj[id] > 0 then
+      redis.call('HSET', KEYS[4], id, cjson.encode(adj[id]))
+    else
+      redis.call('HDEL', KEYS[4], id)
+    end
   end
-  vp_part = ',"viewport":' .. (vp.value or 'null')
-  vp_undo = ',"viewport":' .. (vp.original or 'null')
+
+  local vp_part, vp_undo = '', ''
+  if vp.touched then
+    if vp.original then checksum = (checksum - h('v' .. vp.original)) % H48 end
+    if vp.value then
+      redis.call('HSET', KEYS[1], 'viewport', vp.value)
+      redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
+      checksum = (checksum + h('v' .. vp.value)) % H48
+    else
+      redis.call('HDEL', KEYS[1], 'viewport')
+      redis.call('HSET', KEYS[5], 'viewport', cjson.encode(vp.fv))
+    end
+    vp_part = ',"viewport":' .. (vp.value or 'null')
+    vp_undo = ',"viewport":' .. (vp.original or 'null')
+  end
+
+  local change = '{"nodes":[' .. table.concat(lists.n, ',') .. '],"edges":[' .. table.concat(lists.e, ',') ..
+    '],"removedNodes":[' .. table.concat(removed.n, ',') .. '],"removedEdges":[' .. table.concat(removed.e, ',') ..
+    ']' .. vp_part .. ',"undo":{"nodes":{' .. table.concat(undo_parts.n, ',') .. '},"edges":{' ..
+    table.concat(undo_parts.e, ',') .. '}' .. vp_undo .. '}}'
+
+  redis.call('HSET', KEYS[1], 'version', V, 'checksum', string.format('%d', checksum))
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', S.logRetention, VS .. '-0', 'operationId', OP_ID, 'userId', USER,
+    'type', ARGV[9], 'timestamp', ARGV[8], 'change', change)
+
+  -- Undo and redo lists keep the newest 100 changes (trimmed only when
+  -- longer, which is rare: one LPUSH per command).
+  local list = KEYS[8]
+  if CMD.t == 'UNDO' then list = KEYS[9] end
+  if redis.call('LPUSH', list, change) > 100 then redis.call('LTRIM', list, 0, 99) end
+  if CMD.t ~= 'UNDO' and CMD.t ~= 'REDO' then redis.call('DEL', KEYS[9]) end
+
+  local outcome = '{"status":"applied","version":' .. VS .. ',"change":' .. change .. ',"conflicts":[' ..
+    table.concat(conflicts, ',') .. ']}'
+  redis.call('SET', KEYS[7], '{"status":"applied","version":' .. VS .. '}', 'EX', S.opTtl)
+  publish(outcome, true)
+  return outcome
 end
 
-local change = '{"nodes":[' .. table.concat(lists.n, ',') .. '],"edges":[' .. table.concat(lists.e, ',') ..
-  '],"removedNodes":[' .. table.concat(removed.n, ',') .. '],"removedEdges":[' .. table.concat(removed.e, ',') ..
-  ']' .. vp_part .. ',"undo":{"nodes":{' .. table.concat(undo_parts.n, ',') .. '},"edges":{' ..
-  table.concat(undo_parts.e, ',') .. '}' .. vp_undo .. '}}'
-
-redis.call('HSET', KEYS[1], 'version', V, 'checksum', string.format('%d', checksum))
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', S.logRetention, VS .. '-0', 'operationId', OP_ID, 'userId', USER,
-  'type', ARGV[9], 'timestamp', ARGV[8], 'change', change)
-
-if CMD.t == 'UNDO' then
-  redis.call('LPUSH', KEYS[9], change)
-  redis.call('LTRIM', KEYS[9], 0, 99)
-else
-  redis.call('LPUSH', KEYS[8], change)
-  redis.call('LTRIM', KEYS[8], 0, 99)
-  if CMD.t ~= 'REDO' then redis.call('DEL', KEYS[9]) end
-end
-
-local outcome = '{"status":"applied","version":' .. VS .. ',"change":' .. change .. ',"conflicts":[' ..
-  table.concat(conflicts, ',') .. ']}'
-redis.call('SET', KEYS[7], '{"status":"applied","version":' .. VS .. '}', 'EX', S.opTtl)
-publish(outcome, true)
-return outcome
+redis.register_function(FUNCTION_NAME, apply)

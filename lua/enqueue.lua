@@ -1,16 +1,58 @@
 -- Adds one job to a queue partition (or to its delayed set), deduplicating by job id.
+-- Optionally behind two guards, checked first so that nothing changes when one
+-- refuses: a claim of the job for an owner, and one permit of a rate limiter
+-- (GCRA, the same arithmetic as rate_limit.lua). With both, admitting a command
+-- is this one call (single Redis: the guard keys are not in the stream's slot).
 -- KEYS[1]: stream of the job's priority level
 -- KEYS[2]: dedupe marker of the job id
 -- KEYS[3]: delayed set (ZSET: job id -> due time ms)
 -- KEYS[4]: delayed job bodies (HASH: job id -> JSON of the fields)
 -- KEYS[5]: events stream
+-- KEYS[6]: claim record (HASH: graphId = owner, status); KEYS[1] when unused
+-- KEYS[7]: rate limiter state (theoretical arrival time, ms); KEYS[1] when unused
 -- ARGV[1]: job id
 -- ARGV[2]: dedupe window in ms (0: no dedupe)
 -- ARGV[3]: delay in ms (0: runnable now)
 -- ARGV[4]: "1" to emit an "added" event
 -- ARGV[5]: events stream max length
--- ARGV[6..]: job fields as field, value pairs
+-- ARGV[6]: claim owner ("" for no claim)
+-- ARGV[7]: claim record TTL, s
+-- ARGV[8]: limiter max permits per period ("" for no limiter)
+-- ARGV[9]: limiter period in ms
+-- ARGV[10..]: job fields as field, value pairs
 -- Returns: {"added", entry id} | {"delayed", job id} | {"duplicate", what the first add returned}
+--   | {"taken", the owner that claimed the job first} | {"limited", ms to wait}
+local owner = nil
+if ARGV[6] ~= '' then
+  owner = redis.call('HGET', KEYS[6], 'graphId')
+  if owner and owner ~= ARGV[6] then
+    return {'taken', owner}
+  end
+end
+
+if ARGV[8] ~= '' then
+  local max, period = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  local interval = period / max
+  local tat = tonumber(redis.call('GET', KEYS[7]) or now)
+  if tat < now then tat = now end
+  if math.floor((now + period - tat) / interval) < 1 then
+    local wait = math.ceil(tat + interval - period - now)
+    if wait < 1 then wait = 1 end
+    return {'limited', tostring(wait)}
+  end
+  tat = tat + interval
+  redis.call('SET', KEYS[7], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+end
+
+if ARGV[6] ~= '' then
+  if not owner then
+    redis.call('HSET', KEYS[6], 'status', 'pending', 'graphId', ARGV[6])
+  end
+  redis.call('EXPIRE', KEYS[6], ARGV[7])
+end
+
 local window = tonumber(ARGV[2])
 if window > 0 then
   local prev = redis.call('GET', KEYS[2])
@@ -23,7 +65,7 @@ local delay = tonumber(ARGV[3])
 local result
 if delay > 0 then
   local fields = {}
-  for i = 6, #ARGV, 2 do
+  for i = 10, #ARGV, 2 do
     fields[ARGV[i]] = ARGV[i + 1]
   end
   local t = redis.call('TIME')
@@ -32,7 +74,7 @@ if delay > 0 then
   redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(fields))
   result = {'delayed', ARGV[1]}
 else
-  local entry = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
+  local entry = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 10))
   result = {'added', entry}
 end
 

@@ -98,6 +98,11 @@ async fn commands_are_applied_in_order_and_their_outcomes_published() {
         "bob",
         &cmd("missing", "DELETE_NODE", json!({"id": "zz"})),
     ));
+    // Producers of command jobs claim their operation ids first, as the
+    // gateway does: the claim is the record `GET /operations/{id}` reads.
+    let ids: Vec<String> = jobs.iter().filter_map(|j| j.id.clone()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.claim_operations("g1", &ids).await.unwrap();
     q.add_bulk(jobs).await.unwrap();
 
     let stop = CancellationToken::new();

@@ -201,7 +201,12 @@ async fn demo_tokens_only_under_dev() {
         assert!(body["error"]["code"].is_string(), "{body}");
     }
     // The page and its scripts are served.
-    for (path, kind) in [("/", "text/html"), ("/graphq-client.js", "text/javascript")] {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/graphq-client.js", "text/javascript"),
+        ("/device-store.js", "text/javascript"),
+        ("/sw.js", "text/javascript"),
+    ] {
         let r = http.get(format!("{}{path}", dev.url)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert!(

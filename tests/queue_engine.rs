@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::queue::{Running, ordered, priority, processed, start, total_len};
 use common::{TestEnv, eventually};
 use graphq::queue::{
-    AddOutcome, FnProcessor, JobError, JobEventKind, NewJob, Priority, Queue, QueueOptions, Worker,
+    AddGuard, AddOutcome, FnProcessor, GuardedAdd, JobError, JobEventKind, NewJob, Priority, Queue,
+    QueueOptions, RateLimit, Worker,
 };
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,61 @@ async fn adding_the_same_job_id_twice_enqueues_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(processed(&w), 1);
     w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guarded_add_is_refused_whole_by_a_foreign_claim_or_an_empty_limiter() {
+    let env = TestEnv::start().await;
+    let q = env.queue("commands", ordered(4));
+    let limit = RateLimit {
+        max: 2,
+        duration_ms: 60_000,
+    };
+    let mut conn = env.redis.conn();
+    let guard = |owner: &'static str, record: &'static str| AddGuard {
+        claim: Some((record, owner, 30)),
+        limit: Some(("t:{lim}", &limit)),
+    };
+    let job = |id: &str| NewJob::new("x", "1").key("g").id(id.to_string());
+    // Claimed and queued.
+    let first = q
+        .add_guarded(job("a"), &guard("g1", "t:{op:a}"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, GuardedAdd::Added(AddOutcome::Added { .. })),
+        "{first:?}"
+    );
+    let claim: HashMap<String, String> = conn.hgetall("t:{op:a}").await.unwrap();
+    assert_eq!(claim["graphId"], "g1");
+    assert_eq!(claim["status"], "pending");
+    // Another owner's claim: nothing queued, no permit taken.
+    let taken = q
+        .add_guarded(job("a"), &guard("g2", "t:{op:a}"))
+        .await
+        .unwrap();
+    assert_eq!(taken, GuardedAdd::Taken { owner: "g1".into() });
+    // The owner's resend takes a permit and is a duplicate of the first add.
+    let again = q
+        .add_guarded(job("a"), &guard("g1", "t:{op:a}"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, GuardedAdd::Added(AddOutcome::Duplicate { .. })),
+        "{again:?}"
+    );
+    // Both permits are gone: refused with a wait, and nothing claimed or queued.
+    let limited = q
+        .add_guarded(job("b"), &guard("g1", "t:{op:b}"))
+        .await
+        .unwrap();
+    let GuardedAdd::Limited { wait } = limited else {
+        panic!("no permit left: {limited:?}")
+    };
+    assert!(wait > Duration::from_secs(1), "{wait:?}");
+    let exists: bool = conn.exists("t:{op:b}").await.unwrap();
+    assert!(!exists, "a refused add claims nothing");
+    assert_eq!(total_len(&env, &q).await, 1);
 }
 
 #[tokio::test]

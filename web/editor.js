@@ -11,6 +11,7 @@
 // URL parameters: `graph` (default `demo`), `token` (else, under
 // `graphq dev`, the page asks for a name and mints a demo token, renewed
 // before it expires), `name` (the name shown to others with a `token`),
+// `device=off` (keep nothing on this device),
 // `tokenTtl` (seconds a demo token lives; default 24 h, shorter to watch
 // the renewal).
 
@@ -53,12 +54,30 @@ async function start() {
   // A demo token is renewed for the same name; a ?token= cannot be, and the
   // socket lives as long as it does.
   const getToken = givenToken ? undefined : () => mintDevToken(claims?.sub);
-  const client = new GraphqClient({ graphId, token: login.token, getToken });
+  // `&device=off`: keep nothing on this device (memory only).
+  const device = params.get('device') === 'off' ? false : 'auto';
+  const client = new GraphqClient({ graphId, token: login.token, getToken, device });
   const name = cleanName(login.name) ?? claims?.sub ?? null;
   const editor = new Editor(client, { readOnly: claims?.role === 'viewer', name });
   // For the browser console and the browser tests.
   window.graphqEditor = editor;
   client.connect();
+  keepPageOffline();
+}
+
+/**
+ * Lets a reload work without a network: a service worker keeps the page's
+ * files (the graph and the unsent edits are on the device already).
+ */
+function keepPageOffline() {
+  navigator.serviceWorker?.register('/sw.js').catch((err) => console.warn('graphq: no offline page:', err));
+}
+
+/** The last demo token of this tab, while it has more than a minute to live. */
+function keptDevToken(name) {
+  const token = sessionStorage.getItem('graphq.token');
+  const claims = token && tokenClaims(token);
+  return claims?.sub === name && claims.exp * 1000 > Date.now() + 60_000 ? token : null;
 }
 
 /** A display name: 1–64 characters, spaces allowed; `null` when none. */
@@ -91,11 +110,15 @@ async function devToken() {
       if (!name) continue;
     }
     const user = sessionStorage.getItem('graphq.user') || userIdFor(name);
+    // A reload reuses the tab's token: it paints sooner, and works offline.
+    const kept = keptDevToken(user);
+    if (kept) return { token: kept, name };
     const res = await requestDevToken(user);
     if (res.ok) {
       const { token } = await res.json();
       sessionStorage.setItem('graphq.user', user);
       sessionStorage.setItem('graphq.name', name);
+      sessionStorage.setItem('graphq.token', token);
       return { token, name };
     }
     if (res.status === 404) {
@@ -121,7 +144,9 @@ function requestDevToken(user) {
 async function mintDevToken(user) {
   const res = await requestDevToken(user);
   if (!res.ok) throw new Error(`the server said ${res.status} to a new demo token`);
-  return (await res.json()).token;
+  const { token } = await res.json();
+  sessionStorage.setItem('graphq.token', token);
+  return token;
 }
 
 /**
@@ -293,8 +318,8 @@ class Editor {
   /** Edits that would be lost if the page closed now. */
   unsavedEdits() {
     const { client } = this;
-    // A client that keeps its queue on the device says so.
-    if (typeof client.savedOnDevice === 'function' && client.savedOnDevice()) return 0;
+    // Kept in IndexedDB, they are sent after the next load.
+    if (client.storage?.kind === 'indexeddb') return 0;
     return client.pending.length;
   }
 
@@ -576,6 +601,28 @@ class Editor {
     }
     box.querySelector('.conn-version').textContent = status === 'online' ? ` · v${version}` : '';
     box.title = status === 'offline' ? 'Edits are kept and sent when the connection is back' : '';
+    this.renderDeviceNote();
+  }
+
+  /** What is kept on this device and not yet confirmed by the server. */
+  renderDeviceNote() {
+    const { status, pending, storage } = this.client;
+    const note = $('device-note');
+    const waiting = pending.length;
+    const sending = status === 'online';
+    const edits = waiting === 1 ? '1 edit' : `${waiting} edits`;
+    let text = '';
+    if (storage?.kind === 'memory') {
+      text = waiting && !sending ? `${edits} not saved on this device: ${storage.reason}` : '';
+      note.title = `Nothing is kept on this device (${storage.reason}); a reload loses unsent edits.`;
+    } else if (waiting && !sending) {
+      text = `${edits} saved on this device, sending when online`;
+      note.title = 'They survive a reload or a crash, and are sent once the server is reachable.';
+    }
+    note.dataset.pending = String(waiting);
+    note.dataset.storage = storage?.kind ?? '';
+    note.hidden = !text;
+    if (note.textContent !== text) note.textContent = text;
   }
 
   // ------------------------------------------------------------ minimap

@@ -14,10 +14,16 @@
  * rebuilt from the two, so a remote change lands *under* local edits (they
  * are rebased on it) and a revert simply drops its command.
  *
+ * Both are kept on the device (IndexedDB, per graph and user; see
+ * device-store.js), so a reload paints the last known graph at once and
+ * edits made offline survive reloads and crashes.
+ *
  * Protocol: docs/protocol.md.
  *
  * @module graphq-client
  */
+
+import { memoryDeviceStore, openDeviceStore } from './device-store.js';
 
 /**
  * @typedef {{x: number, y: number}} Point
@@ -30,6 +36,11 @@
  *   never mutates, an entity that changes).
  * @typedef {{operationId: string, type: string, payload: Object, baseVersion: number,
  *   timestamp: number}} Command  The command object (docs/protocol.md, Commands).
+ * @typedef {{kind: 'indexeddb'|'memory', reason: ?string}} StorageInfo  Where the
+ *   client keeps its state: `memory` (with the reason) keeps nothing past the page.
+ * @typedef {{view: Graph, status: Status, pending: Command[], version: number,
+ *   epoch: ?string, storage: ?StorageInfo}} Snapshot  What `getSnapshot()` returns:
+ *   one object per state, replaced when anything in it changes.
  * @typedef {'idle'|'connecting'|'syncing'|'online'|'offline'|'closed'} Status
  *   `idle` before connect(); `connecting` while the socket opens; `syncing`
  *   until the first SYNC; `online` when commands flow; `offline` while
@@ -44,6 +55,9 @@ const RETRYABLE = new Set(['RATE_LIMITED', 'UNAVAILABLE']);
 
 /** The close code of a socket whose token expired (docs/protocol.md, Close codes). */
 const TOKEN_EXPIRED = 4003;
+
+/** The server keeps this many changes per user on each of the undo and redo stacks. */
+const HISTORY_MAX = 100;
 
 // ---------------------------------------------------------------- graph model
 
@@ -96,7 +110,8 @@ export function applyChange(graph, change) {
  * Predicts the effect of a command on `graph`, in place, the way the server
  * would apply it when nothing conflicts. A command the server would reject
  * (an edge to a missing node, an update of a missing node) changes nothing.
- * UNDO and REDO are not predicted: the server knows the user's history.
+ * UNDO and REDO are not handled here: they need the user's history, which
+ * the client predicts from the changes it saw (docs/client.md, Undo and redo).
  * @param {Graph} graph
  * @param {{type: string, payload: *}} command
  */
@@ -169,6 +184,197 @@ export function touchedIds(command) {
     default:
       return [];
   }
+}
+
+// ---------------------------------------------------------------- undo and redo
+
+/**
+ * @typedef {{nodes: Map<string, ?Node>, edges: Map<string, ?Edge>, viewport?: {value: ?Object}}} Side
+ *   Values of the entities a change touched (`null`: absent), and of the
+ *   viewport when it touched it.
+ * @typedef {{before: Side, after: Side}} HistoryEntry  One change, as UNDO reverts it.
+ * @typedef {{items: (?HistoryEntry)[], known: boolean}} Stack  Newest last; a `null`
+ *   item is a change this client cannot know; `known`: nothing lies below the items.
+ * @typedef {{undo: Stack, redo: Stack}} History  This user's undo and redo stacks,
+ *   as the server keeps them (docs/graph.md, Undo and redo).
+ */
+
+/** @returns {History} stacks this client knows nothing about (a new client, or after a reset). */
+function unknownHistory() {
+  return { undo: { items: [], known: false }, redo: { items: [], known: false } };
+}
+
+/** @param {History} history @returns {History} */
+function copyHistory({ undo, redo }) {
+  return { undo: { ...undo, items: [...undo.items] }, redo: { ...redo, items: [...redo.items] } };
+}
+
+/**
+ * Mirrors the server's stacks after one of this user's changes of `type`:
+ * UNDO moves the newest change of the undo stack to the redo stack (as the
+ * change that reverted it), REDO the other way, anything else goes on the
+ * undo stack and empties the redo stack.
+ * @param {History} history
+ * @param {?string} type
+ * @param {?HistoryEntry} entry  The change; `null` when it cannot be known.
+ */
+function recordHistory(history, type, entry) {
+  const { undo, redo } = history;
+  if (type === 'UNDO' || type === 'REDO') {
+    const [from, to] = type === 'UNDO' ? [undo, redo] : [redo, undo];
+    from.items.pop();
+    pushHistory(to, entry);
+  } else {
+    pushHistory(undo, entry);
+    redo.items = [];
+    redo.known = true;
+  }
+}
+
+/** @param {Stack} stack @param {?HistoryEntry} entry */
+function pushHistory(stack, entry) {
+  stack.items.push(entry);
+  if (stack.items.length > HISTORY_MAX) stack.items.shift();
+}
+
+/** @returns {Side} */
+function emptySide() {
+  return { nodes: new Map(), edges: new Map() };
+}
+
+/**
+ * The history entry of a server change (its `undo` holds the values
+ * before); `null` without one.
+ * @param {*} change
+ * @returns {?HistoryEntry}
+ */
+function entryOfChange(change) {
+  if (!isObject(change) || !isObject(change.undo)) return null;
+  const { undo } = change;
+  const before = emptySide();
+  const after = emptySide();
+  for (const kind of /** @type {const} */ (['nodes', 'edges'])) {
+    const now = new Map(arrayOf(change[kind]).filter(isEntity).map((e) => [e.id, e]));
+    for (const [id, value] of Object.entries(isObject(undo[kind]) ? undo[kind] : {})) {
+      before[kind].set(id, isEntity(value) ? value : null);
+      after[kind].set(id, now.get(id) ?? null);
+    }
+  }
+  if ('viewport' in undo) {
+    before.viewport = { value: isObject(undo.viewport) ? undo.viewport : null };
+    after.viewport = { value: isObject(change.viewport) ? change.viewport : null };
+  }
+  return { before, after };
+}
+
+/**
+ * What changed from graph `from` to graph `to`, as a history entry
+ * (entities are replaced, never mutated, so identity tells).
+ * @param {Graph} from
+ * @param {Graph} to
+ * @returns {HistoryEntry}
+ */
+function entryOfDiff(from, to) {
+  const before = emptySide();
+  const after = emptySide();
+  for (const kind of /** @type {const} */ (['nodes', 'edges'])) {
+    /** @type {Map<string, *>} */
+    const was = from[kind];
+    /** @type {Map<string, *>} */
+    const now = to[kind];
+    for (const [id, value] of was) {
+      if (now.get(id) === value) continue;
+      before[kind].set(id, value);
+      after[kind].set(id, now.get(id) ?? null);
+    }
+    for (const [id, value] of now) {
+      if (was.has(id)) continue;
+      before[kind].set(id, null);
+      after[kind].set(id, value);
+    }
+  }
+  if (from.viewport !== to.viewport) {
+    before.viewport = { value: from.viewport };
+    after.viewport = { value: to.viewport };
+  }
+  return { before, after };
+}
+
+/**
+ * Predicts, in place, the revert of `entry` the way the server makes it
+ * (docs/graph.md, Undo and redo): whatever still shows the change goes back
+ * to its value before; whatever someone changed since is left alone (the
+ * server reports a conflict there).
+ * @param {Graph} graph
+ * @param {HistoryEntry} entry
+ */
+function revertEntry(graph, { before, after }) {
+  for (const [id, was] of before.nodes) restore(graph.nodes, id, was, after.nodes.get(id) ?? null);
+  for (const [id, was] of before.edges) {
+    if (was && (!graph.nodes.has(was.source) || !graph.nodes.has(was.target))) continue;
+    restore(graph.edges, id, was, after.edges.get(id) ?? null);
+  }
+  for (const [id, was] of before.edges) if (was === null) unmake(graph.edges, id, after.edges.get(id));
+  for (const [id, was] of before.nodes) {
+    if (was !== null || !unmake(graph.nodes, id, after.nodes.get(id))) continue;
+    for (const [edgeId, edge] of graph.edges) {
+      if (edge.source === id || edge.target === id) graph.edges.delete(edgeId);
+    }
+  }
+  if (before.viewport && after.viewport && sameValue(graph.viewport, after.viewport.value)) {
+    graph.viewport = before.viewport.value;
+  }
+}
+
+/**
+ * Puts back an entity the change deleted or updated.
+ * @param {Map<string, *>} map
+ * @param {string} id
+ * @param {*} was  Its value before the change (`null`: the change created it).
+ * @param {*} now  Its value after the change (`null`: the change deleted it).
+ */
+function restore(map, id, was, now) {
+  if (was === null) return;
+  const current = map.get(id);
+  if (now === null) {
+    if (!current) map.set(id, was);
+    return;
+  }
+  if (!current || !sameContent(current, now)) return;
+  const back = { ...current, type: was.type ?? null, data: plainData(was.data) };
+  if (isPoint(was.position)) back.position = was.position;
+  map.set(id, back);
+}
+
+/**
+ * Removes an entity the change created, if it is still as the change left it.
+ * @param {Map<string, *>} map
+ * @param {string} id
+ * @param {*} now
+ * @returns {boolean} whether it was removed
+ */
+function unmake(map, id, now) {
+  const current = map.get(id);
+  if (!current || !now || !sameContent(current, now)) return false;
+  map.delete(id);
+  return true;
+}
+
+/** Same type, position or endpoints, and data. */
+function sameContent(a, b) {
+  return (a.type ?? null) === (b.type ?? null) && a.source === b.source && a.target === b.target
+    && sameValue(a.position ?? null, b.position ?? null) && sameValue(plainData(a.data), plainData(b.data));
+}
+
+function sameValue(a, b) {
+  return stableJson(a) === stableJson(b);
+}
+
+/** JSON with object keys sorted, so equal values give equal text. */
+function stableJson(v) {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (isObject(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stableJson(v[k])}`).join(',')}}`;
+  return JSON.stringify(v ?? null);
 }
 
 /** The entity with `patch` applied: `data` merges by key, `null` removes. */
@@ -293,6 +499,13 @@ const defaultClock = {
  *   long as its token.
  * @property {number} [refreshBeforeMs=30000]  How long before `exp` to send
  *   REFRESH; at most half of the time the token has left.
+ * @property {'auto'|false|import('./device-store.js').DeviceStore|Promise<import('./device-store.js').DeviceStore>} [device='auto']
+ *   Where the confirmed graph and the pending commands are kept between
+ *   sessions: `'auto'`, IndexedDB where the runtime has it (else memory,
+ *   and `storage` says why); `false`, memory only; or a store of your own
+ *   (device-store.js).
+ * @property {number} [snapshotDelayMs=250]  The confirmed graph is written to
+ *   the device at most this often (pending commands are written at once).
  * @property {{setTimeout: Function, clearTimeout: Function, now: () => number,
  *   random: () => number}} [clock]  Time and randomness, replaceable for tests.
  */
@@ -317,6 +530,8 @@ const defaultClock = {
  *   when a renewed token no longer grants the graph (UNSUBSCRIBED).
  * - `refreshed` `{expiresAt}`: the socket now holds a renewed token, valid
  *   until `expiresAt` (ms since the Unix epoch).
+ * - `storage` `{kind, reason}`: where the client keeps its state, known
+ *   once the device store opened (`memory`: nothing survives the page).
  */
 export class GraphqClient {
   /** @type {ClientOptions & {url: string, httpUrl: string}} */
@@ -334,7 +549,9 @@ export class GraphqClient {
    * `queued` (to be sent when online), `sent`, `accepted` (durably queued
    * by the server). `resent`: it went out on an earlier connection too, so
    * its outcome may have been announced while this client was away.
-   * @type {{command: Command, state: string, resent: boolean, checks: number}[]}
+   * `seq`: its place in the queue shared by this user's tabs. `appliedAt`:
+   * another tab saw it applied at that version, which this tab has not reached.
+   * @type {{command: Command, seq: number, state: string, resent: boolean, checks: number, appliedAt?: number}[]}
    */
   #pending = [];
   /** The confirmed graph with every pending command applied, in order. */
@@ -350,7 +567,9 @@ export class GraphqClient {
   #subscribed = false;
   #attempt = 0;
   #lastHeard = 0;
-  #timers = { reconnect: null, heartbeat: null, presence: null, retry: null, sync: null, refresh: null };
+  #timers = {
+    reconnect: null, heartbeat: null, presence: null, retry: null, sync: null, refresh: null, save: null,
+  };
   /** This user's presence; `dirty` until the latest state was sent. */
   #presence = { state: { cursor: null, selection: [], name: null, preview: null }, dirty: false, lastSent: -Infinity };
   #lastSyncRequest = -Infinity;
@@ -363,6 +582,25 @@ export class GraphqClient {
   #needFreshToken = false;
   /** Counts token requests before a connect, so a stale answer is dropped. */
   #tokenRequests = 0;
+  /** Where state is kept between sessions; `null` until it has loaded. */
+  #device = null;
+  /** Settles once the device store has loaded (never rejects). @type {Promise<void>} */
+  #ready;
+  /** This tab sends the commands of its (graph, user) (one tab does). */
+  #leader = false;
+  /** This user's undo and redo stacks as far as the confirmed changes tell. @type {History} */
+  #history = unknownHistory();
+  /**
+   * A command was refused for now (RATE_LIMITED, UNAVAILABLE): until every
+   * pending command is accepted, send one at a time, each after the one
+   * before it is accepted, so none overtakes an older one.
+   */
+  #ordered = false;
+  /** Last `seq` given to a pending command (its place in the queue, across tabs). */
+  #seq = 0;
+  /** What getSnapshot() returns until something changes. @type {?Snapshot} */
+  #snapshot = null;
+  #forgotten = false;
 
   /** @param {ClientOptions} options */
   constructor(options) {
@@ -377,6 +615,7 @@ export class GraphqClient {
       backoffMaxMs: 10000,
       outcomeCheckMs: 1500,
       refreshBeforeMs: 30000,
+      snapshotDelayMs: 250,
       ...options,
       url,
       httpUrl: options.httpUrl ?? httpBase(url),
@@ -388,7 +627,219 @@ export class GraphqClient {
     this.userId = tokenClaims(options.token)?.sub ?? null;
     /** @type {string} */
     this.graphId = options.graphId;
+    this.#ready = this.#openDevice(options.device ?? 'auto');
   }
+
+  // ------------------------------------------------------------ the device
+
+  /**
+   * Opens the device store and loads what an earlier session left: the
+   * confirmed graph is shown at once (before any network), and the pending
+   * commands go back in the queue, to be sent with their operation ids.
+   * @returns {Promise<void>}
+   */
+  #openDevice(device) {
+    const noIndexedDb = device === 'auto' && !globalThis.indexedDB;
+    if (device === false || noIndexedDb) {
+      // Synchronous, so a client without storage is usable at once.
+      this.#useDevice(memoryDeviceStore(device === false ? 'device storage is off' : 'this browser offers no IndexedDB'), null);
+      return Promise.resolve();
+    }
+    const opening = device === 'auto' ? openDeviceStore({ graphId: this.graphId, userId: this.userId }) : device;
+    return Promise.resolve(opening)
+      .then((store) => store.load().then((state) => this.#useDevice(store, state)))
+      .catch((err) => this.#useDevice(memoryDeviceStore(`the device store failed (${err?.message ?? err})`), null));
+  }
+
+  /**
+   * @param {import('./device-store.js').DeviceStore} store
+   * @param {?import('./device-store.js').DeviceState} state
+   */
+  #useDevice(store, state) {
+    if (this.#forgotten) {
+      store.close();
+      return;
+    }
+    this.#device = store;
+    const snapshot = state?.snapshot;
+    if (this.#epoch === null && isObject(snapshot) && typeof snapshot.epoch === 'string' && isVersion(snapshot.version)) {
+      this.#confirmed = graphFromState(snapshot);
+      this.#epoch = snapshot.epoch;
+      this.#version = snapshot.version;
+    }
+    // Commands made before the store loaded are kept too, after the stored ones.
+    const made = this.#pending;
+    this.#pending = [];
+    for (const { seq, command } of arrayOf(state?.pending)) this.#addFromElsewhere(seq, command);
+    for (const entry of made) {
+      this.#pending.push(entry);
+      this.#persist(entry);
+    }
+    store.onMessage((message) => this.#onTabMessage(message));
+    this.#snapshot = null;
+    this.#emit('storage', this.storage);
+    this.#rebuild();
+    store.elect(() => {
+      if (this.#forgotten) return;
+      this.#leader = true;
+      if (this.#subscribed) this.#flush();
+    });
+  }
+
+  /**
+   * A pending command this client did not make here (another tab, or an
+   * earlier session): it may have been sent already, so its outcome may
+   * have been announced to another socket.
+   */
+  #addFromElsewhere(seq, command) {
+    if (!isObject(command) || typeof command.operationId !== 'string' || !Number.isFinite(seq)) return false;
+    if (this.#pending.some((p) => p.command.operationId === command.operationId)) return false;
+    const entry = { command, seq, state: 'queued', resent: true, checks: 0 };
+    const at = this.#pending.findIndex((p) => p.seq > seq);
+    if (at < 0) this.#pending.push(entry);
+    else this.#pending.splice(at, 0, entry);
+    this.#seq = Math.max(this.#seq, seq);
+    return true;
+  }
+
+  /** Writes a new pending command to the device and tells the other tabs. */
+  #persist(entry) {
+    const device = this.#device;
+    if (!device) return;
+    device.addPending({ seq: entry.seq, command: entry.command }).catch((err) => this.#deviceFailed(err));
+    device.post({ type: 'queued', seq: entry.seq, command: entry.command });
+  }
+
+  /** Writes the confirmed graph to the device soon (one write per `snapshotDelayMs`). */
+  #saveSoon() {
+    if (!this.#device || this.#device.kind === 'memory' || this.#timers.save !== null) return;
+    this.#startTimer('save', this.#opts.snapshotDelayMs, () => this.#saveNow());
+  }
+
+  #saveNow() {
+    const device = this.#device;
+    if (!device || this.#epoch === null || this.#forgotten) return;
+    const g = this.#confirmed;
+    device.saveSnapshot({
+      epoch: this.#epoch,
+      version: this.#version,
+      nodes: [...g.nodes.values()],
+      edges: [...g.edges.values()],
+      viewport: g.viewport,
+    }).catch((err) => this.#deviceFailed(err));
+  }
+
+  /** A write failed (quota, storage cleared): carry on in memory, and say so. */
+  #deviceFailed(err) {
+    if (!this.#device || this.#device.kind === 'memory') return;
+    const reason = `the device store failed (${err?.message ?? err})`;
+    this.#device.close();
+    this.#device = memoryDeviceStore(reason);
+    this.#snapshot = null;
+    this.#emit('storage', this.storage);
+    this.#emit('change', { view: this.#view });
+  }
+
+  /** What another tab of this user on this graph did. */
+  #onTabMessage(message) {
+    if (!isObject(message) || this.#forgotten) return;
+    if (message.type === 'queued') {
+      if (!this.#addFromElsewhere(message.seq, message.command)) return;
+      this.#rebuild();
+      if (this.#leader && this.#subscribed) this.#flush();
+    } else if (message.type === 'settled') {
+      const entry = this.#pending.find((p) => p.command.operationId === message.operationId);
+      if (!entry) return;
+      if (isVersion(message.version) && message.version > this.#version) {
+        // Applied at a version this tab has not reached: it goes when the
+        // change does, so the edit never blinks out of the view.
+        entry.appliedAt = message.version;
+        return;
+      }
+      this.#take(message.operationId);
+      if (isObject(message.error)) this.#revertedHistory(entry, message.error);
+      this.#rebuild();
+      if (isObject(message.error)) {
+        this.#emit('revert', { operationId: message.operationId, command: entry.command, error: message.error });
+      }
+    } else if (message.type === 'forget') {
+      this.#forgetHere();
+    }
+  }
+
+  /**
+   * Where this client keeps its state: `{kind: 'indexeddb'}`, or
+   * `{kind: 'memory', reason}` when nothing outlives the page; `null` while
+   * the device store opens.
+   * @returns {?StorageInfo}
+   */
+  get storage() {
+    return this.#device && { kind: this.#device.kind, reason: this.#device.reason };
+  }
+
+  /**
+   * Settles once the device state has loaded and been shown (the first paint).
+   * @returns {Promise<void>}
+   */
+  get ready() {
+    return this.#ready;
+  }
+
+  /**
+   * Signs out of this device: closes the client and deletes what it kept
+   * for this graph and user, in every tab. The client cannot connect again.
+   * @returns {Promise<void>}
+   */
+  async forget() {
+    const device = this.#device;
+    this.#forgetHere();
+    device?.post({ type: 'forget' });
+    await device?.clear().catch(() => {});
+    device?.close();
+  }
+
+  #forgetHere() {
+    this.#forgotten = true;
+    this.close();
+    this.#leader = false;
+    this.#pending = [];
+    this.#confirmed = emptyGraph();
+    this.#epoch = null;
+    this.#version = 0;
+    this.#history = unknownHistory();
+    this.#rebuild();
+  }
+
+  // ------------------------------------------------------------ for UI frameworks
+
+  /**
+   * Calls `callback` whenever `getSnapshot()` would return something new;
+   * returns a function that stops it. With React:
+   * `useSyncExternalStore(client.subscribe, client.getSnapshot)`.
+   * @param {() => void} callback
+   * @returns {() => void}
+   */
+  subscribe = (callback) => {
+    const offs = ['change', 'status', 'storage'].map((type) => this.on(/** @type {*} */ (type), () => callback()));
+    return () => offs.forEach((off) => off());
+  };
+
+  /**
+   * The client's state in one object, the same object until something in it
+   * changes (as `useSyncExternalStore` needs).
+   * @returns {Snapshot}
+   */
+  getSnapshot = () => {
+    this.#snapshot ??= Object.freeze({
+      view: this.#view,
+      status: this.#status,
+      pending: this.pending,
+      version: this.#version,
+      epoch: this.#epoch,
+      storage: this.storage,
+    });
+    return this.#snapshot;
+  };
 
   // ------------------------------------------------------------ reading
 
@@ -443,7 +894,7 @@ export class GraphqClient {
 
   /**
    * Calls `listener(detail)` for every event of `type`.
-   * @param {'change'|'status'|'sync'|'applied'|'revert'|'conflict'|'presence'|'error'|'refreshed'} type
+   * @param {'change'|'status'|'sync'|'applied'|'revert'|'conflict'|'presence'|'error'|'refreshed'|'storage'} type
    * @param {(detail: Object) => void} listener
    * @returns {() => void} a function that removes the listener
    */
@@ -465,9 +916,12 @@ export class GraphqClient {
 
   // ------------------------------------------------------------ lifecycle
 
-  /** Opens the socket (and keeps it open, reconnecting, until close()). */
+  /**
+   * Opens the socket (and keeps it open, reconnecting, until close()),
+   * once the device state has loaded: the subscription starts from it.
+   */
   connect() {
-    if (this.#status !== 'idle' && this.#status !== 'closed') return;
+    if ((this.#status !== 'idle' && this.#status !== 'closed') || this.#forgotten) return;
     const target = globalThis.window;
     if (typeof target?.addEventListener === 'function') {
       // The browser knows when the network is back: retry at once.
@@ -477,13 +931,20 @@ export class GraphqClient {
       this.#offlineListener = () => this.#dropSocket();
       target.addEventListener('offline', this.#offlineListener);
     }
-    this.#open();
+    if (this.#device) {
+      this.#open();
+      return;
+    }
+    this.#setStatus('connecting');
+    this.#ready.then(() => this.#status === 'connecting' && this.#socket === null && this.#open());
   }
 
   /** Closes the socket and stops reconnecting. Pending commands are kept. */
   close() {
+    const saving = this.#timers.save !== null;
     this.#setStatus('closed');
     for (const name of Object.keys(this.#timers)) this.#stopTimer(name);
+    if (saving) this.#saveNow();
     if (this.#onlineListener) globalThis.window.removeEventListener('online', this.#onlineListener);
     if (this.#offlineListener) globalThis.window.removeEventListener('offline', this.#offlineListener);
     this.#onlineListener = this.#offlineListener = null;
@@ -648,6 +1109,7 @@ export class GraphqClient {
   #setStatus(status, extra = {}) {
     if (this.#status === 'closed' && status !== 'closed' && status !== 'connecting') return;
     this.#status = status;
+    this.#snapshot = null;
     this.#emit('status', { status, pending: this.#pending.length, ...extra });
   }
 
@@ -724,10 +1186,13 @@ export class GraphqClient {
       baseVersion: this.#version,
       timestamp: this.#clock.now(),
     };
-    const entry = { command, state: 'queued', resent: false, checks: 0 };
+    // Tabs share one queue, ordered by `seq`: time, made unique.
+    this.#seq = Math.max(this.#seq + 1, this.#clock.now());
+    const entry = { command, seq: this.#seq, state: 'queued', resent: false, checks: 0 };
     this.#pending.push(entry);
+    this.#persist(entry);
     this.#rebuild();
-    if (this.#subscribed) this.#sendCommand(entry);
+    if (this.#subscribed) this.#flush();
     return command.operationId;
   }
 
@@ -833,33 +1298,93 @@ export class GraphqClient {
     this.#send({ type: 'PRESENCE', graphId: this.graphId, ...this.#presence.state });
   }
 
+  /**
+   * Sends the queued commands, oldest first, if this tab is the one that
+   * sends. After a command was refused for now, one at a time: the next
+   * goes when every one before it is accepted.
+   */
+  #flush() {
+    if (!this.#leader || !this.#subscribed) return;
+    if (this.#ordered && this.#pending.every((p) => p.state === 'accepted')) this.#ordered = false;
+    // Refused for now: nothing goes out until the wait the server asked for is over.
+    if (this.#ordered && this.#timers.retry !== null) return;
+    for (const entry of this.#pending) {
+      if (this.#ordered && entry.state !== 'accepted') {
+        if (entry.state === 'queued') this.#sendCommand(entry);
+        return;
+      }
+      if (entry.state === 'queued') this.#sendCommand(entry);
+    }
+  }
+
   #sendCommand(entry) {
     if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: entry.command })) {
       entry.state = 'sent';
     }
   }
 
-  /** Sends every queued command, oldest first. */
-  #flush() {
-    for (const entry of this.#pending) if (entry.state === 'queued') this.#sendCommand(entry);
-  }
-
-  /** Drops a pending command; returns it, or `null` if it was not pending. */
+  /**
+   * Drops a pending command that has an outcome (here and on the device);
+   * returns it, or `null` if it was not pending.
+   */
   #take(operationId) {
     const i = this.#pending.findIndex((p) => p.command.operationId === operationId);
     if (i < 0) return null;
+    this.#device?.removePending(operationId).catch((err) => this.#deviceFailed(err));
     return this.#pending.splice(i, 1)[0];
   }
 
+  /**
+   * Drops a settled command and tells the other tabs: with the error if it
+   * was rolled back, with its version if it was applied (a tab whose
+   * socket missed the COMMAND_APPLIED, having subscribed after it, would
+   * otherwise keep it pending).
+   * @param {string} operationId
+   * @param {{error?: ?Object, version?: number}} [outcome]
+   */
+  #settle(operationId, { error = null, version } = {}) {
+    const entry = this.#take(operationId);
+    if (entry) this.#device?.post({ type: 'settled', operationId, error, version });
+    return entry;
+  }
+
+  /**
+   * The view: the confirmed graph with every pending command applied in
+   * order. UNDO and REDO are predicted from this user's history when the
+   * change they revert is known (made or seen by this client).
+   */
   #rebuild() {
+    // Commands another tab saw applied, now part of the confirmed graph here.
+    this.#pending = this.#pending.filter((p) => !(p.appliedAt <= this.#version));
     const view = copyGraph(this.#confirmed);
     const ids = new Set();
+    const history = this.#pending.some((p) => p.command.type === 'UNDO' || p.command.type === 'REDO')
+      ? copyHistory(this.#history)
+      : null;
     for (const { command } of this.#pending) {
-      applyCommand(view, command);
       for (const id of touchedIds(command)) ids.add(id);
+      if (history === null) {
+        applyCommand(view, command);
+        continue;
+      }
+      const before = copyGraph(view);
+      if (command.type === 'UNDO' || command.type === 'REDO') {
+        const stack = command.type === 'UNDO' ? history.undo : history.redo;
+        const top = stack.items.length > 0 ? stack.items.at(-1) : undefined;
+        // Nothing to revert (the server will say so), or a change this client does not know.
+        if (top === undefined && stack.known) continue;
+        if (top) revertEntry(view, top);
+        const change = top ? entryOfDiff(before, view) : null;
+        for (const side of change ? [change.after] : []) for (const id of [...side.nodes.keys(), ...side.edges.keys()]) ids.add(id);
+        recordHistory(history, command.type, change);
+      } else {
+        applyCommand(view, command);
+        recordHistory(history, command.type, entryOfDiff(before, view));
+      }
     }
     this.#view = view;
     this.#pendingIds = ids;
+    this.#snapshot = null;
     this.#emit('change', { view });
   }
 
@@ -914,6 +1439,8 @@ export class GraphqClient {
       this.#confirmed = graphFromState(msg.state);
       this.#epoch = msg.epoch;
       this.#version = msg.version;
+      // The log that would tell what this user's undo stack holds is gone.
+      this.#history = unknownHistory();
     } else if (msg.status === 'behind' || msg.status === 'in_sync') {
       if (msg.epoch !== this.#epoch) throw new Error(`SYNC ${msg.status} for another epoch`);
       for (const entry of arrayOf(msg.changes)) {
@@ -925,6 +1452,7 @@ export class GraphqClient {
     }
     this.#emit('sync', { status: msg.status, epoch: this.#epoch, version: this.#version });
     this.#rebuild();
+    this.#saveSoon();
     if (!this.#subscribed) {
       this.#subscribed = true;
       this.#attempt = 0;
@@ -946,6 +1474,8 @@ export class GraphqClient {
     }
     this.#applyEntry({ ...msg, type: msg.command?.type ?? null });
     this.#rebuild();
+    this.#saveSoon();
+    if (this.#ordered) this.#flush();
   }
 
   /** One change-log entry, the next version after the confirmed one. */
@@ -954,7 +1484,13 @@ export class GraphqClient {
     if (entry.version !== this.#version + 1) throw new Error(`change ${entry.version} after ${this.#version}`);
     applyChange(this.#confirmed, entry.change);
     this.#version = entry.version;
-    const own = this.#take(entry.operationId) !== null;
+    const mine = this.#settle(entry.operationId, { version: entry.version });
+    const own = mine !== null;
+    if (entry.userId === this.userId && this.userId !== null) {
+      const type = typeof entry.type === 'string' ? entry.type : mine?.command.type;
+      if (type) recordHistory(this.#history, type, entryOfChange(entry.change));
+      else this.#history = unknownHistory();
+    }
     this.#emit('applied', {
       operationId: entry.operationId, userId: entry.userId, version: entry.version, type: entry.type, own,
     });
@@ -964,6 +1500,7 @@ export class GraphqClient {
     const entry = this.#pending.find((p) => p.command.operationId === msg.operationId);
     if (!entry) return;
     entry.state = 'accepted';
+    if (this.#ordered) this.#flush();
     if (msg.duplicate === true) {
       // The server knew this operation id. If it was decided while we were
       // away, it says so: "completed" with its version here, or a REVERT
@@ -981,7 +1518,9 @@ export class GraphqClient {
     // Above the confirmed version, its COMMAND_APPLIED is still on its way.
     if (version > this.#version) return;
     const id = entry.command.operationId;
-    this.#take(id);
+    this.#settle(id, { version });
+    // Its change came in a reset, which says nothing of this user's history.
+    this.#history = unknownHistory();
     this.#rebuild();
     this.#emit('applied', { operationId: id, userId: this.userId, version, type: entry.command.type, own: true });
   }
@@ -992,10 +1531,23 @@ export class GraphqClient {
   }
 
   #rollback(operationId, error, current) {
-    const entry = this.#take(operationId);
+    const entry = this.#settle(operationId, { error });
     if (!entry) return;
+    this.#revertedHistory(entry, error);
     this.#rebuild();
+    if (this.#ordered) this.#flush();
     this.#emit('revert', { operationId, command: entry.command, error, current });
+  }
+
+  /**
+   * An UNDO or REDO reverted with CONFLICT still popped its change
+   * (docs/graph.md, Undo and redo).
+   */
+  #revertedHistory(entry, error) {
+    const { type } = entry.command;
+    if ((type === 'UNDO' || type === 'REDO') && error?.code === 'CONFLICT') {
+      (type === 'UNDO' ? this.#history.undo : this.#history.redo).items.pop();
+    }
   }
 
   #onConflict(msg) {
@@ -1032,9 +1584,11 @@ export class GraphqClient {
       return;
     }
     if (RETRYABLE.has(code)) {
+      // Sent again later, and nothing made after it goes out before it is accepted.
       entry.state = 'queued';
+      this.#ordered = true;
       const wait = Number.isFinite(msg.retryAfterMs) ? Math.max(msg.retryAfterMs, 50) : 1000;
-      this.#startTimer('retry', wait, () => this.#subscribed && this.#flush());
+      this.#startTimer('retry', wait, () => this.#flush());
       return;
     }
     // Refused before queueing (invalid, forbidden): it will never apply.

@@ -420,9 +420,9 @@ fn command_key(cmd: &Cmd) -> Option<Vec<u8>> {
                 .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
             args.get(at + 1)?
         }
-        b"PUBLISH" | b"SCRIPT" | b"PING" | b"INFO" | b"MULTI" | b"EXEC" | b"CLUSTER"
-        | b"CLIENT" | b"CONFIG" | b"DBSIZE" | b"TIME" | b"FLUSHALL" | b"FLUSHDB" | b"WAIT"
-        | b"SCAN" => {
+        b"PUBLISH" | b"SCRIPT" | b"FUNCTION" | b"PING" | b"INFO" | b"MULTI" | b"EXEC"
+        | b"CLUSTER" | b"CLIENT" | b"CONFIG" | b"DBSIZE" | b"TIME" | b"FLUSHALL" | b"FLUSHDB"
+        | b"WAIT" | b"SCAN" => {
             return None;
         }
         _ => args.get(1)?,

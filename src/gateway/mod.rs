@@ -29,7 +29,7 @@ use crate::auth::{Auth, AuthError, Identity};
 use crate::db::Redis;
 use crate::graph::command::{Command, Rejection, is_graph_id};
 use crate::graph::{Claim, GraphStore, command_job};
-use crate::queue::{AddOutcome, Queue, RateLimit};
+use crate::queue::{AddGuard, AddOutcome, GuardedAdd, Queue, RateLimit};
 
 pub use broadcast::{BroadcastSettings, Broadcaster};
 
@@ -590,6 +590,11 @@ async fn queue_command(
     cmd: &Command,
 ) -> Result<bool, AppError> {
     check_graph(id, graph, true)?;
+    if !state.store.redis().is_cluster() {
+        return admit_command(state, id, graph, cmd).await;
+    }
+    // On a cluster the limiter, the claim and the stream live in different
+    // slots: three calls.
     if let Some(limit) = &state.settings.user_rate_limit {
         take_user_permits(state, &id.user, limit, 1).await?;
     }
@@ -609,6 +614,78 @@ async fn queue_command(
     Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
 }
 
+/// A command's admission in one call (single Redis): the operation-id
+/// claim, the user's rate permit and the add, checked and made atomically
+/// (`lua/enqueue.lua` with its guards); a refusal changes nothing.
+async fn admit_command(
+    state: &AppState,
+    id: &Identity,
+    graph: &str,
+    cmd: &Command,
+) -> Result<bool, AppError> {
+    let limiter = state.store.keys().key_limiter("gateway", &id.user);
+    let limit = match &state.settings.user_rate_limit {
+        Some(limit) => {
+            refused_locally(state, &id.user)?;
+            Some((limiter.as_str(), limit))
+        }
+        None => None,
+    };
+    let record = state.store.claim_record(&cmd.operation_id);
+    let guard = AddGuard {
+        claim: Some(state.store.claim_guard(&record, graph)),
+        limit,
+    };
+    let job = command_job(graph, &id.user, cmd);
+    match state.commands.add_guarded(job, &guard).await? {
+        GuardedAdd::Added(outcome) => {
+            state
+                .refused_until
+                .lock()
+                .expect("refused_until lock")
+                .remove(&id.user);
+            Ok(!matches!(outcome, AddOutcome::Duplicate { .. }))
+        }
+        GuardedAdd::Taken { .. } => Err(AppError::OperationIdInUse(cmd.operation_id.clone())),
+        GuardedAdd::Limited { wait } => Err(remember_refusal(state, &id.user, 1, wait)),
+    }
+}
+
+/// RATE_LIMITED at once while a refusal of this user is remembered.
+fn refused_locally(state: &AppState, user: &str) -> Result<(), AppError> {
+    let now = std::time::Instant::now();
+    let refused = state
+        .refused_until
+        .lock()
+        .expect("refused_until lock")
+        .get(user)
+        .copied();
+    match refused.filter(|u| *u > now) {
+        Some(until) => Err(AppError::RateLimited {
+            retry_after_ms: (until - now).as_millis().max(1) as u64,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Remembers a refusal of `n` permits (only of one: a refusal of many says
+/// nothing about one) and answers RATE_LIMITED.
+fn remember_refusal(state: &AppState, user: &str, n: usize, wait: Duration) -> AppError {
+    if n == 1 {
+        let now = std::time::Instant::now();
+        let mut refused = state.refused_until.lock().expect("refused_until lock");
+        if refused.len() >= REFUSED_USERS_MAX {
+            refused.retain(|_, until| *until > now);
+        }
+        if refused.len() < REFUSED_USERS_MAX {
+            refused.insert(user.to_string(), now + wait);
+        }
+    }
+    AppError::RateLimited {
+        retry_after_ms: wait.as_millis() as u64,
+    }
+}
+
 /// `n` permits of the user's shared rate limit, all or none, or
 /// RATE_LIMITED with how long to wait. A refusal of one permit is remembered
 /// locally until the wait is over (a refusal of many says nothing about one).
@@ -618,36 +695,18 @@ async fn take_user_permits(
     limit: &RateLimit,
     n: usize,
 ) -> Result<(), AppError> {
-    let now = std::time::Instant::now();
-    let refused = state
-        .refused_until
-        .lock()
-        .expect("refused_until lock")
-        .get(user)
-        .copied();
-    if let Some(until) = refused.filter(|u| *u > now) {
-        return Err(AppError::RateLimited {
-            retry_after_ms: (until - now).as_millis().max(1) as u64,
-        });
-    }
+    refused_locally(state, user)?;
     let key = state.store.keys().key_limiter("gateway", user);
     let (granted, wait) = crate::queue::take_all_permits(&state.commands, &key, limit, n).await?;
-    let mut refused = state.refused_until.lock().expect("refused_until lock");
     if granted {
-        refused.remove(user);
+        state
+            .refused_until
+            .lock()
+            .expect("refused_until lock")
+            .remove(user);
         return Ok(());
     }
-    if n == 1 {
-        if refused.len() >= REFUSED_USERS_MAX {
-            refused.retain(|_, until| *until > now);
-        }
-        if refused.len() < REFUSED_USERS_MAX {
-            refused.insert(user.to_string(), now + wait);
-        }
-    }
-    Err(AppError::RateLimited {
-        retry_after_ms: wait.as_millis() as u64,
-    })
+    Err(remember_refusal(state, user, n, wait))
 }
 
 /// Most users remembered as refused at once (a bound on memory; beyond it,

@@ -30,6 +30,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/graphq-client.js"),
     ),
     (
+        "/device-store.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/device-store.js"),
+    ),
+    (
         "/editor.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/editor.js"),
@@ -38,6 +43,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "/editor.css",
         "text/css; charset=utf-8",
         include_str!("../../web/editor.css"),
+    ),
+    (
+        "/sw.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/sw.js"),
     ),
     (
         "/example.html",

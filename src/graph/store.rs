@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::db::Redis;
 use crate::keys::Keys;
 use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
-use crate::scripts::SCRIPTS;
+use crate::scripts::APPLY;
 
 pub use analytics::GraphActivity;
 pub use operations::{Claim, OperationStatus};
@@ -110,23 +110,20 @@ impl GraphStore {
     }
 
     /// The script invocation that applies `cmd`, for callers that pipeline.
-    pub fn invocation(
-        &self,
-        ctx: &ApplyContext,
-        cmd: &Command,
-    ) -> redis::ScriptInvocation<'static> {
+    pub fn invocation(&self, ctx: &ApplyContext, cmd: &Command) -> redis::Cmd {
         let k = &self.keys;
         let g = ctx.graph_id.as_str();
-        let mut inv = SCRIPTS.apply_command.prepare_invoke();
-        inv.key(k.graph_meta(g))
-            .key(k.graph_nodes(g))
-            .key(k.graph_edges(g))
-            .key(k.graph_adjacency(g))
-            .key(k.graph_field_versions(g))
-            .key(k.graph_log(g))
-            .key(k.graph_op(g, &cmd.operation_id))
-            .key(k.graph_undo(g, &ctx.user_id))
-            .key(k.graph_redo(g, &ctx.user_id))
+        let mut call = APPLY.fcall();
+        call.arg(9)
+            .arg(k.graph_meta(g))
+            .arg(k.graph_nodes(g))
+            .arg(k.graph_edges(g))
+            .arg(k.graph_adjacency(g))
+            .arg(k.graph_field_versions(g))
+            .arg(k.graph_log(g))
+            .arg(k.graph_op(g, &cmd.operation_id))
+            .arg(k.graph_undo(g, &ctx.user_id))
+            .arg(k.graph_redo(g, &ctx.user_id))
             .arg(&cmd.operation_id)
             .arg(&ctx.user_id)
             .arg(ctx.now_ms)
@@ -141,21 +138,23 @@ impl GraphStore {
             .arg(g)
             .arg(k.user_channel(&ctx.user_id))
             .arg(self.redis.graph_publish_command());
-        inv
+        call
     }
 
     /// Applies one command atomically and returns what happened.
     pub async fn apply(&self, ctx: &ApplyContext, cmd: &Command) -> Result<Outcome, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.invoke_script(&self.invocation(ctx, cmd));
+        pipe.add_command(self.invocation(ctx, cmd));
         self.redis.durable(&mut pipe);
         let (raw,): (String,) =
             crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
         parse_outcome(&raw)
     }
 
-    /// Marks each operation `processing` and applies it, in order, in one
-    /// round trip; returns what the script answered for each, as text.
+    /// Applies each command, in order, in one round trip; returns what the
+    /// script answered for each, as text. (No `processing` mark: a command
+    /// is decided in the same call that takes it; see docs/protocol.md,
+    /// Outcomes and statuses.)
     /// When this fails part of the batch may have run; applying is
     /// idempotent per operation id, so the whole batch can be sent again.
     pub async fn apply_batch(
@@ -165,14 +164,9 @@ impl GraphStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let invocations: Vec<_> = batch
-            .iter()
-            .map(|(ctx, cmd)| self.invocation(ctx, cmd))
-            .collect();
         let mut pipe = redis::pipe();
-        for ((ctx, cmd), invocation) in batch.iter().zip(&invocations) {
-            self.push_mark(&mut pipe, &cmd.operation_id, &ctx.graph_id, "processing");
-            pipe.invoke_script(invocation);
+        for (ctx, cmd) in batch {
+            pipe.add_command(self.invocation(ctx, cmd));
         }
         self.redis.durable(&mut pipe);
         Ok(crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?)

@@ -1,6 +1,7 @@
 //! What a job is: the fields a producer sets, how they sit in a stream entry,
 //! and what a processor may answer.
 
+use super::limiter::RateLimit;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -259,6 +260,28 @@ pub enum AddOutcome {
     /// A job with this id was added within the dedupe window; nothing changed.
     /// `first` is what that add returned (entry id or job id).
     Duplicate { job_id: String, first: String },
+}
+
+/// Checks made in the same atomic call as an add ([`Queue::add_guarded`]):
+/// a claim of the job for an owner `(record key, owner, TTL s)`, refused when
+/// another owner holds it; one permit of a rate limiter `(state key, limit)`.
+///
+/// [`Queue::add_guarded`]: super::Queue::add_guarded
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddGuard<'a> {
+    pub claim: Option<(&'a str, &'a str, u64)>,
+    pub limit: Option<(&'a str, &'a RateLimit)>,
+}
+
+/// What a guarded add did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuardedAdd {
+    /// Both guards let it through; the add's own outcome.
+    Added(AddOutcome),
+    /// The claim belongs to `owner`: nothing changed.
+    Taken { owner: String },
+    /// No permit: nothing changed; ask again after `wait`.
+    Limited { wait: Duration },
 }
 
 impl AddOutcome {

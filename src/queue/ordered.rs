@@ -249,7 +249,22 @@ async fn partition_task<P: Processor>(
         }
     };
     let mut taken = Taken::default();
-    let result = run_partition(&ctx, &mut conn, &stream, p, &stop, &sem, &mut taken).await;
+    let mut unacked = Vec::new();
+    let result = run_partition(
+        &ctx,
+        &mut conn,
+        &stream,
+        p,
+        &stop,
+        &sem,
+        &mut taken,
+        &mut unacked,
+    )
+    .await;
+    // Settled entries whose ack was to travel with the next read.
+    if let Err(err) = ack_with_retry(&ctx, &mut conn, &stream, p, &unacked, &stop).await {
+        tracing::warn!(partition = p, %err, "settled entries left unacknowledged; the next owner finds them done");
+    }
     let after = match result {
         Ok(()) => taken.hand_back_after(),
         Err(err) => {
@@ -287,6 +302,10 @@ async fn hand_back<P>(ctx: &Ctx<P>, stream: &str, p: u16, after: Option<&str>) {
     }
 }
 
+/// Runs partition `p` until stopped. Entries settled by a batch are
+/// acknowledged with the next read, in the same round trip (`unacked` holds
+/// them until then; the caller acknowledges what is left when this returns).
+#[allow(clippy::too_many_arguments)]
 async fn run_partition<P: Processor>(
     ctx: &Arc<Ctx<P>>,
     conn: &mut Conn,
@@ -295,6 +314,7 @@ async fn run_partition<P: Processor>(
     stop: &CancellationToken,
     sem: &Semaphore,
     taken: &mut Taken,
+    unacked: &mut Vec<(String, String)>,
 ) -> Result<(), QueueError> {
     let opts = ctx.queue.options();
     ensure_group(conn, stream).await?;
@@ -326,18 +346,23 @@ async fn run_partition<P: Processor>(
         let read = match take_over {
             // A takeover does not block, so a stop may cut it short; what it
             // claimed then stays pending for the next owner (`Taken`).
-            Some(min_idle) => tokio::select! {
+            Some(min_idle) => {
+                // A takeover must not see this worker's own settled entries.
+                ack_with_retry(ctx, conn, stream, p, unacked, stop).await?;
+                unacked.clear();
+                tokio::select! {
                 _ = stop.cancelled() => {
                     taken.claim_cut = true;
                     return Ok(());
                 }
                 r = ctx.reclaim(conn, stream, p, min_idle, opts.batch_size) => r,
-            },
+                }
+            }
             // A read is awaited even after a stop: it blocks `block_ms` at
             // most, and dropped it may still reach Redis (the request is on
             // its way, or the client retries it) and deliver entries to this
             // consumer after it handed its partition back.
-            None => read_new(ctx, conn, stream, p).await,
+            None => read_new(ctx, conn, stream, p, unacked).await,
         };
         let jobs = match read {
             Ok(jobs) => jobs,
@@ -358,21 +383,31 @@ async fn run_partition<P: Processor>(
             return Ok(());
         }
         let _permit = sem.acquire().await;
-        if !process(ctx, conn, stream, p, jobs, stop, taken).await? {
+        if !process(ctx, conn, stream, p, jobs, stop, taken, unacked).await? {
             return Ok(());
         }
     }
     Ok(())
 }
 
+/// Reads new entries, acknowledging `unacked` in the same round trip (the
+/// ack runs at once; only the read blocks). `unacked` is emptied once Redis
+/// answered; on an error it stays, to be acknowledged again (an ack is
+/// idempotent).
 async fn read_new<P: Processor>(
     ctx: &Ctx<P>,
     conn: &mut Conn,
     stream: &str,
     p: u16,
+    unacked: &mut Vec<(String, String)>,
 ) -> Result<Vec<Job>, QueueError> {
     let opts = ctx.queue.options();
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+    let mut pipe = redis::pipe();
+    if !unacked.is_empty() {
+        pipe.invoke_script(&ctx.ack_invocation(stream, p, unacked, true))
+            .ignore();
+    }
+    pipe.cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
         .arg(&ctx.id)
@@ -382,17 +417,19 @@ async fn read_new<P: Processor>(
         .arg(opts.block_ms)
         .arg("STREAMS")
         .arg(stream)
-        .arg(">")
-        .query_async(conn)
-        .await?;
+        .arg(">");
+    let (reply,): (Option<StreamReadReply>,) = crate::scripts::query_pipeline(&pipe, conn).await?;
+    unacked.clear();
     let entries = reply
         .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
         .unwrap_or_default();
     Ok(ctx.decode(conn, stream, p, entries, &HashMap::new()).await)
 }
 
-/// Processes one batch in order and acknowledges it. Returns false when the
-/// partition must stop (shutdown or lost lease interrupted a retry).
+/// Processes one batch in order; what it settles goes to `unacked`, to be
+/// acknowledged with the next read. Returns false when the partition must
+/// stop (shutdown or lost lease interrupted a retry).
+#[allow(clippy::too_many_arguments)]
 async fn process<P: Processor>(
     ctx: &Ctx<P>,
     conn: &mut Conn,
@@ -401,10 +438,10 @@ async fn process<P: Processor>(
     jobs: Vec<Job>,
     stop: &CancellationToken,
     taken: &mut Taken,
+    unacked: &mut Vec<(String, String)>,
 ) -> Result<bool, QueueError> {
     let opts = ctx.queue.options();
     let limited = opts.rate_limit.is_some() || opts.key_rate_limit.is_some();
-    let mut done = Vec::with_capacity(jobs.len());
     let mut keep_going = true;
     let mut i = 0;
     'batch: while i < jobs.len() {
@@ -447,7 +484,10 @@ async fn process<P: Processor>(
                 Err(e) => retry_in_place(ctx, conn, stream, job, e, stop).await?,
             };
             match settled {
-                Settled::Succeeded => done.push((job.entry_id.clone(), job.id.clone())),
+                Settled::Succeeded => {
+                    ctx.emit(&job.id, p, JobEventKind::Completed);
+                    unacked.push((job.entry_id.clone(), job.id.clone()));
+                }
                 Settled::Removed => {}
                 Settled::Abandoned => {
                     keep_going = false;
@@ -456,7 +496,6 @@ async fn process<P: Processor>(
             }
         }
     }
-    ack_with_retry(ctx, conn, stream, p, &done, stop).await?;
     Ok(keep_going)
 }
 
@@ -561,16 +600,21 @@ async fn ack_with_retry<P: Processor>(
     done: &[(String, String)],
     stop: &CancellationToken,
 ) -> Result<(), QueueError> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    // Quietly: their Completed events went out when they were settled.
+    let ack = ctx.ack_invocation(stream, p, done, true);
     let mut delay = Duration::from_millis(20);
     loop {
-        match ctx.ack(conn, stream, p, done, true).await {
-            Ok(()) => return Ok(()),
+        match ack.invoke_async::<u64>(conn).await {
+            Ok(_) => return Ok(()),
             Err(err) if !stop.is_cancelled() => {
                 tracing::warn!(partition = p, %err, "ack failed, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         }
     }
 }

@@ -258,6 +258,23 @@ impl<P: Processor> Ctx<P> {
         if done.is_empty() {
             return Ok(());
         }
+        let inv = self.ack_invocation(stream, partition, done, trim);
+        let _: u64 = inv.invoke_async(conn).await?;
+        for (_, job) in done {
+            self.emit(job, partition, JobEventKind::Completed);
+        }
+        Ok(())
+    }
+
+    /// The `lua/ack.lua` call that acknowledges `done` (entry id, job id
+    /// pairs; not empty), for callers that pipeline it with their next read.
+    pub(crate) fn ack_invocation(
+        &self,
+        stream: &str,
+        partition: u16,
+        done: &[(String, String)],
+        trim: bool,
+    ) -> redis::ScriptInvocation<'static> {
         let q = self.queue.name();
         let keys = self.queue.keys();
         let opts = self.queue.options();
@@ -277,11 +294,7 @@ impl<P: Processor> Ctx<P> {
         for (entry, job) in done {
             inv.arg(entry).arg(job);
         }
-        let _: u64 = inv.invoke_async(conn).await?;
-        for (_, job) in done {
-            self.emit(job, partition, JobEventKind::Completed);
-        }
-        Ok(())
+        inv
     }
 
     /// Moves a job to the dead-letter stream with its error.

@@ -336,8 +336,8 @@ describe('keyboard, small screens, leaving', () => {
     await page.close();
   });
 
-  test('leaving with edits not yet sent asks first', { timeout: TEST_TIMEOUT }, async (t) => {
-    const { a, b, close } = await world.openPair('leaving');
+  test('leaving with edits neither sent nor saved on the device asks first', { timeout: TEST_TIMEOUT }, async (t) => {
+    const { a, b, close } = await world.openPair('leaving', { aliceQuery: '&device=off' });
     world.proxy.cut();
     t.after(() => world.proxy.restore());
     await a.locator('#conn[data-status="offline"]').waitFor();

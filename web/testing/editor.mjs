@@ -1,44 +1,30 @@
-// The browser-test world: a private redis-server, `graphq gateway` and
-// `graphq worker`, a TCP proxy in front of Alice's window, and Debian's
-// Chromium with two browser contexts (Alice and Bob). Plus what a test does
-// on a page: add, drag, connect, rename, and read what the window shows.
+// The browser-test world of testing/pages.mjs (Redis, gateway, worker,
+// Chromium, Alice behind a proxy and Bob), with what the editor tests do
+// with it: open both windows on a graph, take screenshots, read the
+// server's state, seed big graphs, and time a pan.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { startTwoUsers } from './pages.mjs';
+import { repoRoot } from './servers.mjs';
 
-import { repoRoot, startGraphq, startProxy, startRedis } from './servers.mjs';
+export {
+  addNodeAt, centre, connect, drag, node, nodeAt, nodeIds, rename, shown,
+} from './pages.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 /** Longest wait for one thing to show; a whole test gets a minute. */
 export const WAIT = 10_000;
 export const TEST_TIMEOUT = 60_000;
 
-/**
- * Starts everything; `prefix` keeps this run's Redis keys apart.
- * Alice's window talks through the proxy (so her connection can be cut), Bob's directly.
- */
+/** Starts everything; `prefix` keeps this run's Redis keys apart. */
 export async function startWorld(prefix) {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run scripts/ensure-deps (or set CHROMIUM_PATH)`);
   mkdirSync(OUTPUT, { recursive: true });
-  const redis = await startRedis();
-  const graphq = await startGraphq({ redisUrl: redis.url, prefix });
-  const proxy = await startProxy(graphq.port);
-  const tokens = { alice: graphq.token('alice'), bob: graphq.token('bob') };
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-    timeout: 30_000,
-  });
-  const window = { viewport: { width: 880, height: 600 } };
-  const alice = await browser.newContext(window);
-  const bob = await browser.newContext(window);
-  for (const context of [alice, bob]) context.setDefaultTimeout(WAIT);
+  const world = await startTwoUsers({ prefix, wait: WAIT });
+  const { graphq, proxy, tokens, browser, alice, bob } = world;
   return {
-    redis, graphq, proxy, tokens, browser, alice, bob,
+    ...world,
 
     /** Alice's and Bob's windows on a fresh graph, both live (`query`: more URL parameters). */
     async openPair(graph, { aliceQuery = '', bobQuery = '' } = {}) {
@@ -80,81 +66,7 @@ export async function startWorld(prefix) {
         edges: Object.fromEntries(state.edges.map((e) => [e.id, `${e.source}->${e.target}`])),
       };
     },
-
-    async stop() {
-      await browser.close().catch(() => {});
-      await proxy.close();
-      await graphq.stop();
-      await redis.stop();
-    },
   };
-}
-
-/** Double-clicks the canvas at graph point (x, y) and returns the new node's id. */
-export async function addNodeAt(page, x, y) {
-  const before = await nodeIds(page);
-  const box = await page.locator('#canvas').boundingBox();
-  await page.mouse.dblclick(box.x + x, box.y + y);
-  // The editor selects the node it just added.
-  const handle = await page.waitForFunction((known) => {
-    const selected = window.graphqEditor.selection;
-    return selected?.kind === 'node' && !known.includes(selected.id) && selected.id;
-  }, before);
-  return handle.jsonValue();
-}
-
-export function nodeIds(page) {
-  return page.$$eval('#nodes .node', (gs) => gs.map((g) => g.dataset.id));
-}
-
-export function node(page, id) {
-  return page.locator(`#nodes .node[data-id="${id}"]`);
-}
-
-/** Centre of a node on screen. */
-export async function centre(page, id) {
-  const box = await node(page, id).locator('.node-body').boundingBox();
-  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
-}
-
-export async function drag(page, from, to) {
-  await page.mouse.move(from.x, from.y);
-  await page.mouse.down();
-  await page.mouse.move(to.x, to.y, { steps: 12 });
-  await page.mouse.up();
-}
-
-/** Drags from `source`'s connector dot onto `target`. */
-export async function connect(page, source, target) {
-  const dot = await node(page, source).locator('.node-handle').boundingBox();
-  await drag(page, { x: dot.x + dot.width / 2, y: dot.y + dot.height / 2 }, await centre(page, target));
-}
-
-export async function rename(page, id, label) {
-  const c = await centre(page, id);
-  await page.mouse.dblclick(c.x, c.y);
-  await page.locator('#rename').fill(label);
-  await page.locator('#rename').press('Enter');
-}
-
-/** Waits until the node is drawn at (x, y) (±1 px) on that page. */
-export async function nodeAt(page, id, x, y) {
-  await page.waitForFunction(([id, x, y]) => {
-    const g = document.querySelector(`#nodes .node[data-id="${id}"]`);
-    return g && Math.abs(g.dataset.x - x) <= 1 && Math.abs(g.dataset.y - y) <= 1;
-  }, [id, x, y]);
-}
-
-/** What a window shows: nodes (label, position) and edges, keyed by id. */
-export function shown(page) {
-  return page.evaluate(() => ({
-    nodes: Object.fromEntries([...document.querySelectorAll('#nodes .node')].map((g) => [
-      g.dataset.id, { label: g.querySelector('.node-label').textContent, x: Number(g.dataset.x), y: Number(g.dataset.y) },
-    ])),
-    edges: Object.fromEntries([...document.querySelectorAll('#edges .edge')].map((g) => [
-      g.dataset.id, `${g.dataset.source}->${g.dataset.target}`,
-    ])),
-  }));
 }
 
 /** Until the window has nothing pending and shows the version `version`. */

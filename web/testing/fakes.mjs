@@ -97,3 +97,74 @@ export function fakeToken(user, { exp } = {}) {
   const claims = { sub: user, graphs: '*', role: 'editor', ...(exp === undefined ? {} : { exp }) };
   return `${part({ alg: 'HS256' })}.${part(claims)}.sig`;
 }
+
+/**
+ * What a device keeps for one (graph, user), shared by the FakeDevice
+ * stores of several clients (tabs): the stored state, a channel between
+ * them, and the sending lock (the first tab to ask holds it until it closes).
+ */
+export class FakeDeviceHub {
+  constructor({ snapshot = null, pending = [] } = {}) {
+    this.snapshot = snapshot;
+    /** operationId → {seq, command} */
+    this.pending = new Map(pending.map((p) => [p.command.operationId, p]));
+    this.tabs = [];
+    this.lockQueue = [];
+    this.writes = 0;
+    this.failWrites = false;
+  }
+
+  /** A store for one more tab. */
+  store() {
+    const hub = this;
+    const tab = {
+      listener: null,
+      closed: false,
+      kind: 'indexeddb',
+      reason: null,
+      async load() {
+        return { snapshot: structuredClone(hub.snapshot), pending: [...hub.pending.values()].sort((a, b) => a.seq - b.seq) };
+      },
+      async saveSnapshot(snapshot) {
+        hub.write();
+        hub.snapshot = structuredClone(snapshot);
+      },
+      async addPending(entry) {
+        hub.write();
+        hub.pending.set(entry.command.operationId, structuredClone(entry));
+      },
+      async removePending(operationId) {
+        hub.write();
+        hub.pending.delete(operationId);
+      },
+      async clear() {
+        hub.snapshot = null;
+        hub.pending.clear();
+      },
+      post(message) {
+        const copy = structuredClone(message);
+        for (const other of hub.tabs) if (other !== tab && !other.closed) other.listener?.(copy);
+      },
+      onMessage(listener) {
+        tab.listener = listener;
+      },
+      elect(onLeader) {
+        hub.lockQueue.push({ tab, onLeader });
+        if (hub.lockQueue.length === 1) onLeader();
+      },
+      close() {
+        tab.closed = true;
+        const holder = hub.lockQueue[0]?.tab === tab;
+        hub.lockQueue = hub.lockQueue.filter((w) => w.tab !== tab);
+        if (holder) hub.lockQueue[0]?.onLeader();
+      },
+    };
+    this.tabs.push(tab);
+    return tab;
+  }
+
+  write() {
+    this.writes += 1;
+    if (this.failWrites) throw new Error('QuotaExceededError');
+  }
+}

@@ -159,6 +159,19 @@ impl JobsHandler {
         let commands = self.commands.as_ref().ok_or_else(|| {
             JobError::Permanent("this worker has no `commands` queue to resolve into".into())
         })?;
+        // Like the gateway, claim the operation id before queueing: its
+        // record is what `GET /operations/{id}` reads.
+        if !self
+            .store
+            .claim_operation(&r.graph_id, &cmd.operation_id)
+            .await
+            .map_err(retry)?
+        {
+            return Err(JobError::Permanent(format!(
+                "operation id {} is in use on another graph",
+                cmd.operation_id
+            )));
+        }
         commands
             .add(command_job(&r.graph_id, &r.user_id, &cmd))
             .await

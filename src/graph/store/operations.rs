@@ -151,6 +151,19 @@ impl GraphStore {
         Ok(claims.first() != Some(&Claim::Taken))
     }
 
+    /// The claim of `operation_id` for `graph_id` as a guard of the add that
+    /// queues its command ([`crate::queue::Queue::add_guarded`]): the same
+    /// record [`Self::claim_operation`] writes, claimed in the same call as
+    /// the add.
+    pub fn claim_guard<'a>(&self, record: &'a str, graph_id: &'a str) -> (&'a str, &'a str, u64) {
+        (record, graph_id, self.settings.op_ttl_s)
+    }
+
+    /// The key of an operation's claim record, for [`Self::claim_guard`].
+    pub fn claim_record(&self, operation_id: &str) -> String {
+        self.keys.operation(operation_id)
+    }
+
     /// [`Self::claim_operation`] for every id of a batch, in one round trip,
     /// saying for each whether this call made the claim (so that a refused
     /// batch can release exactly those).

@@ -382,13 +382,9 @@ async fn run_graph_bench(
     let mut conn = redis.conn();
     let started = Instant::now();
     for chunk in commands.chunks(args.pipeline.max(1)) {
-        let invocations: Vec<_> = chunk
-            .iter()
-            .map(|(c, cmd)| store.invocation(c, cmd))
-            .collect();
         let mut pipe = redis::pipe();
-        for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
+        for (c, cmd) in chunk {
+            pipe.add_command(store.invocation(c, cmd)).ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
     }
