@@ -293,12 +293,13 @@ class Editor {
     this.bindToolbar();
     this.bindMinimap();
     window.addEventListener('resize', () => this.render());
-    window.addEventListener('beforeunload', (e) => {
-      if (this.unsavedEdits() > 0) {
-        e.preventDefault();
-        e.returnValue = '';
-      }
-    });
+    // Only while there is something to lose: a page with a beforeunload
+    // listener is not kept for back/forward, and may be reloaded differently.
+    this.onLeave = (e) => {
+      e.preventDefault();
+      e.returnValue = '';
+    };
+    for (const type of ['change', 'status', 'storage']) client.on(type, () => this.guardLeaving());
     this.render();
   }
 
@@ -308,6 +309,15 @@ class Editor {
     if (node !== undefined) return { kind: 'node', id: node };
     const [edge] = this.selEdges;
     return edge !== undefined ? { kind: 'edge', id: edge } : null;
+  }
+
+  /** Asks before the page closes while edits would be lost. */
+  guardLeaving() {
+    const guard = this.unsavedEdits() > 0;
+    if (guard === Boolean(this.guarding)) return;
+    this.guarding = guard;
+    if (guard) window.addEventListener('beforeunload', this.onLeave);
+    else window.removeEventListener('beforeunload', this.onLeave);
   }
 
   /** The colour this window gives a user. */
