@@ -201,7 +201,8 @@ describe('zoom, people, placement', () => {
     await a.locator('#zoom-out').click();
     await a.locator('#fit').click();
     await a.waitForFunction(() => window.graphqEditor.camera.zoom < 1);
-    assert.equal(await a.locator('#nodes .node').count(), 2, 'fit shows every node');
+    // Fit shows every node.
+    await a.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 2);
     assert.equal(await b.evaluate(() => window.graphqEditor.camera.zoom), 1, "Bob's view is his own");
     assert.equal((await world.serverState(graph)).version, before.version, 'zoom is not a command');
     // Bob follows Alice: his view takes hers.
