@@ -3,10 +3,15 @@
 # on loopback: a private redis-server, one gateway and one worker (release
 # build), all started here and stopped by PID. Prints one JSON line per run.
 #
-#   benches/gateway.sh [e2e|fanout|all]
+#   benches/gateway.sh [e2e|fanout|all] [TRANSPORTS]
+#
+# TRANSPORTS: `ws` (the default), `sse`, or "ws sse" to run each benchmark
+# over both, one after the other against the same gateway. E2E_RAMP="" skips
+# the ramp; FANOUT_SUBSCRIBERS (10000) sets the fanout size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+transports=${2:-ws}
 scripts/ensure-deps
 cargo build --release --locked -q
 source benches/lib.sh
@@ -19,13 +24,29 @@ export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
 export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
 # The fanout subscribers are all one user too: no cap on its sockets.
 export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
-./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
+# A fresh gateway for each memory measurement: one that served (and freed)
+# other connections before would reuse that memory and look smaller.
+start_gateway() {
+  if [ -n "${gw:-}" ]; then kill "$gw"; wait "$gw" 2>/dev/null || true; fi
+  ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
+  wait_ready "$gport"
+}
+gw=
+start_gateway
 ./target/release/graphq worker & pids+=($!)
-wait_ready "$gport"
 url="ws://127.0.0.1:$gport"
-if [ "$what" = e2e ] || [ "$what" = all ]; then
-  ./target/release/graphq bench e2e --url "$url" --redis-url "$GRAPHQ_REDIS_URL" --clients 200 --graphs 20 --rate 2000 --duration 10 --ramp 5000,7500,10000,20000
-fi
-if [ "$what" = fanout ] || [ "$what" = all ]; then
-  ./target/release/graphq bench fanout --url "$url" --subscribers 10000 --messages 20 --gateway-pid "$gw"
-fi
+runs=0
+for transport in $transports; do
+  if [ "$what" = e2e ] || [ "$what" = all ]; then
+    [ "$runs" -gt 0 ] && start_gateway
+    runs=$((runs + 1))
+    ./target/release/graphq bench e2e --transport "$transport" --url "$url" --redis-url "$GRAPHQ_REDIS_URL" \
+      --clients 200 --graphs 20 --rate 2000 --duration 10 ${E2E_RAMP---ramp 5000,7500,10000,20000}
+  fi
+  if [ "$what" = fanout ] || [ "$what" = all ]; then
+    [ "$runs" -gt 0 ] && start_gateway
+    runs=$((runs + 1))
+    ./target/release/graphq bench fanout --transport "$transport" --url "$url" --subscribers "${FANOUT_SUBSCRIBERS:-10000}" \
+      --messages 20 --gateway-pid "$gw"
+  fi
+done

@@ -14,11 +14,12 @@
 -- KEYS[7]: this operation's outcome (string with TTL)
 -- KEYS[8]: the sender's undo list
 -- KEYS[9]: the sender's redo list
+-- KEYS[10]: the conflict log stream (written only when there are conflicts)
 -- ARGV[1]: operation id
 -- ARGV[2]: user id (plain, [A-Za-z0-9_.:-])
 -- ARGV[3]: now, ms (worker clock; stamped as updatedAt)
 -- ARGV[4]: epoch for the graph if this command creates it
--- ARGV[5]: settings JSON {maxNodes, maxEdges, logRetention, opTtl, strategies}
+-- ARGV[5]: settings JSON {maxNodes, maxEdges, logRetention, opTtl, conflictRetention, strategies}
 -- ARGV[6]: the operation as JSON (Op::script_op)
 -- ARGV[7]: baseVersion, or "" when the client sent none
 -- ARGV[8]: client timestamp (integer text, 0 when absent)
@@ -26,9 +27,11 @@
 -- ARGV[10]: notification channel
 -- ARGV[11]: the command as received (canonical JSON), for subscribers
 -- ARGV[12]: graph id
--- ARGV[13]: the sender's notification channel (reverts and conflicts go there)
+-- ARGV[13]: the sender's notification channel (reverts, and outcomes with conflicts)
 -- ARGV[14]: "SPUBLISH" on Redis Cluster (the graph's channel is sharded), else "PUBLISH"
+-- ARGV[15]: the sender's outcomes channel (applied without conflicts; only the user's streams listen)
 -- Returns: the outcome JSON: {"status":"applied",...} | {"status":"reverted",...} | {"status":"duplicate","stored":...}
+--   with "logged":["STRATEGY:outcome",...] added when the conflict log was written (for the metric)
 
 
 -- Per-call state: library-level so that the helpers below are created once,
@@ -36,7 +39,7 @@
 local KEYS, ARGV
 local OP_ID, USER, NOW, GRAPH_PUBLISH, S, CMD, BASE, QUSER, STRAT, EPOCH, V, VS
 local HKEY, cache, original, touched, is_touched, targeted, is_targeted
-local fvs, adj, adj_dirty, counts, conflicts, vp
+local fvs, adj, adj_dirty, counts, conflicts, vp, logged
 -- The settings text of the last call and its decoded table (the same text every call).
 local settings_text
 
@@ -276,9 +279,102 @@ local function fail(code, message, cur)
   return {code = code, message = message, current = cur or {}}
 end
 
-local function add_conflict(field, client, server, strategy)
+---------------------------------------------------------------- conflict log
+-- Every conflict decision is logged (KEYS[10]) once the command is decided.
+-- A MANUAL conflict stays open, marked in its field's versions (entity:
+-- `open` = {path = log id}; viewport: entry[3]), until a later write of
+-- the field resolves it. Commands without conflicts or marks pay nothing.
+-- `logged`: the records of this call, appended once it is decided.
+
+local function record_conflict(field, client, server, strategy, outcome, entry, fvkey)
+  logged[#logged + 1] = {field = field, strategy = strategy, outcome = outcome, fvkey = fvkey,
+    text = ',"clientValue":' .. (client or 'null') .. ',"serverValue":' .. (server or 'null') ..
+      ',"serverUserId":' .. (entry and cjson.encode(entry[2]) or 'null') ..
+      ',"serverVersion":' .. (entry and string.format('%d', entry[1]) or 'null')}
+end
+
+local function marks_of(fvkey)
+  if fvkey == 'viewport' then return vp.fv end
+  return fvs[fvkey]
+end
+
+local function open_mark(fvkey, field)
+  local m = marks_of(fvkey)
+  if not m then return nil end
+  if fvkey == 'viewport' then return m[3] end
+  return m.open and m.open[field]
+end
+
+local function set_mark(fvkey, field, id)
+  local m = marks_of(fvkey)
+  if fvkey == 'viewport' then m[3] = id; return end
+  m.open = m.open or {}
+  m.open[field] = id
+  if next(m.open) == nil then m.open = nil end
+end
+
+-- A field is being written: an open conflict on it is resolved by this value.
+local function settle(fvkey, field, value)
+  local id = fvkey and open_mark(fvkey, field)
+  if id then
+    logged[#logged + 1] = {field = field, resolves = id, value = value or 'null'}
+    if fvkey ~= 'viewport' then set_mark(fvkey, field, nil) end
+  end
+end
+
+-- Appends the records to the log, marks open conflicts, and returns the
+-- `"logged"` part of the script's answer. `version`: the graph's after the command.
+local function log_conflicts(version)
+  if #logged == 0 then return '' end
+  local R = S.conflictRetention
+  local head = '{"graphId":' .. cjson.encode(ARGV[12]) .. ',"operationId":' .. cjson.encode(OP_ID) ..
+    ',"userId":' .. QUSER .. ',"version":' .. string.format('%d', version) .. ',"at":' .. NOW
+  local function resolution(r, superseded_by)
+    redis.call('XADD', KEYS[10], 'MAXLEN', '~', R, '*', 'resolution', head .. ',"field":' ..
+      cjson.encode(r.field) .. ',"resolves":"' .. r.resolves .. '","value":' .. r.value ..
+      ',"supersededBy":' .. (superseded_by and ('"' .. superseded_by .. '"') or 'null') .. '}')
+  end
+  local kinds, save = {}, {}
+  for _, r in ipairs(logged) do
+    if r.resolves then
+      resolution(r, nil)
+      kinds[#kinds + 1] = '"MANUAL:resolved"'
+    else
+      local id = redis.call('XADD', KEYS[10], 'MAXLEN', '~', R, '*', 'conflict', head .. ',"field":' ..
+        cjson.encode(r.field) .. ',"strategy":"' .. r.strategy .. '","outcome":"' .. r.outcome ..
+        '","baseVersion":' .. (ARGV[7] ~= '' and ARGV[7] or 'null') .. r.text .. '}')
+      kinds[#kinds + 1] = '"' .. r.strategy .. ':' .. r.outcome .. '"'
+      if r.outcome == 'open' then
+        local old = open_mark(r.fvkey, r.field)
+        if old then
+          resolution({field = r.field, resolves = old, value = 'null'}, id)
+          kinds[#kinds + 1] = '"MANUAL:resolved"'
+        end
+        set_mark(r.fvkey, r.field, id)
+        save[r.fvkey] = true
+      end
+    end
+  end
+  for fvkey in pairs(save) do
+    if fvkey == 'viewport' then
+      redis.call('HSET', KEYS[5], fvkey, cjson.encode(vp.fv))
+    elseif cache[string.sub(fvkey, 1, 1)][string.sub(fvkey, 3)] then
+      redis.call('HSET', KEYS[5], fvkey, cjson.encode(fvs[fvkey]))
+    end
+  end
+  return ',"logged":[' .. table.concat(kinds, ',') .. ']'
+end
+
+-- The script's answer: the outcome, with what the conflict log recorded.
+local function answer(outcome, log_part)
+  if log_part == '' then return outcome end
+  return string.sub(outcome, 1, -2) .. log_part .. '}'
+end
+
+local function add_conflict(field, client, server, strategy, outcome, entry, fvkey)
   conflicts[#conflicts + 1] = '{"field":' .. cjson.encode(field) .. ',"clientValue":' .. (client or 'null') ..
     ',"serverValue":' .. (server or 'null') .. ',"strategy":"' .. strategy .. '"}'
+  record_conflict(field, client, server, strategy, outcome or 'kept', entry, fvkey)
 end
 
 -- Was this field set after the client's base version by someone else?
@@ -287,16 +383,25 @@ local function concurrent(entry)
 end
 
 -- Decides one field under a strategy: returns whether to apply the new value.
-local function decide(strategy, is_concurrent, field, client, server)
-  if strategy == 'LAST_WRITE_WINS' then return true end
-  if strategy == 'CLIENT_WINS' then
-    if is_concurrent then add_conflict(field, client, server, strategy) end
+-- `entry`: the field's version entry; `fvkey`: where its open mark lives.
+local function decide(strategy, entry, field, client, server, fvkey)
+  local is_concurrent = concurrent(entry)
+  if strategy == 'LAST_WRITE_WINS' or strategy == 'CLIENT_WINS' then
+    if is_concurrent then
+      if strategy == 'CLIENT_WINS' then
+        add_conflict(field, client, server, strategy, 'applied', entry, fvkey)
+      else
+        record_conflict(field, client, server, strategy, 'applied', entry, fvkey)
+      end
+    end
+    settle(fvkey, field, client)
     return true
   end
   if is_concurrent then
-    add_conflict(field, client, server, strategy)
+    add_conflict(field, client, server, strategy, strategy == 'MANUAL' and 'open' or 'kept', entry, fvkey)
     return false
   end
+  settle(fvkey, field, client)
   return true
 end
 
@@ -357,7 +462,7 @@ local function update(kind, op)
   local function scalar(name, value)
     if value == nil then return end
     local strategy = STRAT[word .. '.' .. name]
-    if decide(strategy, concurrent(fv[name]), base_path .. '/' .. name, value, cur[name]) then
+    if decide(strategy, fv[name], base_path .. '/' .. name, value, cur[name], kind .. ':' .. id) then
       cur[name] = value
       fv[name] = {V, USER}
       changed = true
@@ -371,7 +476,7 @@ local function update(kind, op)
       local function key(qk, value)
         local strategy = STRAT[word .. '.data.' .. cjson.decode(qk)] or 'MERGE'
         local path = base_path .. '/data/' .. pointer_key(qk)
-        if decide(strategy, concurrent(fv.data[qk]), path, value, cur.data.vals[qk]) then
+        if decide(strategy, fv.data[qk], path, value, cur.data.vals[qk], kind .. ':' .. id) then
           if value == nil then data_unset(cur.data, qk) else data_set(cur.data, qk, value) end
           fv.data[qk] = {V, USER}
           changed = true
@@ -380,15 +485,15 @@ local function update(kind, op)
       for _, kv in ipairs(op.data) do key(kv[1], kv[2]) end
       for _, qk in ipairs(op.unset) do key(qk, nil) end
     else
-      local any = false
+      local any = nil
       for _, entry in pairs(fv.data) do
-        if concurrent(entry) then any = true end
+        if concurrent(entry) and (any == nil or entry[1] > any[1]) then any = entry end
       end
       local parts = {}
       for _, kv in ipairs(op.data) do parts[#parts + 1] = kv[1] .. ':' .. kv[2] end
       for _, qk in ipairs(op.unset) do parts[#parts + 1] = qk .. ':null' end
       local patch = '{' .. table.concat(parts, ',') .. '}'
-      if decide(data_strategy, any, base_path .. '/data', patch, encode_data(cur.data)) then
+      if decide(data_strategy, any, base_path .. '/data', patch, encode_data(cur.data), kind .. ':' .. id) then
         for _, kv in ipairs(op.data) do data_set(cur.data, kv[1], kv[2]); fv.data[kv[1]] = {V, USER} end
         for _, qk in ipairs(op.unset) do data_unset(cur.data, qk); fv.data[qk] = {V, USER} end
         changed = true
@@ -481,7 +586,7 @@ end
 handlers.UPDATE_VIEWPORT = function(op)
   local cur = viewport_now()
   vp.targeted = true
-  if decide(STRAT['viewport'], concurrent(vp_fv() or nil), '/viewport', op.viewport, cur or nil) then
+  if decide(STRAT['viewport'], vp_fv() or nil, '/viewport', op.viewport, cur or nil, 'viewport') then
     vp.value = op.viewport
     vp.touched = true
     vp.fv = {V, USER}
@@ -548,6 +653,7 @@ local function revert_change(text)
     local function field(name)
       if A[name] == B[name] then return end
       if cur[name] == A[name] then
+        settle(kind .. ':' .. id, path(kind, id) .. '/' .. name, B[name])
         cur[name] = B[name]; fv[name] = {V, USER}; changed = true
       elseif cur[name] ~= B[name] then
         add_conflict(path(kind, id) .. '/' .. name, B[name], cur[name], 'SERVER_WINS')
@@ -559,6 +665,7 @@ local function revert_change(text)
       local bv, av, cv = B.data.vals[qk], A.data.vals[qk], cur.data.vals[qk]
       if av == bv then return end
       if cv == av then
+        settle(kind .. ':' .. id, path(kind, id) .. '/data/' .. pointer_key(qk), bv)
         if bv == nil then data_unset(cur.data, qk) else data_set(cur.data, qk, bv) end
         fv.data[qk] = {V, USER}
         changed = true
@@ -610,6 +717,7 @@ local function revert_change(text)
     local cur = viewport_now() or nil
     if a ~= b then
       if cur == a then
+        settle('viewport', '/viewport', b)
         vp.value = b or false
         vp.touched = true
         vp.fv = {V, USER}
@@ -650,14 +758,21 @@ local function current_json(ids, with_viewport)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- Applied outcomes go to the graph's subscribers; reverts, and applied
--- outcomes with conflicts, also to the sender wherever it is connected.
+-- Applied outcomes go to the graph's subscribers; every outcome also goes
+-- to the sender wherever it is connected (its user channel: REVERT,
+-- CONFLICT, and the sender's own stream of outcomes).
 local function publish(outcome, applied)
   local note = '{"graphId":"' .. ARGV[12] .. '","epoch":' .. cjson.encode(EPOCH) ..
     ',"operationId":' .. cjson.encode(OP_ID) .. ',"userId":' .. QUSER .. ',"type":"' .. ARGV[9] .. '","timestamp":' .. ARGV[8] .. ',"appliedAt":' .. ARGV[3] ..
     ',"command":' .. ARGV[11] .. ',"outcome":' .. outcome .. '}'
   if applied then redis.call(GRAPH_PUBLISH, ARGV[10], note) end
-  if not applied or #conflicts > 0 then redis.call('PUBLISH', ARGV[13], note) end
+  -- Each outcome on one of the sender's channels: sockets listen to the
+  -- first only (they hear applied commands from the graph's channel).
+  if not applied or #conflicts > 0 then
+    redis.call('PUBLISH', ARGV[13], note)
+  else
+    redis.call('PUBLISH', ARGV[15], note)
+  end
 end
 
 local function revert(err, current)
@@ -667,7 +782,7 @@ local function revert(err, current)
   redis.call('SET', KEYS[7], '{"status":"reverted","code":"' .. err.code .. '","message":' .. message .. '}',
     'EX', S.opTtl)
   publish(outcome, false)
-  return outcome
+  return answer(outcome, err.code == 'CONFLICT' and log_conflicts(V - 1) or '')
 end
 
 local H48 = 281474976710656
@@ -713,6 +828,7 @@ local function apply(keys, args)
   adj_dirty = {}
   counts = {}
   conflicts = {}
+  logged = {}
   vp = {loaded = false, touched = false, targeted = false}
   local err = run_op(CMD)
   if err then
@@ -796,7 +912,7 @@ local function apply(keys, args)
     table.concat(conflicts, ',') .. ']}'
   redis.call('SET', KEYS[7], '{"status":"applied","version":' .. VS .. '}', 'EX', S.opTtl)
   publish(outcome, true)
-  return outcome
+  return answer(outcome, log_conflicts(V))
 end
 
 redis.register_function(FUNCTION_NAME, apply)

@@ -120,6 +120,19 @@ impl Keys {
         format!("{}:{{g:{graph_id}}}:{suffix}", self.prefix)
     }
 
+    /// A SCAN pattern for the keys of one graph whose suffix matches `glob`
+    /// (the prefix and the graph id are matched literally).
+    pub fn graph_scan_pattern(&self, graph_id: &str, glob: &str) -> String {
+        let mut out = String::new();
+        for c in self.graph(graph_id, "").chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out + glob
+    }
+
     /// Graph meta hash: epoch, version, checksum, viewport.
     pub fn graph_meta(&self, g: &str) -> String {
         self.graph(g, "meta")
@@ -146,6 +159,11 @@ impl Keys {
     /// Change log stream, entry id `<version>-0`.
     pub fn graph_log(&self, g: &str) -> String {
         self.graph(g, "log")
+    }
+
+    /// Conflict log stream: conflict decisions and resolutions (docs/graph.md).
+    pub fn graph_conflicts(&self, g: &str) -> String {
+        self.graph(g, "conflicts")
     }
 
     /// Outcome of one operation on the graph (dedupe and status).
@@ -184,6 +202,13 @@ impl Keys {
     /// Pub/sub channel of one user: reverts and conflicts of its commands.
     pub fn user_channel(&self, user: &str) -> String {
         format!("{}:{{u:{user}}}:events", self.prefix)
+    }
+
+    /// Pub/sub channel of one user's applied commands without conflicts,
+    /// for the user's own streams (`GET /api/v2/events`) only: sockets hear
+    /// those from the graph's channel, so they do not subscribe to it.
+    pub fn user_outcomes_channel(&self, user: &str) -> String {
+        format!("{}:{{u:{user}}}:outcomes", self.prefix)
     }
 
     /// Open WebSockets of one user on every gateway: socket id → when its

@@ -29,11 +29,31 @@ pub const COMMAND_LATENCY: &str = "graphq_command_latency_seconds";
 pub const BROADCAST_LATENCY: &str = "graphq_broadcast_latency_seconds";
 pub const WS_CONNECTIONS: &str = "graphq_ws_connections";
 pub const WS_SUBSCRIPTIONS: &str = "graphq_ws_subscriptions";
+pub const SSE_CONNECTIONS: &str = "graphq_sse_connections";
 /// Connections the gateway accepted beyond a connection cap (label `cap`:
 /// `per_ip` or `total`), served one health probe at most.
 pub const HTTP_CONNECTIONS_REFUSED: &str = "graphq_http_connections_refused_total";
 
+/// WebSockets the gateway closed, by close code (label `code`; `4008`: a
+/// client too slow to take its frames).
+pub const WS_CLOSES: &str = "graphq_ws_closes_total";
+/// 1 when Redis answered this scrape's reads of the queues, 0 when it did not.
+pub const REDIS_UP: &str = "graphq_redis_up";
+
 /// What `/metrics` answers with (Prometheus text format 0.0.4).
+/// Conflict decisions and resolutions the commands worker logged, by
+/// `strategy` and `outcome`.
+pub const CONFLICTS: &str = "graphq_conflicts_total";
+/// Every (strategy, outcome) a conflict-log record can have
+/// (docs/graph.md, The conflict log), exported at 0 from start.
+pub const CONFLICT_KINDS: [(&str, &str); 6] = [
+    ("LAST_WRITE_WINS", "applied"),
+    ("CLIENT_WINS", "applied"),
+    ("SERVER_WINS", "kept"),
+    ("MERGE", "kept"),
+    ("MANUAL", "open"),
+    ("MANUAL", "resolved"),
+];
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -52,6 +72,9 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed; /metrics stays empty");
             }
             describe();
+            for (strategy, outcome) in CONFLICT_KINDS {
+                counter!(CONFLICTS, "strategy" => strategy, "outcome" => outcome).absolute(0);
+            }
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -100,12 +123,23 @@ fn describe() {
             "Commands this gateway refused, by error code.",
         ),
         (
+            CONFLICTS,
+            "Conflict decisions (by strategy and outcome) and MANUAL resolutions this worker logged.",
+        ),
+        (
             HTTP_CONNECTIONS_REFUSED,
             "Connections beyond a connection cap (per peer address or in total), served a health probe at most.",
+        ),
+        (
+            WS_CLOSES,
+            "WebSockets this gateway closed, by close code (4008: too slow).",
         ),
     ] {
         describe_counter!(name, help);
     }
+    // Shown from the start, so that alerts and dashboards see 0 before the
+    // first slow client rather than no series.
+    counter!(WS_CLOSES, "code" => "4008").absolute(0);
     for (name, help) in [
         (
             "graphq_queue_length",
@@ -133,6 +167,18 @@ fn describe() {
         ),
         ("graphq_queue_paused", "1 when the queue is paused."),
         (
+            "graphq_queue_workers",
+            "Workers registered on the queue (heartbeat not expired).",
+        ),
+        (
+            "graphq_queue_partitions_unowned",
+            "Partitions of an ordered queue that no worker holds the lease of.",
+        ),
+        (
+            REDIS_UP,
+            "1 when Redis answered this scrape's reads of the queues, 0 when it did not.",
+        ),
+        (
             WS_CONNECTIONS,
             "Open WebSocket connections on this gateway.",
         ),
@@ -140,9 +186,15 @@ fn describe() {
             WS_SUBSCRIPTIONS,
             "Graph subscriptions of those connections.",
         ),
+        (
+            SSE_CONNECTIONS,
+            "Open Server-Sent Events streams on this gateway.",
+        ),
     ] {
         describe_gauge!(name, help);
     }
+    // Exported from the start (at 0), not only once a stream has opened.
+    gauge!(SSE_CONNECTIONS).increment(0.0);
     describe_histogram!(
         COMMAND_LATENCY,
         metrics::Unit::Seconds,
@@ -155,16 +207,34 @@ fn describe() {
     );
 }
 
+/// Counts the conflict-log records of one command: `STRATEGY:outcome`
+/// texts, as apply_command.lua answers them in `logged`.
+pub fn count_conflicts<'a>(logged: impl IntoIterator<Item = &'a str>) {
+    for kind in logged {
+        if let Some((strategy, outcome)) = CONFLICT_KINDS
+            .iter()
+            .find(|(s, o)| kind.strip_prefix(*s).and_then(|r| r.strip_prefix(':')) == Some(*o))
+        {
+            counter!(CONFLICTS, "strategy" => *strategy, "outcome" => *outcome).increment(1);
+        }
+    }
+}
+
 /// The Prometheus text: queue gauges refreshed from Redis first (a queue
 /// Redis does not answer for keeps its last values).
 pub async fn render(queues: &[Queue]) -> String {
     let handle = install();
+    let mut answered = true;
     for queue in queues {
         match queue.stats().await {
             Ok(stats) => set_queue_gauges(&stats),
-            Err(err) => tracing::warn!(%err, queue = queue.name(), "queue gauges not refreshed"),
+            Err(err) => {
+                answered = false;
+                tracing::warn!(%err, queue = queue.name(), "queue gauges not refreshed");
+            }
         }
     }
+    gauge!(REDIS_UP).set(if answered { 1.0 } else { 0.0 });
     handle.render()
 }
 
@@ -189,6 +259,12 @@ fn set_queue_gauges(stats: &QueueStats) {
         oldest_ms.unwrap_or(0) as f64 / 1000.0,
     );
     set("graphq_queue_paused", if stats.paused { 1.0 } else { 0.0 });
+    set("graphq_queue_workers", stats.workers.len() as f64);
+    // Priority queues have no leases: every worker reads every partition.
+    if stats.kind == "ordered" {
+        let unowned = stats.partitions.iter().filter(|p| p.owner.is_none());
+        set("graphq_queue_partitions_unowned", unowned.count() as f64);
+    }
 }
 
 /// Job counters of one queue in this process, resolved once: the observer a

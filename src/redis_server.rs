@@ -35,6 +35,10 @@ pub struct RedisServerOptions {
     pub aof: bool,
     /// Extra `--name value` arguments.
     pub extra: Vec<(String, String)>,
+    /// Start the server in a process group of its own, so that a Ctrl-C on
+    /// the terminal (SIGINT to the foreground group) reaches only this
+    /// process, which stops the server when it is done with it (`graphq dev`).
+    pub own_process_group: bool,
 }
 
 /// A running redis-server owned by this process.
@@ -91,6 +95,10 @@ impl RedisServer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if opts.own_process_group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(RedisServerError::Spawn)?;
         let mut server = RedisServer {
@@ -141,6 +149,26 @@ impl RedisServer {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Asks the server to shut down (SIGTERM: it finishes writing its
+    /// append-only file and exits), and kills it when it has not exited
+    /// `within`.
+    pub fn terminate(&mut self, within: Duration) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let started = Instant::now();
+            while started.elapsed() < within {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.stop();
     }
 }
 

@@ -29,6 +29,7 @@ pub struct Scripts {
     pub rate_limit: Script,
     pub record_revert: Script,
     pub save_progress: Script,
+    pub load_graph: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -47,10 +48,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rate_limit: Script::new(include_str!("../lua/rate_limit.lua")),
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
     save_progress: Script::new(include_str!("../lua/save_progress.lua")),
+    load_graph: Script::new(include_str!("../lua/load_graph.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.promote,
@@ -67,6 +69,7 @@ impl Scripts {
             &self.rate_limit,
             &self.record_revert,
             &self.save_progress,
+            &self.load_graph,
         ]
     }
 

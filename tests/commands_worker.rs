@@ -41,7 +41,10 @@ fn cmd(op: &str, kind: &str, payload: Value) -> graphq::graph::Command {
     .unwrap()
 }
 
-/// Everything published about `graph`: its channel and its users' channels.
+/// Everything published about `graph`: its channel and its users' channels,
+/// each note with `"channel": "graph" | "user"` added. The graph's channel
+/// carries applied outcomes; a user's two, every outcome of the user's
+/// commands (reverts and conflicts on one, the rest on the other).
 async fn subscribe(env: &TestEnv, graph: &str) -> impl futures_util::Stream<Item = Value> {
     let client = redis::Client::open(env.server().url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
@@ -51,10 +54,36 @@ async fn subscribe(env: &TestEnv, graph: &str) -> impl futures_util::Stream<Item
         .unwrap();
     for user in ["alice", "bob"] {
         pubsub.subscribe(env.keys.user_channel(user)).await.unwrap();
+        pubsub
+            .subscribe(env.keys.user_outcomes_channel(user))
+            .await
+            .unwrap();
     }
-    pubsub
-        .into_on_message()
-        .map(|m| serde_json::from_str::<Value>(&m.get_payload::<String>().unwrap()).unwrap())
+    let graph_channel = env.keys.graph_channel(graph);
+    pubsub.into_on_message().map(move |m| {
+        let mut note = serde_json::from_str::<Value>(&m.get_payload::<String>().unwrap()).unwrap();
+        let from = if m.get_channel_name() == graph_channel {
+            "graph"
+        } else {
+            "user"
+        };
+        note["channel"] = json!(from);
+        note
+    })
+}
+
+/// The next note, leaving out a user channel's copy of an applied outcome
+/// (the graph's channel carries it too).
+async fn next_outcome(messages: &mut (impl futures_util::Stream<Item = Value> + Unpin)) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if m["channel"] == "graph" || m["outcome"]["status"] != "applied" {
+            return m;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,21 +139,30 @@ async fn commands_are_applied_in_order_and_their_outcomes_published() {
     let run = tokio::spawn(worker.run(stop.clone()));
 
     let mut seen = Vec::new();
-    while seen.len() < 52 {
+    // 50 applied on the graph's channel; all 52 outcomes on alice's and bob's.
+    while seen.len() < 102 {
         let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
             .unwrap_or_else(|_| panic!("only {} messages: {:?}", seen.len(), seen.last()))
             .unwrap();
         seen.push(m);
     }
-    let versions: Vec<u64> = seen
-        .iter()
-        .filter_map(|m| m["outcome"]["version"].as_u64())
-        .collect();
+    for channel in ["graph", "user"] {
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|m| m["channel"] == channel)
+            .filter_map(|m| m["outcome"]["version"].as_u64())
+            .collect();
+        assert_eq!(
+            versions,
+            (1..=50).collect::<Vec<_>>(),
+            "published in version order on the {channel} channel"
+        );
+    }
     assert_eq!(
-        versions,
-        (1..=50).collect::<Vec<_>>(),
-        "published in version order"
+        seen.iter().filter(|m| m["channel"] == "user").count(),
+        52,
+        "the senders hear every outcome"
     );
     let broken = seen.iter().find(|m| m["operationId"] == "broken").unwrap();
     assert_eq!(broken["outcome"]["code"], "INVALID");
@@ -177,10 +215,7 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
     let stop = CancellationToken::new();
     let run =
         tokio::spawn(Worker::new(q.clone(), GraphqProcessor::new(store.clone())).run(stop.clone()));
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = next_outcome(&mut messages).await;
     assert_eq!(m["operationId"], "poison");
     assert_eq!(m["userId"], "alice");
     assert_eq!(m["outcome"]["code"], "DEAD_LETTERED");
@@ -208,10 +243,7 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
     ))
     .await
     .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = next_outcome(&mut messages).await;
     assert_eq!(m["operationId"], "after");
     assert_eq!(m["outcome"]["status"], "applied");
 
@@ -228,10 +260,7 @@ async fn an_exhausted_command_answers_dead_lettered_and_the_partition_flows_on()
             .unwrap()
             .is_some()
     );
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = next_outcome(&mut messages).await;
     assert_eq!(m["operationId"], "poison");
     assert_eq!(m["outcome"]["status"], "applied", "{m}");
     let op = store.operation("poison").await.unwrap().unwrap();

@@ -189,13 +189,12 @@ fn kinds_of(command: &Command, o: &Outcome) -> Vec<String> {
             strategy.as_str().unwrap_or("?")
         ));
     }
-    if let Outcome::Applied { change, .. } = o {
-        if change["removedEdges"]
+    if let Outcome::Applied { change, .. } = o
+        && change["removedEdges"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
-        {
-            kinds.push("change removes edges".to_string());
-        }
+    {
+        kinds.push("change removes edges".to_string());
     }
     kinds
 }

@@ -427,6 +427,15 @@ async fn every_key_channel_and_metric_of_a_full_run_is_documented_and_nothing_el
     )
     .await;
     undo("alice-redo", "REDO").await;
+    // Bob moves n1 from version 0: a LAST_WRITE_WINS conflict, logged.
+    let mut stale = cmd(
+        "bob-move",
+        "UPDATE_NODE",
+        json!({"id": "n1", "patch": {"position": {"x": 7, "y": 7}}}),
+    );
+    stale["baseVersion"] = json!(0);
+    let r = post("bob", "main", stale, true).await.unwrap();
+    assert_eq!(r.status(), 200);
     // A command the worker reverts.
     let r = post(
         "alice",

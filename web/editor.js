@@ -53,10 +53,12 @@ async function start() {
   }
   // A demo token is renewed for the same name; a ?token= cannot be, and the
   // socket lives as long as it does.
-  const getToken = givenToken ? undefined : () => mintDevToken(claims?.sub);
+  let current = login.token;
+  const getToken = givenToken ? undefined : async () => (current = await mintDevToken(claims?.sub));
   // `&device=off`: keep nothing on this device (memory only).
   const device = params.get('device') === 'off' ? false : 'auto';
   const client = new GraphqClient({ graphId, token: login.token, getToken, device });
+  showOpenConflicts(client, claims?.sub, () => current);
   const name = cleanName(login.name) ?? claims?.sub ?? null;
   const editor = new Editor(client, { readOnly: claims?.role === 'viewer', name });
   // For the browser console and the browser tests.
@@ -137,6 +139,35 @@ function requestDevToken(user) {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ user, ttlSeconds: tokenTtl }),
+  });
+}
+
+/**
+ * After each SYNC (a connect or a reconnect), the user's MANUAL conflicts
+ * still open on this graph (docs/protocol.md, Conflicts), each shown once
+ * until clicked away.
+ */
+function showOpenConflicts(client, user, token) {
+  if (!user) return;
+  const shown = new Set();
+  client.on('sync', async () => {
+    try {
+      const query = new URLSearchParams({ status: 'open', user });
+      const res = await fetch(`/api/v2/graphs/${encodeURIComponent(graphId)}/conflicts?${query}`, {
+        headers: { Authorization: `Bearer ${token()}` },
+      });
+      if (!res.ok) return;
+      for (const c of (await res.json()).conflicts) {
+        if (shown.has(c.id)) continue;
+        shown.add(c.id);
+        const other = c.serverUserId ?? 'someone';
+        toast(`Open conflict on ${c.field}`,
+          `${other} set ${short(c.serverValue)}; you wanted ${short(c.clientValue)}. Set it again to settle it.`,
+          'warn', 0);
+      }
+    } catch (err) {
+      console.warn('graphq: open conflicts not read', err);
+    }
   });
 }
 

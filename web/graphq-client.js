@@ -24,6 +24,7 @@
  */
 
 import { memoryDeviceStore, openDeviceStore } from './device-store.js';
+import { sseTransport } from './graphq-sse.js';
 
 /**
  * @typedef {{x: number, y: number}} Point
@@ -481,6 +482,13 @@ const defaultClock = {
  * @property {string} [url]  The WebSocket endpoint; default `/ws` on the page's host.
  * @property {string} [httpUrl]  Base of the HTTP API; default derived from `url`.
  * @property {typeof WebSocket} [WebSocket]  Default `globalThis.WebSocket`.
+ * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
+ *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
+ *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
+ *   for good once two WebSockets in a row closed before their SYNC while
+ *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+ *   with the network down, WebSocket stays).
+ * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
  * @property {number} [presenceIntervalMs=100]  At most one PRESENCE per interval
@@ -601,6 +609,10 @@ export class GraphqClient {
   /** What getSnapshot() returns until something changes. @type {?Snapshot} */
   #snapshot = null;
   #forgotten = false;
+  /** WebSockets in a row that closed before they opened (`transport: 'auto'`). */
+  #unopened = 0;
+  /** A probe of the HTTP side is on its way (`transport: 'auto'`). */
+  #probing = false;
 
   /** @param {ClientOptions} options */
   constructor(options) {
@@ -621,7 +633,10 @@ export class GraphqClient {
       httpUrl: options.httpUrl ?? httpBase(url),
       WebSocket: options.WebSocket ?? globalThis.WebSocket,
       fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
+      transport: options.transport ?? (options.WebSocket || !globalThis.EventSource ? 'websocket' : 'auto'),
+      EventSource: options.EventSource ?? globalThis.EventSource,
     };
+    if (this.#opts.transport === 'sse') this.#useSse();
     this.#clock = { ...defaultClock, ...options.clock };
     /** The user the token names (its `sub`), or `null`. @type {?string} */
     this.userId = tokenClaims(options.token)?.sub ?? null;
@@ -868,6 +883,41 @@ export class GraphqClient {
     return this.#status;
   }
 
+  /** What carries the messages now: `websocket` or `sse`. @returns {string} */
+  get transport() {
+    return this.#opts.transport === 'sse' ? 'sse' : 'websocket';
+  }
+
+  /**
+   * Two WebSockets in a row closed before their SYNC. When plain HTTP still
+   * reaches the gateway, WebSockets are what is blocked (a proxy that breaks
+   * them): Server-Sent Events from now on. When it does not, the network is
+   * down, and the client keeps trying WebSockets (offline edits then go out
+   * over the transport they would have used).
+   */
+  #probeHttp() {
+    const { httpUrl, fetch } = this.#opts;
+    if (this.#probing || !fetch) return;
+    this.#probing = true;
+    fetch(`${httpUrl}/healthz`, { cache: 'no-store' }).then(
+      () => {
+        this.#probing = false;
+        if (this.#opts.transport === 'auto') this.#useSse();
+      },
+      () => {
+        this.#probing = false;
+        this.#unopened = 0;
+      },
+    );
+  }
+
+  /** From now on, Server-Sent Events and HTTP instead of a WebSocket. */
+  #useSse() {
+    const { httpUrl, fetch, EventSource } = this.#opts;
+    this.#opts.transport = 'sse';
+    this.#opts.WebSocket = sseTransport({ httpUrl, fetch, EventSource });
+  }
+
   /** This client's commands still waiting for an outcome, oldest first. @returns {Command[]} */
   get pending() {
     return this.#pending.map((p) => p.command);
@@ -996,6 +1046,7 @@ export class GraphqClient {
   }
 
   #onOpen() {
+    this.#unopened = 0;
     this.#lastHeard = this.#clock.now();
     this.#setStatus('syncing');
     this.#send(this.#syncRequest('SUBSCRIBE'));
@@ -1074,6 +1125,9 @@ export class GraphqClient {
   }
 
   #onClosed(code) {
+    // Behind a proxy that breaks WebSockets they never get as far as a
+    // SYNC: fall back.
+    if (this.#opts.transport === 'auto' && this.#subscribed === false && ++this.#unopened >= 2) this.#probeHttp();
     this.#socket = null;
     this.#subscribed = false;
     this.#stopTimer('heartbeat');

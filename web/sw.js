@@ -5,7 +5,7 @@
 // anything of another origin are never touched.
 
 const CACHE = 'graphq-editor-v1';
-const SHELL = ['/', '/editor.js', '/editor.css', '/graphq-client.js', '/device-store.js'];
+const SHELL = ['/', '/editor.js', '/editor.css', '/graphq-client.js', '/device-store.js', '/graphq-sse.js'];
 /** Paths that are not files of the page. */
 const LIVE = new Set(['/ws', '/healthz', '/readyz', '/metrics']);
 

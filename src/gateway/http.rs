@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 
 use crate::auth::{AuthError, Identity};
 use crate::graph::command::{self, MAX_BATCH_OPS, MAX_COMMAND_BYTES, Rejection};
+use crate::graph::{ConflictFilter, LogId};
 
 use super::broadcast::Waiter;
+use super::state_cache::{etag, not_modified};
 use super::{AppError, AppState, accept, accept_batch, check_graph, invalid_command, wait_bound};
 
 pub fn routes() -> Router<AppState> {
@@ -28,9 +30,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/operations/{operation_id}", get(get_operation))
         .route("/api/v2/graphs/{graph_id}/state", get(get_state))
         .route("/api/v2/graphs/{graph_id}/changes", get(get_changes))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v2/graphs/{graph_id}/conflicts", get(get_conflicts))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v2/openapi.json", get(openapi_json))
 }
 
 /// The caller's identity from `Authorization: Bearer TOKEN` (or `?token=`).
@@ -180,7 +184,11 @@ impl FromParams for CommandQuery {
 /// The whole body, read only after the caller was authenticated (a client
 /// without a token never gets to make the gateway wait for one), within
 /// `gateway.body_read_timeout_ms` (the `bound_body` middleware).
-async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, AppError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, AppError> {
     axum::body::to_bytes(body, limit).await.map_err(|err| {
         if super::limits::is_body_timeout(&err) {
             AppError::BodyTimeout(state.settings.body_read_timeout_ms)
@@ -202,6 +210,24 @@ fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
     Ok(value)
 }
 
+/// Queue one command.
+#[utoipa::path(
+    post,
+    path = "/api/v2/graphs/{graph_id}/command",
+    tag = "commands",
+    params(
+        super::openapi::GraphPath,
+        ("wait" = Option<u64>, Query, description = "Wait up to this many ms (capped by gateway.wait_max_ms) for the outcome"),
+        super::openapi::TokenParam,
+    ),
+    request_body(content = super::openapi::CommandBody, description = "One command, at most 64 KiB"),
+    responses(
+        (status = 202, description = "Queued (also the answer when `wait` ran out)", body = super::openapi::Accepted),
+        (status = 200, description = "With `wait`: the outcome arrived in time", body = super::openapi::Waited),
+        super::openapi::CommandRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn post_command(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -303,6 +329,24 @@ async fn estimated_ms(state: &AppState) -> u64 {
     fresh
 }
 
+/// Queue a batch: atomic (one BATCH_UPDATE) or each command on its own.
+#[utoipa::path(
+    post,
+    path = "/api/v2/graphs/{graph_id}/batch",
+    tag = "commands",
+    params(
+        super::openapi::GraphPath,
+        ("wait" = Option<u64>, Query, description = "Atomic batches: wait up to this many ms for the outcome"),
+        super::openapi::TokenParam,
+    ),
+    request_body(content = super::openapi::BatchBody, description = "1 to 500 commands, at most 256 KiB"),
+    responses(
+        (status = 202, description = "Queued: an atomic batch answers as one command (Accepted); a non-atomic one with every operation id (BatchAccepted)", body = super::openapi::BatchAccepted),
+        (status = 200, description = "Atomic batch with `wait`: the outcome arrived in time", body = super::openapi::Waited),
+        super::openapi::CommandRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn post_batch(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -386,6 +430,24 @@ async fn post_batch(
         .into_response())
 }
 
+/// What became of one operation.
+#[utoipa::path(
+    get,
+    path = "/api/v2/operations/{operation_id}",
+    tag = "commands",
+    params(
+        ("operation_id" = String, Path, description = "The command's operationId"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "pending, processing, completed or failed", body = crate::graph::OperationStatus),
+        (status = 400, description = "INVALID_VALUE (query) or INVALID_ID (path)", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such operation, or on a graph the token does not reach", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_operation(
     State(state): State<AppState>,
     Path(op): Path<String>,
@@ -405,6 +467,22 @@ async fn get_operation(
     Ok(Json(status).into_response())
 }
 
+/// A graph's full state.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/state",
+    tag = "graphs",
+    params(super::openapi::GraphPath, super::openapi::TokenParam),
+    responses(
+        (status = 200, description = "The state; a graph never written has epoch \"\" and version 0. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::GraphState),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag (docs/protocol.md, Versioned reads)"),
+        (status = 400, description = "INVALID_ID or INVALID_VALUE", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token does not reach this graph", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_state(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -413,8 +491,47 @@ async fn get_state(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
+    let conditional = headers.contains_key(header::IF_NONE_MATCH);
+    // A graph the cache holds nothing of is read at once: one round trip.
+    if conditional || state.state_cache.holds(&graph) {
+        // One HMGET decides whether the graph must be read at all.
+        let (epoch, version) = state.store.version_of(&graph).await?;
+        let tag = etag(&epoch, version);
+        if conditional && not_modified(&headers, &tag) {
+            return Ok(unchanged(tag));
+        }
+        if let Some(body) = state.state_cache.get(&graph, &epoch, version) {
+            return Ok(json_with_tag(tag, body));
+        }
+    }
     let s = state.store.state_json(&graph).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], s.json).into_response())
+    let body = Bytes::from(s.json);
+    state
+        .state_cache
+        .put(&graph, &s.epoch, s.version, body.clone());
+    Ok(json_with_tag(etag(&s.epoch, s.version), body))
+}
+
+/// 200 with a JSON body and its `ETag`.
+fn json_with_tag(tag: String, body: Bytes) -> Response {
+    with_tag(
+        tag,
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    )
+}
+
+/// 304: the caller's copy (its `If-None-Match`) is current.
+fn unchanged(tag: String) -> Response {
+    with_tag(tag, StatusCode::NOT_MODIFIED.into_response())
+}
+
+/// `response` with `ETag: tag` (an epoch graphq did not write, and so
+/// cannot be a header value, leaves the response without one).
+fn with_tag(tag: String, mut response: Response) -> Response {
+    if let Ok(value) = header::HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 struct ChangesQuery {
@@ -440,6 +557,28 @@ impl FromParams for ChangesQuery {
     }
 }
 
+/// The changes after a version, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/changes",
+    tag = "graphs",
+    params(
+        super::openapi::GraphPath,
+        ("since" = Option<u64>, Query, description = "Changes after this version (default 0)"),
+        ("limit" = Option<u64>, Query, description = "At most this many (1 or more; capped by graph.max_changes)"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "The changes. Header ETag: \"EPOCH:VERSION\"", body = crate::graph::Changes),
+        (status = 304, description = "Not Modified: If-None-Match names the current ETag"),
+        (status = 400, description = "INVALID_VALUE (since, limit) or INVALID_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
+        (status = 410, description = "TOO_OLD: changes after `since` are no longer kept; fetch the state", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_changes(
     State(state): State<AppState>,
     Path(graph): Path<String>,
@@ -448,6 +587,13 @@ async fn get_changes(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     check_graph(&id, &graph, false)?;
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        let (epoch, version) = state.store.version_of(&graph).await?;
+        let tag = etag(&epoch, version);
+        if not_modified(&headers, &tag) {
+            return Ok(unchanged(tag));
+        }
+    }
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(state.store.settings().max_changes);
     let ch = state.store.changes_since(&graph, since, limit).await?;
@@ -457,17 +603,124 @@ async fn get_changes(
             ch.current_version
         )));
     }
-    Ok(Json(ch).into_response())
+    let tag = etag(&ch.epoch, ch.current_version);
+    Ok(with_tag(tag, Json(ch).into_response()))
+}
+
+/// `GET …/conflicts?since=&status=&user=&token=`, checked.
+struct ConflictsQuery {
+    filter: ConflictFilter,
+    token: Option<String>,
+}
+
+impl FromParams for ConflictsQuery {
+    fn from_params(p: &Params) -> Result<Self, AppError> {
+        let since = p
+            .string("since")?
+            .map(|s| {
+                LogId::parse(s)
+                    .ok_or_else(|| invalid_param("since", "since is a conflict id (MS-SEQ)".into()))
+            })
+            .transpose()?;
+        let status = p.string("status")?;
+        if let Some(s) = status
+            && !["open", "resolved", "decided"].contains(&s)
+        {
+            return Err(invalid_param(
+                "status",
+                "status is open, resolved or decided".into(),
+            ));
+        }
+        Ok(ConflictsQuery {
+            filter: ConflictFilter {
+                since,
+                status: status.map(str::to_string),
+                user: p.string("user")?.map(str::to_string),
+            },
+            token: p.string("token")?.map(str::to_string),
+        })
+    }
+}
+
+/// The graph's conflict log (docs/protocol.md, Conflicts).
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/conflicts",
+    tag = "graphs",
+    params(
+        super::openapi::GraphPath,
+        ("since" = Option<String>, Query, description = "Only conflicts logged or resolved after this conflict id (MS-SEQ)"),
+        ("status" = Option<String>, Query, description = "open, resolved or decided"),
+        ("user" = Option<String>, Query, description = "Only conflicts of commands this user sent"),
+        super::openapi::TokenParam,
+    ),
+    responses(
+        (status = 200, description = "The conflicts, oldest first", body = crate::graph::ConflictList),
+        (status = 400, description = "INVALID_VALUE (since, status) or INVALID_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN", body = super::openapi::ErrorBody),
+        (status = 503, description = "UNAVAILABLE or TOO_MANY_CONNECTIONS", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_conflicts(
+    State(state): State<AppState>,
+    Path(graph): Path<String>,
+    Query(q): Query<ConflictsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = identity(&state, &headers, q.token.as_deref())?;
+    check_graph(&id, &graph, false)?;
+    let list = state.store.conflicts(&graph, &q.filter).await?;
+    Ok(Json(list).into_response())
 }
 
 /// Prometheus text: this gateway's figures and the `commands` queue's state.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4 (docs/operations.md, Metrics)", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = crate::metrics::render(std::slice::from_ref(&state.commands)).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// Ready when Redis answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Redis answers", body = super::openapi::Health),
+        (status = 503, description = "UNAVAILABLE: Redis does not answer", body = super::openapi::ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     readiness(&state.redis).await
+}
+
+/// The process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Always, while the process runs", body = super::openapi::Health))
+)]
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v2/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document of this gateway's routes", content_type = "application/json"))
+)]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    Json(super::openapi::document(state.settings.dev_tokens)).into_response()
 }
 
 /// `/readyz` of the gateway and of the worker's metrics listener: ready when

@@ -1,5 +1,5 @@
-//! The gateway: the HTTP API, the WebSocket protocol and the
-//! broadcaster, behind access tokens (docs/protocol.md).
+//! The gateway: the HTTP API, the WebSocket protocol, Server-Sent Events
+//! and the broadcaster, behind access tokens (docs/protocol.md).
 //!
 //! [`app`] builds the router from an [`AppState`], so tests can drive it
 //! without a socket; [`serve`] runs it until shutdown. Commands from HTTP and
@@ -10,6 +10,9 @@ pub mod broadcast;
 mod http;
 pub use http::readiness;
 mod limits;
+mod openapi;
+mod sse;
+pub mod state_cache;
 mod web;
 mod ws;
 
@@ -84,6 +87,10 @@ pub struct GatewaySettings {
     pub max_sockets_per_user: usize,
     /// Largest PRESENCE frame relayed; larger ones get ERROR PRESENCE_TOO_LARGE.
     pub max_presence_bytes: usize,
+    /// Graphs whose latest state body `GET state` keeps in memory (0: no cache).
+    pub state_cache_graphs: usize,
+    /// Bytes of state bodies kept in total; a larger body is not kept.
+    pub state_cache_max_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -112,6 +119,8 @@ impl Default for GatewaySettings {
             max_subscriptions_per_socket: 100,
             max_sockets_per_user: 50,
             max_presence_bytes: 2048,
+            state_cache_graphs: 16,
+            state_cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -141,6 +150,8 @@ pub struct Shared {
     /// so a flooding client costs Redis one script call per refusal window,
     /// not one per command.
     pub refused_until: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Recent `GET state` bodies by (graph, epoch, version).
+    pub state_cache: state_cache::StateCache,
 }
 
 impl AppState {
@@ -154,6 +165,10 @@ impl AppState {
     ) -> AppState {
         let redis = store.redis().clone();
         crate::metrics::install();
+        let state_cache = state_cache::StateCache::new(
+            settings.state_cache_graphs,
+            settings.state_cache_max_bytes,
+        );
         AppState {
             inner: Arc::new(Shared {
                 store,
@@ -166,6 +181,7 @@ impl AppState {
                 next_conn: AtomicU64::new(1),
                 estimate: std::sync::Mutex::new(None),
                 refused_until: std::sync::Mutex::default(),
+                state_cache,
             }),
         }
     }
@@ -182,7 +198,10 @@ impl std::ops::Deref for AppState {
 /// endpoint only under `graphq dev` (elsewhere the path is not routed at
 /// all, so its body is never read). Every request body is bounded in time.
 pub fn app(state: AppState) -> Router {
-    let mut router = http::routes().merge(ws::routes()).merge(web::routes());
+    let mut router = http::routes()
+        .merge(ws::routes())
+        .merge(sse::routes())
+        .merge(web::routes());
     if state.settings.dev_tokens {
         router = router.merge(web::dev_routes());
     }

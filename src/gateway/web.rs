@@ -1,6 +1,8 @@
 //! The demo editor and its JavaScript client (`web/`), compiled into the
-//! binary and served at `/`, plus the demo's token endpoint, which only
-//! `graphq dev` turns on (other modes never mint tokens; docs/protocol.md, Auth).
+//! binary and served at `/`, the Datastar example page and Datastar's
+//! client (`/datastar.html`, `/datastar.js`), plus the demo's token
+//! endpoint, which only `graphq dev` turns on (other modes never mint
+//! tokens; docs/protocol.md, Auth).
 
 use std::time::Duration;
 
@@ -35,6 +37,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../web/device-store.js"),
     ),
     (
+        "/graphq-sse.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/graphq-sse.js"),
+    ),
+    (
         "/editor.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/editor.js"),
@@ -54,11 +61,46 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/html; charset=utf-8",
         include_str!("../../web/example.html"),
     ),
+    (
+        "/datastar.html",
+        "text/html; charset=utf-8",
+        include_str!("../../web/datastar.html"),
+    ),
 ];
+
+/// The demo's files as (path, content type).
+pub(super) fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FILES
+        .iter()
+        .map(|&(path, content_type, _)| (path, content_type))
+}
+
+/// Datastar's client script, as its npm package (a devDependency of `web/`)
+/// ships it: read when asked for, not compiled in, so building graphq needs
+/// no `npm ci`. Without it, `/datastar.js` is a 404 that says so.
+const DATASTAR_JS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/web/node_modules/@starfederation/datastar/dist/datastar.js"
+);
+
+async fn datastar_js() -> Result<impl axum::response::IntoResponse, AppError> {
+    let text = tokio::fs::read_to_string(DATASTAR_JS).await.map_err(|_| {
+        AppError::NotFound(format!(
+            "Datastar's client is not installed: run `npm ci` in web/ ({DATASTAR_JS})"
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        text,
+    ))
+}
 
 /// The demo's files, served in every mode.
 pub fn routes() -> Router<AppState> {
-    let mut router = Router::new();
+    let mut router = Router::new().route("/datastar.js", get(datastar_js));
     for &(path, content_type, text) in FILES {
         router = router.route(
             path,
@@ -85,10 +127,12 @@ pub fn dev_routes() -> Router<AppState> {
     Router::new().route("/api/v2/dev/token", post(dev_token))
 }
 
-#[derive(Deserialize)]
+/// The demo's token request (only under `graphq dev`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DevTokenRequest {
+pub(super) struct DevTokenRequest {
     user: String,
+    /// `editor` (default) or `viewer`.
     #[serde(default)]
     role: Option<String>,
     /// Shorter lives let the demo show a socket renewing its token
@@ -101,6 +145,16 @@ struct DevTokenRequest {
 /// "userId"}`: an editor (or viewer) token for every graph, valid for
 /// `ttlSeconds` (1 to 86,400; default 24 hours). Routed by [`dev_routes`]
 /// only, so it exists only under `graphq dev`.
+#[utoipa::path(
+    post,
+    path = "/api/v2/dev/token",
+    tag = "demo",
+    request_body(content = DevTokenRequest),
+    responses(
+        (status = 200, description = "A token for every graph (only under `graphq dev`)", body = super::openapi::DevToken),
+        (status = 400, description = "INVALID_JSON or INVALID_FIELD", body = super::openapi::ErrorBody),
+    )
+)]
 async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,

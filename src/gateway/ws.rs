@@ -59,6 +59,18 @@ impl FromParams for WsQuery {
     }
 }
 
+/// Opens a WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    params(super::openapi::TokenParam),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
+        super::openapi::UpgradeRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn upgrade(
     State(state): State<AppState>,
     Query(q): Query<WsQuery>,
@@ -70,6 +82,23 @@ async fn upgrade(
     Ok(on_upgrade(state, id, ws, None))
 }
 
+/// Opens a WebSocket already subscribed to one graph.
+#[utoipa::path(
+    get,
+    path = "/api/v2/graphs/{graph_id}/subscribe",
+    tag = "websocket",
+    params(
+        super::openapi::GraphPath,
+        super::openapi::TokenParam,
+        ("clientVersion" = Option<u64>, Query, description = "The last version the client has"),
+        ("epoch" = Option<String>, Query, description = "The epoch of that version"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (docs/protocol.md, WebSocket)"),
+        super::openapi::UpgradeRefusals,
+    ),
+    security(("bearer" = []))
+)]
 async fn upgrade_subscribed(
     State(state): State<AppState>,
     Path(graph): Path<String>,

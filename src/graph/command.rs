@@ -106,6 +106,20 @@ pub enum Op {
     Redo,
 }
 
+/// Every command type, as clients write it.
+pub const COMMAND_TYPES: [&str; 10] = [
+    "CREATE_NODE",
+    "UPDATE_NODE",
+    "DELETE_NODE",
+    "CREATE_EDGE",
+    "UPDATE_EDGE",
+    "DELETE_EDGE",
+    "UPDATE_VIEWPORT",
+    "BATCH_UPDATE",
+    "UNDO",
+    "REDO",
+];
+
 impl Op {
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -530,17 +544,17 @@ pub fn canonical(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn point_text(p: &Point) -> String {
+pub(crate) fn point_text(p: &Point) -> String {
     canonical(&json!({"x": p.x, "y": p.y}))
 }
 
-fn type_text(t: &Option<String>) -> String {
+pub(crate) fn type_text(t: &Option<String>) -> String {
     canonical(&t.as_ref().map_or(Value::Null, |s| Value::String(s.clone())))
 }
 
 /// Data pairs as `[quoted key, value text]`, sorted by key; in a patch, keys
 /// set to null go to the second list (quoted keys to remove).
-fn data_texts(data: &Map<String, Value>) -> (Vec<[String; 2]>, Vec<String>) {
+pub(crate) fn data_texts(data: &Map<String, Value>) -> (Vec<[String; 2]>, Vec<String>) {
     let mut set = Vec::new();
     let mut unset = Vec::new();
     for (k, v) in data {

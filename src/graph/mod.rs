@@ -4,6 +4,7 @@
 //! carries a command from the gateway to the worker.
 
 pub mod command;
+pub mod import;
 pub mod job;
 mod store;
 
@@ -15,7 +16,8 @@ use serde_json::Value;
 pub use command::{Command, Op, Rejection};
 pub use job::{CommandEnvelope, command_job};
 pub use store::{
-    Changes, Claim, GraphActivity, GraphStore, OperationStatus, StateJson, StoreError, VerifyReport,
+    Changes, Claim, ConflictFilter, ConflictList, GraphActivity, GraphStore, LoadOutcome, Loaded,
+    LogError, LogId, OperationStatus, StateJson, StoreError, VerifyReport,
 };
 
 /// How a concurrently changed field is resolved (docs/graph.md, Conflicts).
@@ -41,6 +43,8 @@ pub struct GraphSettings {
     pub log_retention: u64,
     /// How long an operation's outcome is kept for dedupe and status, seconds.
     pub op_ttl_s: u64,
+    /// Conflict-log records kept per graph (approximately).
+    pub conflict_retention: u64,
     /// Most changes returned in one "changes since" answer or SYNC.
     pub max_changes: u64,
     /// A snapshot (the base `verify` replays from) is taken every this many
@@ -58,6 +62,7 @@ impl Default for GraphSettings {
             max_edges: 200_000,
             log_retention: 10_000,
             op_ttl_s: 3_600,
+            conflict_retention: 1_000,
             max_changes: 1_000,
             snapshot_every: 1_000,
             conflicts: BTreeMap::new(),
@@ -127,7 +132,7 @@ pub enum Outcome {
 }
 
 /// A graph's full state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphState {
     pub graph_id: String,
@@ -144,7 +149,7 @@ pub struct GraphState {
 }
 
 /// One change-log entry as clients receive it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEntry {
     pub version: u64,
@@ -154,6 +159,7 @@ pub struct ChangeEntry {
     pub kind: String,
     pub timestamp: i64,
     /// The change exactly as logged (see docs/graph.md).
+    #[schema(value_type = Object)]
     pub change: Box<serde_json::value::RawValue>,
 }
 

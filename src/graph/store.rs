@@ -1,12 +1,15 @@
 //! [`GraphStore`]: the one owner of graph and operation keys. It applies
 //! commands with `lua/apply_command.lua` and reads graphs back (state,
 //! changes since a version); its submodules keep the operation records
-//! ([`operations`]: claim, status, reverts), snapshots and verify
+//! ([`operations`]: claim, status, reverts), the conflict log
+//! ([`conflicts`]), snapshots and verify
 //! ([`verify`]), and the records the analytics jobs derive from a graph
 //! ([`analytics`]). Only this module, its submodules and the graph scripts
 //! touch graph keys, and the only transactions are its reads within one graph.
 
 mod analytics;
+mod conflicts;
+mod load;
 mod operations;
 mod verify;
 
@@ -24,6 +27,8 @@ use crate::resp::{BulkReader, Conn, Header, RespError, unexpected};
 use crate::scripts::APPLY;
 
 pub use analytics::GraphActivity;
+pub use conflicts::{ConflictFilter, ConflictList, LogId};
+pub use load::{LoadOutcome, Loaded, LogError};
 pub use operations::{Claim, OperationStatus};
 pub use verify::VerifyReport;
 
@@ -56,7 +61,7 @@ pub struct GraphStore {
 }
 
 /// Answer to "what changed since version N".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub changes: Vec<ChangeEntry>,
@@ -82,6 +87,7 @@ impl GraphStore {
             "maxEdges": settings.max_edges,
             "logRetention": settings.log_retention,
             "opTtl": settings.op_ttl_s,
+            "conflictRetention": settings.conflict_retention.max(1),
             "strategies": settings.strategies(),
         })
         .to_string();
@@ -114,7 +120,7 @@ impl GraphStore {
         let k = &self.keys;
         let g = ctx.graph_id.as_str();
         let mut call = APPLY.fcall();
-        call.arg(9)
+        call.arg(10)
             .arg(k.graph_meta(g))
             .arg(k.graph_nodes(g))
             .arg(k.graph_edges(g))
@@ -124,6 +130,7 @@ impl GraphStore {
             .arg(k.graph_op(g, &cmd.operation_id))
             .arg(k.graph_undo(g, &ctx.user_id))
             .arg(k.graph_redo(g, &ctx.user_id))
+            .arg(k.graph_conflicts(g))
             .arg(&cmd.operation_id)
             .arg(&ctx.user_id)
             .arg(ctx.now_ms)
@@ -137,18 +144,29 @@ impl GraphStore {
             .arg(&cmd.canonical)
             .arg(g)
             .arg(k.user_channel(&ctx.user_id))
-            .arg(self.redis.graph_publish_command());
+            .arg(self.redis.graph_publish_command())
+            .arg(k.user_outcomes_channel(&ctx.user_id));
         call
     }
 
     /// Applies one command atomically and returns what happened.
     pub async fn apply(&self, ctx: &ApplyContext, cmd: &Command) -> Result<Outcome, StoreError> {
+        parse_outcome(&self.apply_text(ctx, cmd).await?)
+    }
+
+    /// [`Self::apply`], answering the script's text (the outcome, plus
+    /// `logged` when the conflict log was written).
+    pub async fn apply_text(
+        &self,
+        ctx: &ApplyContext,
+        cmd: &Command,
+    ) -> Result<String, StoreError> {
         let mut pipe = redis::pipe();
         pipe.add_command(self.invocation(ctx, cmd));
         self.redis.durable(&mut pipe);
         let (raw,): (String,) =
             crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
-        parse_outcome(&raw)
+        Ok(raw)
     }
 
     /// Applies each command, in order, in one round trip; returns what the
@@ -181,6 +199,18 @@ impl GraphStore {
             .publish_graph(&channel, &note.to_string())
             .await?;
         Ok(())
+    }
+
+    /// The graph's epoch and version: one HMGET, the check before serving a
+    /// cached state or answering 304. A graph never written is `("", 0)`.
+    pub async fn version_of(&self, graph_id: &str) -> Result<(String, u64), StoreError> {
+        let (epoch, version): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.keys.graph_meta(graph_id))
+            .arg("epoch")
+            .arg("version")
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok((epoch.unwrap_or_default(), version.unwrap_or(0)))
     }
 
     /// The stored bytes of a graph, read atomically.

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod load;
 pub mod queue;
+pub mod sse;
 pub mod ws;
 
 use std::future::Future;

@@ -72,12 +72,12 @@ impl Graph {
 
     /// Removes an edge and its id from its endpoints' adjacency.
     pub(super) fn remove_edge(&mut self, id: &str) {
-        if let Some(edge) = self.edges.remove(id) {
-            if let Some((s, t)) = &edge.endpoints {
-                for end in [s, t] {
-                    if let Some(list) = self.adj.get_mut(end) {
-                        list.retain(|e| e != id);
-                    }
+        if let Some(edge) = self.edges.remove(id)
+            && let Some((s, t)) = &edge.endpoints
+        {
+            for end in [s, t] {
+                if let Some(list) = self.adj.get_mut(end) {
+                    list.retain(|e| e != id);
                 }
             }
         }

@@ -124,11 +124,11 @@ pub(super) fn revert_deletion(
         conflicts.push(entity_conflict(kind, id, before.value(), current.value()));
         return;
     }
-    if let Some((s, t)) = &before.endpoints {
-        if !g.nodes.contains_key(s) || !g.nodes.contains_key(t) {
-            conflicts.push(entity_conflict(kind, id, before.value(), Value::Null));
-            return;
-        }
+    if let Some((s, t)) = &before.endpoints
+        && (!g.nodes.contains_key(s) || !g.nodes.contains_key(t))
+    {
+        conflicts.push(entity_conflict(kind, id, before.value(), Value::Null));
+        return;
     }
     // DOC CHOICE: before's content in before's own data-key order, keeping
     // createdBy; version, updatedBy and updatedAt are this revert's. The

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { addNodeAt, node, rename, startTwoUsers } from '../testing/pages.mjs';
 import { repoRoot } from '../testing/servers.mjs';
@@ -53,26 +54,38 @@ async function online(page) {
 
 /** Until the page's service worker controls it, so a reload works without the network. */
 async function offlineReady(page) {
-  await page.waitForFunction(async () => {
-    await navigator.serviceWorker.ready;
-    return navigator.serviceWorker.controller !== null;
-  });
+  // A plain condition: waitForFunction does not wait for a promise the
+  // predicate returns (a promise is truthy, so it would pass at once).
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
 }
 
-/** Until the device holds the confirmed graph at `version` (read from IndexedDB). */
-async function storedVersion(page, version) {
-  await page.waitForFunction((v) => new Promise((resolve) => {
+/** Whether the device holds the confirmed graph at `version` (read from IndexedDB). */
+function holdsVersion(version) {
+  return new Promise((resolve) => {
     const open = indexedDB.open('graphq');
     open.onsuccess = () => {
       const db = open.result;
       const tx = db.transaction('graphs', 'readonly');
       const req = tx.objectStore('graphs').getAll();
-      req.onsuccess = () => resolve(req.result.some((s) => s.version === v));
+      req.onsuccess = () => resolve(req.result.some((s) => s.version === version));
       req.onerror = () => resolve(false);
       tx.oncomplete = () => db.close();
     };
     open.onerror = () => resolve(false);
-  }), version, { polling: 100 });
+  });
+}
+
+/**
+ * Until the device holds the confirmed graph at `version`. Each read is
+ * awaited by page.evaluate (waitForFunction would take the pending read's
+ * promise for a true answer).
+ */
+async function storedVersion(page, version) {
+  const deadline = Date.now() + WAIT;
+  while (!(await page.evaluate(holdsVersion, version))) {
+    if (Date.now() > deadline) throw new Error(`the device never held version ${version}`);
+    await sleep(100);
+  }
 }
 
 function api(pathname, token = world.tokens.bob) {

@@ -111,17 +111,19 @@ async function untilReady(proc, base) {
 }
 
 /**
- * `graphq gateway` and `graphq worker` as two processes on one Redis.
+ * `graphq gateway` and `graphq worker` as two processes on one Redis
+ * (`config`: a settings file both are started with).
  * @returns {Promise<{base: string, port: number, token: (user: string) => string, stop: () => Promise<void>}>}
  */
-export async function startGraphq({ redisUrl, prefix }) {
+export async function startGraphq({ redisUrl, prefix, config }) {
   if (!existsSync(graphqBin)) throw new Error(`no graphq binary at ${graphqBin}: run cargo build (or set GRAPHQ_BIN)`);
   const secret = `browser-test-secret-${prefix}`;
   const env = { GRAPHQ_AUTH_SECRET: secret, GRAPHQ_REDIS_URL: redisUrl, GRAPHQ_PREFIX: prefix };
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const worker = start('graphq worker', graphqBin, ['worker'], env);
-  const gateway = start('graphq gateway', graphqBin, ['gateway', '--bind', `127.0.0.1:${port}`], env);
+  const settings = config ? ['--config', config] : [];
+  const worker = start('graphq worker', graphqBin, [...settings, 'worker'], env);
+  const gateway = start('graphq gateway', graphqBin, [...settings, 'gateway', '--bind', `127.0.0.1:${port}`], env);
   await untilReady(gateway, base);
   return {
     base,

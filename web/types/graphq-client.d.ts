@@ -174,6 +174,19 @@ export type ClientOptions = {
      */
     WebSocket?: typeof WebSocket;
     /**
+     * `sse`: events over
+     * Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
+     * default in browsers, unless `WebSocket` is given): WebSocket, and SSE
+     * for good once two WebSockets in a row closed before their SYNC while
+     * plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+     * with the network down, WebSocket stays).
+     */
+    transport?: 'websocket' | 'sse' | 'auto';
+    /**
+     * Default `globalThis.EventSource`.
+     */
+    EventSource?: typeof EventSource;
+    /**
      * Default `globalThis.fetch`; used to ask
      * the fate of resent commands.
      */
@@ -247,6 +260,13 @@ export type ClientOptions = {
  * @property {string} [url]  The WebSocket endpoint; default `/ws` on the page's host.
  * @property {string} [httpUrl]  Base of the HTTP API; default derived from `url`.
  * @property {typeof WebSocket} [WebSocket]  Default `globalThis.WebSocket`.
+ * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
+ *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
+ *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
+ *   for good once two WebSockets in a row closed before their SYNC while
+ *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
+ *   with the network down, WebSocket stays).
+ * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
  * @property {number} [presenceIntervalMs=100]  At most one PRESENCE per interval
@@ -348,6 +368,8 @@ export declare class GraphqClient {
     get epoch(): string | null;
     /** @returns {Status} */
     get status(): Status;
+    /** What carries the messages now: `websocket` or `sse`. @returns {string} */
+    get transport(): string;
     /** This client's commands still waiting for an outcome, oldest first. @returns {Command[]} */
     get pending(): Command[];
     /**

@@ -42,7 +42,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Everything in one process; starts a private redis-server when none is reachable.
+    /// Everything in one process, with the demo editor. Runs on a private
+    /// redis-server (data under ./.graphq/) unless a Redis is named with
+    /// --redis or GRAPHQ_REDIS_URL.
     Dev {
         /// Listen address (also GRAPHQ_BIND).
         #[arg(long)]
@@ -146,6 +148,34 @@ pub enum GraphAction {
         #[arg(long)]
         json: bool,
     },
+    /// The graph's conflict log (docs/graph.md, The conflict log), oldest first.
+    Conflicts {
+        graph_id: String,
+        /// Only MANUAL conflicts still waiting for a resolution.
+        #[arg(long)]
+        open: bool,
+        /// The list as `GET …/conflicts` answers it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a graph from a state in the shape `dump` prints (a file, or
+    /// `-`/nothing for stdin), atomically, at a new epoch with a snapshot.
+    /// Refuses a graph that exists unless --replace.
+    Load {
+        graph_id: String,
+        file: Option<PathBuf>,
+        /// Replace the graph when it exists (its log, undo/redo lists and
+        /// analytics records go; its subscribers get a fresh state).
+        #[arg(long, alias = "force")]
+        replace: bool,
+    },
+    /// The retained change log after version --since, one JSON object per
+    /// line, oldest first.
+    Log {
+        graph_id: String,
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
 }
 
 #[cfg(feature = "bench")]
@@ -190,6 +220,10 @@ pub enum CliError {
     NoSecret,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Log(#[from] graphq::graph::LogError),
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -211,7 +245,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::from_process(cli.config.as_deref(), &flags)?;
     init_logging(config.log_format);
     match cli.command {
-        Command::Dev { .. } => dev(config).await,
+        Command::Dev { .. } => {
+            let named = redis_named(cli.redis.as_deref(), &config)?;
+            dev(config, named).await
+        }
         Command::Gateway { .. } => {
             graphq::os::raise_fd_limit();
             let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
@@ -367,8 +404,10 @@ async fn run_workers<P: graphq::queue::Processor + Clone>(
 fn init_logging(format: graphq::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: redirected to a file, escape codes are noise.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second call (tests run several commands in one process) keeps the first.
     let _ = match format {
@@ -377,26 +416,56 @@ fn init_logging(format: graphq::config::LogFormat) {
     };
 }
 
-async fn dev(mut config: Config) -> Result<(), CliError> {
-    let mut _private = None;
-    if Redis::open(&config.redis_target()).await.is_err() {
+/// True when the Redis to use was named: `--redis`, `--redis-cluster`, their
+/// variables, or a settings file that changes the default URL.
+fn redis_named(cli_redis: Option<&str>, config: &Config) -> Result<bool, CliError> {
+    let var_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let defaults = Config::load(None, Vec::new(), &Overrides::default())?;
+    Ok(cli_redis.is_some()
+        || var_set("GRAPHQ_REDIS_URL")
+        || config.redis_cluster.is_some()
+        || config.redis_url != defaults.redis_url)
+}
+
+/// `graphq dev`: gateway, workers and the demo in one process. Unless a Redis
+/// is named, on a private redis-server with its data under `./.graphq/`,
+/// stopped when this process stops (SIGINT, SIGTERM, or an error).
+async fn dev(mut config: Config, redis_named: bool) -> Result<(), CliError> {
+    let mut private = None;
+    let redis_line = if redis_named {
+        format!(
+            "Redis: {} (named by --redis / GRAPHQ_REDIS_URL / the settings), prefix `{}`",
+            config.redis_target().describe(),
+            config.prefix
+        )
+    } else {
         let dir = std::env::current_dir()?.join(".graphq");
         let server = RedisServer::start_with(RedisServerOptions {
             dir: Some(dir.clone()),
             aof: true,
+            own_process_group: true,
             ..RedisServerOptions::default()
         })?;
-        eprintln!(
-            "graphq dev: no Redis at {}; started redis-server (pid {}) on {} with data in {}",
-            config.redis_url,
+        config.redis_url = server.url();
+        let line = format!(
+            "Redis: a private redis-server (pid {}) on {} with its data in {} \
+             (stopped with graphq dev; --redis URL or GRAPHQ_REDIS_URL uses another)",
             server.pid(),
             server.url(),
             dir.display()
         );
-        config.redis_url = server.url();
-        config.redis_cluster = None;
-        _private = Some(server);
+        private = Some(server);
+        line
+    };
+    let served = dev_on(config, &redis_line).await;
+    if let Some(mut server) = private {
+        // After the workers drained: they needed Redis until then.
+        server.terminate(Duration::from_secs(5));
     }
+    served
+}
+
+async fn dev_on(mut config: Config, redis_line: &str) -> Result<(), CliError> {
     let redis = connect(&config, Duration::from_secs(5)).await?;
     let secret = match config.auth_secret.clone() {
         Some(s) => s,
@@ -408,7 +477,6 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         }
     };
     config.gateway.dev_tokens = true;
-    let bind = config.bind.clone();
     let auth = graphq::auth::Auth::new(&secret)?;
     let token = auth.mint(
         "dev",
@@ -416,25 +484,57 @@ async fn dev(mut config: Config) -> Result<(), CliError> {
         graphq::auth::Role::Editor,
         Duration::from_secs(24 * 3600),
     )?;
-    eprintln!(
-        "graphq dev: gateway on http://{bind} with workers for {} against {} (prefix `{}`)\n\
-         graphq dev: open the demo editor at http://{bind}/ (two windows, two names: live collaboration)\n\
-         graphq dev: a token for user `dev` on every graph: {token}\n\
-         graphq dev: more tokens: GRAPHQ_AUTH_SECRET={secret} graphq token --user NAME --graph GRAPH\n\
-         graphq dev: Ctrl-C stops everything",
-        config.queues.keys().cloned().collect::<Vec<_>>().join(", "),
-        config.redis_url,
-        config.prefix
-    );
     let shutdown = shutdown_signal();
-    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    let listener = tokio::net::TcpListener::bind(&config.bind).await?;
+    let addr = listener.local_addr()?;
     let processor = app::processor(&config, &redis)?;
     let workers = app::start_workers(&config, &redis, &[], processor, &shutdown)?;
     let gateway = app::start_gateway(&config, redis, auth, listener, &shutdown).await?;
+    eprint!("{}", dev_banner(&config, addr, redis_line, &token, &secret));
     let served = gateway.stopped().await;
     shutdown.cancel();
     workers.stopped().await;
     Ok(served?)
+}
+
+/// What `graphq dev` prints once it serves: where, on which Redis, a
+/// command to try, and how to mint more tokens with this very binary.
+fn dev_banner(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    redis_line: &str,
+    token: &str,
+    secret: &str,
+) -> String {
+    // A wildcard address is reached on the loopback.
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let id = &run[..8];
+    let command = serde_json::json!({
+        "operationId": format!("first-{id}"),
+        "type": "CREATE_NODE",
+        "payload": {"node": {"id": format!("n-{id}"), "position": {"x": 0, "y": 0}}},
+    });
+    let binary = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "graphq".into());
+    let queues = config.queues.keys().cloned().collect::<Vec<_>>().join(", ");
+    format!(
+        "graphq dev: gateway on http://{host} (HTTP API and /ws), workers for {queues}\n\
+         graphq dev: {redis_line}\n\
+         graphq dev: open the demo editor at http://{host}/ (two windows, two names: live collaboration)\n\
+         graphq dev: a token for user `dev` on every graph (24 h): {token}\n\
+         graphq dev: try a command:\n\
+         curl -sS -X POST 'http://{host}/api/v2/graphs/demo/command?wait=5000' \\\n  \
+         -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n  \
+         -d '{command}'\n\
+         graphq dev: more tokens: GRAPHQ_AUTH_SECRET={secret} {binary} token --user NAME --graph GRAPH\n\
+         graphq dev: Ctrl-C stops everything\n"
+    )
 }
 
 async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> {
@@ -450,6 +550,45 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
                 "{}",
                 serde_json::to_string_pretty(&state).unwrap_or_default()
             );
+            Ok(())
+        }
+        GraphAction::Load {
+            graph_id,
+            file,
+            replace,
+        } => {
+            if !graphq::graph::command::is_graph_id(&graph_id) {
+                return Err(CliError::Invalid(format!("`{graph_id}` is not a graph id")));
+            }
+            let text = match file.as_deref() {
+                None => std::io::read_to_string(std::io::stdin())?,
+                Some(p) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| CliError::Invalid(format!("{}: {e}", p.display())))?,
+            };
+            let state: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Invalid(format!("the input is not JSON: {e}")))?;
+            let import = graphq::graph::import::prepare(&state, store.settings())
+                .map_err(|r| CliError::Invalid(format!("{r}")))?;
+            let loaded = store.load(&graph_id, &import, replace).await?;
+            if loaded.outcome == graphq::graph::LoadOutcome::Exists {
+                return Err(CliError::Invalid(format!(
+                    "graph {graph_id} exists; nothing was written (--replace replaces it)"
+                )));
+            }
+            println!("{}", serde_json::to_string(&loaded).unwrap_or_default());
+            Ok(())
+        }
+        GraphAction::Log { graph_id, since } => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            store
+                .log_since(&graph_id, since, |change| {
+                    serde_json::to_writer(&mut out, change)?;
+                    out.write_all(b"\n")
+                })
+                .await?;
+            out.flush()?;
             Ok(())
         }
         GraphAction::Verify { graph_id, json } => {
@@ -490,7 +629,56 @@ async fn graph(store: &GraphStore, action: GraphAction) -> Result<(), CliError> 
                 Err(CliError::Inconsistent(graph_id))
             }
         }
+        GraphAction::Conflicts {
+            graph_id,
+            open,
+            json,
+        } => {
+            let filter = graphq::graph::ConflictFilter {
+                status: open.then(|| "open".to_string()),
+                ..Default::default()
+            };
+            let list = store.conflicts(&graph_id, &filter).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            for c in &list.conflicts {
+                println!("{}", conflict_line(c));
+            }
+            println!("{} conflicts", list.conflicts.len());
+            Ok(())
+        }
     }
+}
+
+/// One conflict as `graphq graph conflicts` prints it: id, status,
+/// strategy, field, the two users and the two values.
+fn conflict_line(c: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut line = format!(
+        "{} {} {} {} v{}: {} wrote {} over {} by {}",
+        text(&c["id"]),
+        text(&c["status"]),
+        text(&c["strategy"]),
+        text(&c["field"]),
+        c["version"],
+        text(&c["userId"]),
+        c["clientValue"],
+        c["serverValue"],
+        text(&c["serverUserId"]),
+    );
+    if let Some(r) = c["resolution"].as_object() {
+        line.push_str(&format!(
+            "; resolved by {} with {}",
+            r.get("userId").map_or_else(String::new, text),
+            r.get("value").cloned().unwrap_or_default()
+        ));
+    }
+    line
 }
 
 async fn dlq(config: &Config, redis: &Redis, action: DlqAction) -> Result<(), CliError> {

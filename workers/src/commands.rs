@@ -11,22 +11,11 @@ use serde::Deserialize;
 
 use graphq::db::now_ms;
 use graphq::graph::command::{self, Command, is_entity_id, is_graph_id};
-use graphq::graph::{ApplyContext, CommandEnvelope, GraphStore, Outcome};
+use graphq::graph::{ApplyContext, CommandEnvelope, GraphStore};
 use graphq::queue::{Job, JobError, NewJob, Queue};
 
-/// Job names the commands processor answers to.
-pub const COMMAND_TYPES: [&str; 10] = [
-    "CREATE_NODE",
-    "UPDATE_NODE",
-    "DELETE_NODE",
-    "CREATE_EDGE",
-    "UPDATE_EDGE",
-    "DELETE_EDGE",
-    "UPDATE_VIEWPORT",
-    "BATCH_UPDATE",
-    "UNDO",
-    "REDO",
-];
+/// Job names the commands processor answers to: the command types.
+pub use graphq::graph::command::COMMAND_TYPES;
 
 /// Job name of the analytics job that snapshots a graph.
 pub const GENERATE_SNAPSHOT: &str = "GENERATE_SNAPSHOT";
@@ -150,18 +139,15 @@ impl CommandsHandler {
                     .mark_operation(&cmd.operation_id, &ctx.graph_id, "processing")
                     .await
                     .map_err(store_error)?;
-                let outcome = self.store.apply(&ctx, &cmd).await.map_err(store_error)?;
-                let (status, version, code) = match &outcome {
-                    Outcome::Applied { version, .. } => ("applied", Some(*version), None),
-                    Outcome::Reverted { code, .. } => ("reverted", None, Some(code.as_str())),
-                    Outcome::Duplicate { .. } => ("duplicate", None, None),
-                };
-                settled(job, &ctx, &cmd, status, version, code);
-                let version = match outcome {
-                    Outcome::Applied { version, .. } => Some(version),
-                    _ => None,
-                };
-                self.after(&ctx, version).await;
+                let text = self
+                    .store
+                    .apply_text(&ctx, &cmd)
+                    .await
+                    .map_err(store_error)?;
+                let head = outcome_head(&text);
+                settled(job, &ctx, &cmd, head.as_ref());
+                let applied = head.as_ref().filter(|h| h.status == "applied");
+                self.after(&ctx, applied.and_then(|h| h.version)).await;
                 Ok(())
             }
         }
@@ -198,10 +184,7 @@ impl CommandsHandler {
                 Prepared::Ready(r) => {
                     let outcome = outcomes.next();
                     let head = outcome.as_deref().and_then(outcome_head);
-                    let status = head.as_ref().map_or("unknown", |h| h.status.as_str());
-                    let version = head.as_ref().and_then(|h| h.version);
-                    let code = head.as_ref().and_then(|h| h.code.as_deref());
-                    settled(job, &r.0, &r.1, status, version, code);
+                    settled(job, &r.0, &r.1, head.as_ref());
                     if self.snapshots.is_some() {
                         let applied = head.filter(|h| h.status == "applied");
                         self.after(&r.0, applied.and_then(|h| h.version)).await;
@@ -244,16 +227,15 @@ impl CommandsHandler {
 }
 
 /// Records a command the script answered: its latency since it was queued,
-/// and a debug line with what became of it.
-fn settled(
-    job: &Job,
-    ctx: &ApplyContext,
-    cmd: &Command,
-    status: &str,
-    version: Option<u64>,
-    code: Option<&str>,
-) {
+/// the conflicts it logged, and a debug line with what became of it.
+fn settled(job: &Job, ctx: &ApplyContext, cmd: &Command, head: Option<&OutcomeHead>) {
     graphq::metrics::observe_since(graphq::metrics::COMMAND_LATENCY, job.enqueued_at);
+    if let Some(h) = head {
+        graphq::metrics::count_conflicts(h.logged.iter().map(String::as_str));
+    }
+    let status = head.map_or("unknown", |h| h.status.as_str());
+    let version = head.and_then(|h| h.version);
+    let code = head.and_then(|h| h.code.as_deref());
     tracing::debug!(
         graph_id = %ctx.graph_id,
         operation_id = %cmd.operation_id,
@@ -272,6 +254,9 @@ struct OutcomeHead {
     status: String,
     version: Option<u64>,
     code: Option<String>,
+    /// `STRATEGY:outcome` of each conflict-log record the command wrote.
+    #[serde(default)]
+    logged: Vec<String>,
 }
 
 fn outcome_head(outcome: &str) -> Option<OutcomeHead> {

@@ -6,11 +6,14 @@
 //!   repaired a graph by hand, say).
 //! - `SYNC_CLIENT {graphId, userId}`: that user's sockets on the graph get a
 //!   SYNC from the version each has (`in_sync`, `behind` or `reset`).
-//! - `RESOLVE_CONFLICT {graphId, userId, nodeId | edgeId, field, value}`:
-//!   settles a `MANUAL` conflict by queueing the chosen value as an ordinary
-//!   UPDATE_NODE / UPDATE_EDGE on `commands`, so it is ordered, versioned,
-//!   logged and broadcast like any edit. Its operation id is derived from the
-//!   job id: a redelivered job queues nothing twice.
+//! - `RESOLVE_CONFLICT {graphId, userId, nodeId | edgeId, field, value}` or
+//!   `{graphId, userId, conflictId, value}`: settles a `MANUAL` conflict by
+//!   queueing the chosen value as an ordinary UPDATE_NODE / UPDATE_EDGE /
+//!   UPDATE_VIEWPORT on `commands`, so it is ordered, versioned, logged and
+//!   broadcast like any edit (and resolves the open conflict in the log).
+//!   With `conflictId` the field is the one that conflict names, and the
+//!   conflict must be open. Its operation id is derived from the job id: a
+//!   redelivered job queues nothing twice.
 //! - `CALCULATE_PROGRESS {graphId}`: counts the graph's nodes by
 //!   `data.status` into `{g:G}:progress`.
 //! - `UPDATE_METRICS {graphId}`: records size and activity of the graph in
@@ -58,8 +61,33 @@ struct Resolution {
     user_id: String,
     node_id: Option<String>,
     edge_id: Option<String>,
+    #[serde(default)]
     field: String,
+    conflict_id: Option<String>,
     value: Value,
+}
+
+/// The command type and payload that write `value` to the field a
+/// conflict names (a JSON pointer: `/nodes/ID/position`, `/nodes/ID/data/KEY`,
+/// `/edges/ID/type`, `/viewport`, ...; docs/graph.md, Conflicts).
+fn write_of(pointer: &str, value: &Value) -> Option<(&'static str, Value)> {
+    if pointer == "/viewport" {
+        return Some(("UPDATE_VIEWPORT", value.clone()));
+    }
+    let unescape = |s: &str| s.replace("~1", "/").replace("~0", "~");
+    let mut parts = pointer.strip_prefix('/')?.splitn(4, '/');
+    let kind = match parts.next()? {
+        "nodes" => "UPDATE_NODE",
+        "edges" => "UPDATE_EDGE",
+        _ => return None,
+    };
+    let id = unescape(parts.next()?);
+    let patch = match (parts.next()?, parts.next()) {
+        (name @ ("position" | "type" | "data"), None) => json!({ name: value }),
+        ("data", Some(key)) => json!({"data": { unescape(key): value }}),
+        _ => return None,
+    };
+    Some((kind, json!({"id": id, "patch": patch})))
 }
 
 impl JobsHandler {
@@ -133,22 +161,34 @@ impl JobsHandler {
         if !is_graph_id(&r.graph_id) || !is_entity_id(&r.user_id) {
             return Err(bad(job, "needs a valid `graphId` and `userId`"));
         }
-        let (kind, id) = match (&r.node_id, &r.edge_id) {
-            (Some(n), None) => ("UPDATE_NODE", n),
-            (None, Some(e)) => ("UPDATE_EDGE", e),
-            _ => return Err(bad(job, "names exactly one of `nodeId` and `edgeId`")),
-        };
-        let patch = match r.field.split_once('.') {
-            None if r.field == "position" || r.field == "type" => {
-                json!({ r.field.clone(): r.value })
+        let (kind, payload) = match (&r.conflict_id, &r.node_id, &r.edge_id) {
+            (Some(conflict), None, None) => self.write_of_conflict(job, &r, conflict).await?,
+            (None, Some(id), None) | (None, None, Some(id)) => {
+                let kind = if r.node_id.is_some() {
+                    "UPDATE_NODE"
+                } else {
+                    "UPDATE_EDGE"
+                };
+                let patch = match r.field.split_once('.') {
+                    None if r.field == "position" || r.field == "type" => {
+                        json!({ r.field.clone(): r.value })
+                    }
+                    Some(("data", key)) if !key.is_empty() => json!({"data": { key: r.value }}),
+                    _ => return Err(bad(job, "`field` is `position`, `type` or `data.KEY`")),
+                };
+                (kind, json!({"id": id, "patch": patch}))
             }
-            Some(("data", key)) if !key.is_empty() => json!({"data": { key: r.value }}),
-            _ => return Err(bad(job, "`field` is `position`, `type` or `data.KEY`")),
+            _ => {
+                return Err(bad(
+                    job,
+                    "names exactly one of `conflictId`, `nodeId` and `edgeId`",
+                ));
+            }
         };
         let cmd = command::from_value(&json!({
             "operationId": format!("resolve-{}", job.id),
             "type": kind,
-            "payload": {"id": id, "patch": patch},
+            "payload": payload,
         }))
         .map_err(|e| {
             bad(
@@ -177,6 +217,32 @@ impl JobsHandler {
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
         Ok(())
+    }
+
+    /// The write that settles open conflict `id` of the job's graph.
+    async fn write_of_conflict(
+        &self,
+        job: &Job,
+        r: &Resolution,
+        id: &str,
+    ) -> Result<(&'static str, Value), JobError> {
+        let open = graphq::graph::ConflictFilter {
+            status: Some("open".into()),
+            ..Default::default()
+        };
+        let list = self
+            .store
+            .conflicts(&r.graph_id, &open)
+            .await
+            .map_err(retry)?;
+        let conflict = list
+            .conflicts
+            .iter()
+            .find(|c| c["id"] == id)
+            .ok_or_else(|| bad(job, &format!("names conflict {id}, which is not open")))?;
+        let field = conflict["field"].as_str().unwrap_or_default();
+        write_of(field, &r.value)
+            .ok_or_else(|| bad(job, &format!("names conflict {id} on {field}, not a field")))
     }
 
     async fn progress(&self, graph: &str) -> Result<(), JobError> {
@@ -257,4 +323,46 @@ fn bad(job: &Job, what: &str) -> JobError {
 
 fn retry(e: impl std::fmt::Display) -> JobError {
     JobError::Retry(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_of;
+    use serde_json::json;
+
+    #[test]
+    fn a_conflicts_field_becomes_the_write_that_settles_it() {
+        let v = json!("x");
+        assert_eq!(
+            write_of("/nodes/n1/data/a~1b~0c", &v),
+            Some((
+                "UPDATE_NODE",
+                json!({"id": "n1", "patch": {"data": {"a/b~c": "x"}}})
+            ))
+        );
+        assert_eq!(
+            write_of("/edges/e1/type", &v),
+            Some(("UPDATE_EDGE", json!({"id": "e1", "patch": {"type": "x"}})))
+        );
+        assert_eq!(
+            write_of("/nodes/n1/data", &json!({"k": 1})),
+            Some((
+                "UPDATE_NODE",
+                json!({"id": "n1", "patch": {"data": {"k": 1}}})
+            ))
+        );
+        assert_eq!(
+            write_of("/viewport", &v),
+            Some(("UPDATE_VIEWPORT", v.clone()))
+        );
+        for bad in [
+            "/nodes/n1",
+            "/nodes/n1/colour",
+            "/graphs/g/type",
+            "nodes/n1/type",
+            "",
+        ] {
+            assert_eq!(write_of(bad, &v), None, "{bad}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The broadcaster's handle on one WebSocket connection ([`Conn`]): its
-//! bounded send queue of shared [`Frame`]s, and how it is told to close.
+//! The broadcaster's handle on one connection, a WebSocket or an SSE
+//! stream ([`Conn`]): its bounded send queue of shared [`Frame`]s, and how
+//! it is told to close.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -19,10 +20,13 @@ pub enum Outgoing {
     Text(Frame),
 }
 
-/// The broadcaster's handle on one WebSocket connection.
+/// The broadcaster's handle on one connection.
 pub struct Conn {
     pub id: u64,
     pub user: String,
+    /// A user stream (`GET /api/v2/events`): it also hears COMMAND_APPLIED
+    /// of the user's own commands on any graph, from the user's channel.
+    pub own_applied: bool,
     /// Bounded: a client that cannot keep up is closed rather than buffered.
     tx: mpsc::Sender<Outgoing>,
     /// Fired to close the socket; `close_code` says with which code.
@@ -44,10 +48,22 @@ impl Conn {
         queue: usize,
         shutdown: &CancellationToken,
     ) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
+        Conn::with_own_applied(id, user, queue, shutdown, false)
+    }
+
+    /// [`Conn::new`], for a user stream when `own_applied`.
+    pub fn with_own_applied(
+        id: u64,
+        user: String,
+        queue: usize,
+        shutdown: &CancellationToken,
+        own_applied: bool,
+    ) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Conn {
             id,
             user,
+            own_applied,
             tx,
             kick: shutdown.child_token(),
             close_code: AtomicU16::new(0),
@@ -73,9 +89,13 @@ impl Conn {
     }
 
     pub fn close(&self, code: CloseCode) {
-        let _ =
+        let first =
             self.close_code
                 .compare_exchange(0, code as u16, Ordering::SeqCst, Ordering::SeqCst);
+        if first.is_ok() {
+            metrics::counter!(crate::metrics::WS_CLOSES, "code" => (code as u16).to_string())
+                .increment(1);
+        }
         self.end();
     }
 

@@ -372,7 +372,12 @@ impl Feed {
 
 /// COMMAND_APPLIED from the graph script's note: serialized once, then
 /// shared by every subscriber.
-fn applied_from_note(graph: &str, note: &Note, version: u64, change: Option<&RawValue>) -> Frame {
+pub(super) fn applied_from_note(
+    graph: &str,
+    note: &Note,
+    version: u64,
+    change: Option<&RawValue>,
+) -> Frame {
     let frame = ServerMessage::CommandApplied {
         graph_id: graph,
         operation_id: note.operation_id.as_deref().unwrap_or_default(),

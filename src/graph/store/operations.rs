@@ -15,7 +15,7 @@ use crate::scripts::SCRIPTS;
 use super::{GraphStore, StoreError};
 
 /// Status of one operation (`GET /api/v2/operations/{id}`, docs/protocol.md).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationStatus {
     pub operation_id: String,

@@ -62,25 +62,31 @@ struct Snapshot {
     viewport: Option<String>,
 }
 
+/// The stored text of a snapshot of `raw`.
+pub(super) fn snapshot_json(raw: RawGraph) -> Result<String, StoreError> {
+    let snap = Snapshot {
+        epoch: raw.epoch,
+        version: raw.version,
+        nodes: raw.nodes,
+        edges: raw.edges,
+        viewport: raw.viewport,
+    };
+    serde_json::to_string(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 impl GraphStore {
     /// Saves the current state as the graph's snapshot (base for replay when
     /// the log has been trimmed). Returns its version.
     pub async fn snapshot(&self, graph_id: &str) -> Result<u64, StoreError> {
         let raw = self.raw(graph_id).await?;
-        let snap = Snapshot {
-            epoch: raw.epoch,
-            version: raw.version,
-            nodes: raw.nodes,
-            edges: raw.edges,
-            viewport: raw.viewport,
-        };
-        let json = serde_json::to_string(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let version = raw.version;
+        let json = snapshot_json(raw)?;
         let _: () = self
             .redis
             .conn()
             .set(self.keys.graph_snapshot(graph_id), json)
             .await?;
-        Ok(snap.version)
+        Ok(version)
     }
 
     /// Recomputes the checksum from the stored entities, and replays the

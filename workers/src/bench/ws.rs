@@ -1,5 +1,6 @@
 //! `graphq bench e2e` and `graphq bench fanout`: WebSocket load against a
-//! running gateway (BENCHMARKS.md). Tokens are minted with GRAPHQ_AUTH_SECRET.
+//! running gateway (BENCHMARKS.md), or SSE load with `--transport sse`
+//! ([`super::sse`]). Tokens are minted with GRAPHQ_AUTH_SECRET.
 //!
 //! Every operation id carries its submit time (µs since the run started),
 //! so any client that receives COMMAND_APPLIED knows the latency without a
@@ -19,6 +20,7 @@ use graphq::auth::{Auth, Graphs, Role};
 
 use super::Percentiles;
 use super::redis_cost::{RedisCost, RedisCounters};
+use super::sse::{self, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WsBenchError {
@@ -26,6 +28,8 @@ pub enum WsBenchError {
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("auth: {0}")]
     Auth(#[from] graphq::auth::AuthError),
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
 }
@@ -54,11 +58,16 @@ pub struct E2eArgs {
     /// before and after). One Redis only, not a cluster.
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// `sse`: each client hears its graph's event stream and sends
+    /// commands as HTTP requests.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
 }
 
 #[derive(Debug, Serialize)]
 pub struct E2eReport {
     pub bench: &'static str,
+    pub transport: Transport,
     pub clients: usize,
     pub graphs: usize,
     pub rate: u64,
@@ -98,8 +107,8 @@ fn ws_base(url: &str) -> String {
 
 /// Shared tallies of one run.
 #[derive(Default)]
-struct Tally {
-    sent: AtomicU64,
+pub(super) struct Tally {
+    pub sent: AtomicU64,
     applied: AtomicU64,
     reverted: AtomicU64,
     duplicated: AtomicU64,
@@ -181,19 +190,39 @@ async fn e2e_round(
         let url = format!("{base}/ws?token={token}");
         let graph = format!("bench-{run}-{}", i % graphs);
         let (tally, ready, run) = (tally.clone(), ready.clone(), run.clone());
+        let (transport, addr) = (args.transport, sse::authority(&base));
         tasks.spawn(async move {
-            let r = e2e_client(
-                i,
-                &run,
-                &url,
-                &graph,
-                per_client,
-                duration,
-                started,
-                tally,
-                ready.clone(),
-            )
-            .await;
+            let r = match transport {
+                Transport::Ws => {
+                    e2e_client(
+                        i,
+                        &run,
+                        &url,
+                        &graph,
+                        per_client,
+                        duration,
+                        started,
+                        tally,
+                        ready.clone(),
+                    )
+                    .await
+                }
+                Transport::Sse => {
+                    sse::e2e_client(
+                        i,
+                        &run,
+                        &addr,
+                        &token,
+                        &graph,
+                        per_client,
+                        duration,
+                        started,
+                        tally,
+                        ready.clone(),
+                    )
+                    .await
+                }
+            };
             if r.is_err() {
                 // Do not leave the others waiting at the barrier.
                 ready.wait().await;
@@ -232,6 +261,7 @@ async fn e2e_round(
     };
     Ok(E2eReport {
         bench: "e2e",
+        transport: args.transport,
         clients,
         graphs,
         rate,
@@ -318,79 +348,160 @@ async fn e2e_client(
     // borrowed fields only: the load generator shares the machine with what
     // it measures, so its own CPU is kept small.
     let reader = tokio::spawn(async move {
-        let (mut own, mut others) = (Vec::new(), Vec::new());
-        let mut last_version = 0u64;
+        let mut outcomes = Outcomes::new(i);
         loop {
             let m = tokio::select! {
                 _ = &mut stop_rx => break,
                 m = rx.next() => m,
             };
-            let t = match m {
-                Some(Ok(Message::Text(t))) => t,
+            match m {
+                Some(Ok(Message::Text(t))) => outcomes.frame(&t, started, &tally_rx),
                 Some(Ok(_)) => continue,
                 _ => break,
-            };
-            let Ok(f) = serde_json::from_str::<Seen>(&t) else {
-                continue;
-            };
-            let now = started.elapsed().as_micros() as u64;
-            let op = f.operation_id.and_then(decode_op);
-            match f.kind {
-                "COMMAND_APPLIED" => {
-                    let version = f.version.unwrap_or(0);
-                    if version <= last_version {
-                        tally_rx.duplicated.fetch_add(1, Ordering::Relaxed);
-                    }
-                    last_version = last_version.max(version);
-                    if let Some((client, t0)) = op {
-                        let lat = now.saturating_sub(t0);
-                        if client == i {
-                            tally_rx.applied.fetch_add(1, Ordering::Relaxed);
-                            tally_rx.last_outcome_us.fetch_max(now, Ordering::Relaxed);
-                            own.push(lat);
-                        } else {
-                            others.push(lat);
-                        }
-                    }
-                }
-                "REVERT" if op.is_some_and(|(c, _)| c == i) => {
-                    tally_rx.reverted.fetch_add(1, Ordering::Relaxed);
-                    tally_rx.last_outcome_us.fetch_max(now, Ordering::Relaxed);
-                }
-                _ => {}
             }
         }
-        if let Ok(mut l) = tally_rx.own.lock() {
-            l.extend(own);
-        }
-        if let Ok(mut l) = tally_rx.others.lock() {
-            l.extend(others);
-        }
+        outcomes.finish(&tally_rx);
     });
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Spread the clients' ticks over one interval.
-    tokio::time::sleep(every.mul_f64(i as f64 / 200.0 % 1.0)).await;
-    let begin = Instant::now();
-    let mut seq = 0u64;
-    while begin.elapsed() < duration {
-        tick.tick().await;
-        seq += 1;
-        let t0 = started.elapsed().as_micros() as u64;
-        let c = json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
-            "payload": {"id": node, "patch": {"position": {"x": seq, "y": i}}}});
+    let mut pacer = Pacer::start(i, every, duration, started, run, &node).await;
+    while let Some(c) = pacer.next().await {
         tx.send(send(
             json!({"type": "COMMAND", "graphId": graph, "command": c}),
         ))
         .await?;
         tally.sent.fetch_add(1, Ordering::Relaxed);
     }
-    drain(&tally).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = stop_tx.send(());
-    let _ = reader.await;
+    wind_down(&tally, stop_tx, reader).await;
     let _ = tx.close().await;
     Ok(())
+}
+
+/// A client's sending schedule: one UPDATE_NODE of its node every `every`
+/// for `duration`, each carrying its send time in its operation id.
+pub(super) struct Pacer {
+    tick: tokio::time::Interval,
+    begin: Instant,
+    duration: Duration,
+    started: Instant,
+    client: usize,
+    seq: u64,
+    run: String,
+    node: String,
+}
+
+impl Pacer {
+    pub async fn start(
+        client: usize,
+        every: Duration,
+        duration: Duration,
+        started: Instant,
+        run: &str,
+        node: &str,
+    ) -> Pacer {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Spread the clients' ticks over one interval.
+        tokio::time::sleep(every.mul_f64(client as f64 / 200.0 % 1.0)).await;
+        Pacer {
+            tick,
+            begin: Instant::now(),
+            duration,
+            started,
+            client,
+            seq: 0,
+            run: run.to_string(),
+            node: node.to_string(),
+        }
+    }
+
+    /// The next command, at its time; None once the run is over.
+    pub async fn next(&mut self) -> Option<Value> {
+        if self.begin.elapsed() >= self.duration {
+            return None;
+        }
+        self.tick.tick().await;
+        self.seq += 1;
+        let (i, seq, run) = (self.client, self.seq, &self.run);
+        let t0 = self.started.elapsed().as_micros() as u64;
+        Some(
+            json!({"operationId": format!("c{i}-{seq}-{t0}-{run}"), "type": "UPDATE_NODE",
+            "payload": {"id": self.node, "patch": {"position": {"x": seq, "y": i}}}}),
+        )
+    }
+}
+
+/// Waits for the outcomes still owed, then stops the client's reader.
+pub(super) async fn wind_down(
+    tally: &Tally,
+    stop: tokio::sync::oneshot::Sender<()>,
+    reader: tokio::task::JoinHandle<()>,
+) {
+    drain(tally).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let _ = reader.await;
+}
+
+/// What one client heard: its latencies, kept per client and merged once.
+pub(super) struct Outcomes {
+    client: usize,
+    own: Vec<u64>,
+    others: Vec<u64>,
+    last_version: u64,
+}
+
+impl Outcomes {
+    pub fn new(client: usize) -> Outcomes {
+        Outcomes {
+            client,
+            own: Vec::new(),
+            others: Vec::new(),
+            last_version: 0,
+        }
+    }
+
+    /// One message (a frame's text, an event's data), read into borrowed
+    /// fields only: the load generator shares the machine with what it
+    /// measures, so its own CPU is kept small.
+    pub fn frame(&mut self, text: &str, started: Instant, tally: &Tally) {
+        let Ok(f) = serde_json::from_str::<Seen>(text) else {
+            return;
+        };
+        let now = started.elapsed().as_micros() as u64;
+        let op = f.operation_id.and_then(decode_op);
+        match f.kind {
+            "COMMAND_APPLIED" => {
+                let version = f.version.unwrap_or(0);
+                if version <= self.last_version {
+                    tally.duplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                self.last_version = self.last_version.max(version);
+                if let Some((client, t0)) = op {
+                    let lat = now.saturating_sub(t0);
+                    if client == self.client {
+                        tally.applied.fetch_add(1, Ordering::Relaxed);
+                        tally.last_outcome_us.fetch_max(now, Ordering::Relaxed);
+                        self.own.push(lat);
+                    } else {
+                        self.others.push(lat);
+                    }
+                }
+            }
+            "REVERT" if op.is_some_and(|(c, _)| c == self.client) => {
+                tally.reverted.fetch_add(1, Ordering::Relaxed);
+                tally.last_outcome_us.fetch_max(now, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(self, tally: &Tally) {
+        if let Ok(mut l) = tally.own.lock() {
+            l.extend(self.own);
+        }
+        if let Ok(mut l) = tally.others.lock() {
+            l.extend(self.others);
+        }
+    }
 }
 
 /// Waits for the outcomes of what every client sent, for as long as they keep
@@ -439,11 +550,16 @@ pub struct FanoutArgs {
     /// PID of the gateway, to measure its memory per idle connection.
     #[arg(long)]
     pub gateway_pid: Option<u32>,
+    /// `sse`: the subscribers are event streams (the changes are still
+    /// sent over one WebSocket).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
 }
 
 #[derive(Debug, Serialize)]
 pub struct FanoutReport {
     pub bench: &'static str,
+    pub transport: Transport,
     pub subscribers: usize,
     pub connected: usize,
     pub messages: usize,
@@ -486,6 +602,31 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
             gate.clone(),
         );
         let mut done = done_tx.subscribe();
+        if args.transport == Transport::Sse {
+            let addr = sse::authority(&base);
+            let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
+            subs.spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let mut mine = Vec::new();
+                sse::fanout_subscriber(
+                    &addr,
+                    &path,
+                    || {
+                        connected.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                    },
+                    |data| count_applied(data, started, &delivered, &mut mine),
+                    async move {
+                        let _ = done.recv().await;
+                    },
+                )
+                .await;
+                if let Ok(mut l) = lat.lock() {
+                    l.extend(mine);
+                }
+            });
+            continue;
+        }
         subs.spawn(async move {
             let permit = gate.acquire_owned().await;
             // Not split: a subscriber only reads once subscribed, and the
@@ -518,13 +659,8 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
                     _ = &mut finished => break,
                     m = socket.next() => match m {
                         Some(Ok(Message::Text(t))) => {
-                            let now = started.elapsed().as_micros() as u64;
-                            // A scan, not a parse, for the same reason.
-                            if t.contains("\"type\":\"COMMAND_APPLIED\"")
-                                && let Some((_, t0)) = operation_id_of(&t).and_then(decode_op)
-                            {
-                                delivered.fetch_add(1, Ordering::Relaxed);
-                                mine.push(now.saturating_sub(t0));
+                            if t.contains("\"type\":\"COMMAND_APPLIED\"") {
+                                count_applied(&t, started, &delivered, &mut mine);
                             }
                         }
                         Some(Ok(_)) => {}
@@ -595,6 +731,7 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
     subs.abort_all();
     Ok(FanoutReport {
         bench: "fanout",
+        transport: args.transport,
         subscribers: args.subscribers,
         connected: n,
         messages: args.messages,
@@ -604,6 +741,17 @@ pub async fn fanout(secret: &str, args: &FanoutArgs) -> Result<FanoutReport, WsB
         connect_s,
         gateway_kib_per_connection: per_conn,
     })
+}
+
+/// Counts one COMMAND_APPLIED a fanout subscriber received, with its
+/// latency. A scan, not a parse: 10,000 subscribers parsing every frame
+/// would make the load generator what is measured.
+fn count_applied(frame: &str, started: Instant, delivered: &AtomicU64, mine: &mut Vec<u64>) {
+    let now = started.elapsed().as_micros() as u64;
+    if let Some((_, t0)) = operation_id_of(frame).and_then(decode_op) {
+        delivered.fetch_add(1, Ordering::Relaxed);
+        mine.push(now.saturating_sub(t0));
+    }
 }
 
 /// Opens one load-generator client socket, without Nagle's delay.
