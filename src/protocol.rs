@@ -56,6 +56,13 @@ pub enum ClientMessage {
         cursor: Option<Value>,
         #[serde(default, deserialize_with = "present")]
         selection: Option<Value>,
+        /// The name to show for the user (the user id stays the id).
+        #[serde(default, deserialize_with = "present")]
+        name: Option<Value>,
+        /// What the user is in the middle of (a drag, a resize): any JSON
+        /// object, relayed as is and never stored.
+        #[serde(default, deserialize_with = "present")]
+        preview: Option<Value>,
     },
     Heartbeat,
     /// Renews the socket's token before its `exp` (docs/protocol.md, Token
@@ -212,6 +219,10 @@ pub enum ServerMessage<'a> {
         user_id: &'a str,
         cursor: Option<&'a RawValue>,
         selection: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview: Option<&'a RawValue>,
     },
     PresenceLeave {
         graph_id: &'a str,
@@ -405,6 +416,8 @@ mod tests {
                 graph_id: "g1".into(),
                 cursor: None,
                 selection: Some(Value::Null),
+                name: None,
+                preview: None,
             })
         );
         assert_eq!(
@@ -586,6 +599,8 @@ mod tests {
                     user_id: "bob",
                     cursor: Some(&cursor),
                     selection: None,
+                    name: None,
+                    preview: None,
                 },
                 r#"{"type":"PRESENCE","graphId":"g1","userId":"bob","cursor":{"x":1,"y":2},"selection":null}"#,
             ),

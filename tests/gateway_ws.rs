@@ -314,6 +314,60 @@ async fn presence_reaches_others_and_leaving_is_announced() {
     assert_eq!(s.store.state("g1").await.unwrap().version, 0);
 }
 
+/// A drag in progress travels as a preview in presence, with the name the
+/// user chose: relayed to the others, kept while later frames leave it
+/// out, cleared by null, and never versioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gesture_preview_and_a_display_name_travel_in_presence_and_change_nothing() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let (mut a, _) = subscribed(&s, "alice", 0).await;
+    let (mut b, _) = subscribed(&s, "bob", 0).await;
+    let preview = json!({"nodes": {"n1": {"x": 140, "y": 60}}});
+    a.send(
+        json!({"type": "PRESENCE", "graphId": "g1", "name": "Alice Liddell", "preview": preview}),
+    )
+    .await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(
+        (&p["name"], &p["preview"]),
+        (&json!("Alice Liddell"), &preview)
+    );
+    // The throttle drops updates closer than 50 ms.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": 1, "y": 2}}))
+        .await;
+    let p = b.next_of("PRESENCE").await;
+    assert_eq!(
+        (&p["name"], &p["preview"]),
+        (&json!("Alice Liddell"), &preview),
+        "{p}"
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    a.send(json!({"type": "PRESENCE", "graphId": "g1", "preview": null}))
+        .await;
+    let p = b.next_of("PRESENCE").await;
+    assert!(
+        p.get("preview").is_none(),
+        "the drop clears the preview: {p}"
+    );
+    assert_eq!(p["name"], "Alice Liddell");
+    for bad in [
+        json!({"name": "   "}),
+        json!({"name": "x".repeat(65)}),
+        json!({"preview": [1]}),
+    ] {
+        let mut frame = json!({"type": "PRESENCE", "graphId": "g1"});
+        frame
+            .as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        a.send(frame).await;
+        assert_eq!(a.next_of("ERROR").await["code"], "INVALID_MESSAGE", "{bad}");
+    }
+    assert_eq!(s.store.state("g1").await.unwrap().version, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_editors_converge_to_the_same_state_and_checksum() {
     let env = TestEnv::start().await;

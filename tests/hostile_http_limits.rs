@@ -378,3 +378,26 @@ async fn a_batch_with_an_operation_id_taken_elsewhere_queues_nothing() {
     let nodes = nodes_after_marker(&s, "g1", "marker-2").await;
     assert_eq!(nodes, ["marker", "n-a", "n-b"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_batch_without_an_operation_id_is_missing_a_field_and_changes_nothing() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(&env, GatewaySettings::default()).await;
+    let t = s.token("alice", &["*"], Role::Editor);
+    let url = format!("{}/api/v2/graphs/g1/batch", s.url);
+    let bare = |id: &str| json!({"type": "CREATE_NODE", "payload": {"node": {"id": id, "position": {"x": 1, "y": 2}}}});
+    let body = json!({"operations": [bare("n-a"), bare("n-b")]});
+    let (status, answer) = post(&url, &t, &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "MISSING_FIELD", "{answer}");
+    assert_eq!(answer["error"]["field"], "operationId", "{answer}");
+    let nodes = nodes_after_marker(&s, "g1", "marker").await;
+    assert!(nodes.is_empty(), "nothing of the refused batch: {nodes:?}");
+
+    // The same batch with the id it lacked is applied, one version for both.
+    let body = json!({"operationId": "batch-1", "operations": [bare("n-a"), bare("n-b")]});
+    let (status, answer) = post(&format!("{url}?wait=10000"), &t, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let nodes = nodes_after_marker(&s, "g1", "marker-2").await;
+    assert_eq!(nodes, ["marker", "n-a", "n-b"]);
+}

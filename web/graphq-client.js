@@ -579,10 +579,11 @@ export class GraphqClient {
     reconnect: null, heartbeat: null, presence: null, retry: null, sync: null, refresh: null, save: null,
   };
   /** This user's presence; `dirty` until the latest state was sent. */
-  #presence = { state: { cursor: null, selection: [] }, dirty: false, lastSent: -Infinity };
+  #presence = { state: { cursor: null, selection: [], name: null, preview: null }, dirty: false, lastSent: -Infinity };
   #lastSyncRequest = -Infinity;
   #wantFullSync = false;
   #onlineListener = null;
+  #offlineListener = null;
   /** The token a REFRESH in flight offers, taken on REFRESHED. @type {?string} */
   #offeredToken = null;
   /** The server said the token expired: get a fresh one before reconnecting. */
@@ -923,8 +924,8 @@ export class GraphqClient {
   }
 
   /**
-   * Other users in the graph: user id → `{userId, cursor, selection}`.
-   * @returns {Map<string, {userId: string, cursor: ?Point, selection: string[]}>}
+   * Other users in the graph: user id → `{userId, cursor, selection, name, preview}`.
+   * @returns {Map<string, {userId: string, cursor: ?Point, selection: string[], name: ?string, preview: ?Object}>}
    */
   get peers() {
     return this.#peers;
@@ -976,6 +977,9 @@ export class GraphqClient {
       // The browser knows when the network is back: retry at once.
       this.#onlineListener = () => this.#status === 'offline' && this.#open();
       target.addEventListener('online', this.#onlineListener);
+      // ... and when it is gone: say so now rather than after a silent minute.
+      this.#offlineListener = () => this.#dropSocket();
+      target.addEventListener('offline', this.#offlineListener);
     }
     if (this.#device) {
       this.#open();
@@ -992,7 +996,8 @@ export class GraphqClient {
     for (const name of Object.keys(this.#timers)) this.#stopTimer(name);
     if (saving) this.#saveNow();
     if (this.#onlineListener) globalThis.window.removeEventListener('online', this.#onlineListener);
-    this.#onlineListener = null;
+    if (this.#offlineListener) globalThis.window.removeEventListener('offline', this.#offlineListener);
+    this.#onlineListener = this.#offlineListener = null;
     const socket = this.#socket;
     this.#socket = null;
     this.#subscribed = false;
@@ -1101,14 +1106,22 @@ export class GraphqClient {
   #heartbeat() {
     if (this.#clock.now() - this.#lastHeard > this.#opts.silenceMs) {
       // The server heartbeats every 15 s: this socket is dead even if the
-      // browser has not noticed yet. Do not wait for a closing handshake.
-      const socket = this.#socket;
-      this.#onClosed();
-      socket?.close();
+      // browser has not noticed yet.
+      this.#dropSocket();
       return;
     }
     this.#send({ type: 'HEARTBEAT' });
+    // Presence also says "still here": the server forgets a user silent for 30 s.
+    this.setPresence({});
     this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
+  }
+
+  /** Gives up on the socket now, without waiting for a closing handshake. */
+  #dropSocket() {
+    const socket = this.#socket;
+    if (!socket) return;
+    this.#onClosed();
+    socket.close();
   }
 
   #onClosed(code) {
@@ -1313,15 +1326,18 @@ export class GraphqClient {
   }
 
   /**
-   * Shares this user's cursor (graph coordinates, `null` when outside)
-   * and/or selection. Throttled to one message per `presenceIntervalMs`;
-   * the latest value always goes out.
-   * @param {{cursor?: ?Point, selection?: string[]}} presence
+   * Shares this user's cursor (graph coordinates, `null` when outside),
+   * selection, display `name` (1–64 characters, spaces allowed) and/or
+   * `preview`: a gesture in progress, any object (`null` when none), which
+   * others see live and which is never logged or versioned. Throttled to
+   * one message per `presenceIntervalMs`; the latest value always goes out.
+   * @param {{cursor?: ?Point, selection?: string[], name?: ?string, preview?: ?Object}} presence
    */
   setPresence(presence) {
-    // Every PRESENCE carries both fields: the server relays a missing one as null.
-    if (presence.cursor !== undefined) this.#presence.state.cursor = presence.cursor;
-    if (presence.selection !== undefined) this.#presence.state.selection = presence.selection;
+    // Every PRESENCE carries every field: the server relays a missing one as null.
+    for (const key of Object.keys(this.#presence.state)) {
+      if (presence[key] !== undefined) this.#presence.state[key] = presence[key];
+    }
     this.#presence.dirty = true;
     if (this.#timers.presence !== null) return;
     const wait = this.#presence.lastSent + this.#opts.presenceIntervalMs - this.#clock.now();
@@ -1496,6 +1512,8 @@ export class GraphqClient {
       this.#attempt = 0;
       this.#setStatus('online');
       this.#flush();
+      // Announce ourselves, idle or not: others list who is here.
+      this.#presence.dirty = true;
       this.#flushPresence();
     }
   }
@@ -1633,11 +1651,19 @@ export class GraphqClient {
 
   #onPresence(msg) {
     if (typeof msg.userId !== 'string' || msg.userId === this.userId) return;
+    const known = this.#peers.has(msg.userId);
     this.#peers.set(msg.userId, {
       userId: msg.userId,
       cursor: isPoint(msg.cursor) ? { x: msg.cursor.x, y: msg.cursor.y } : null,
       selection: arrayOf(msg.selection).filter((id) => typeof id === 'string' && ENTITY_ID.test(id)),
+      name: typeof msg.name === 'string' ? msg.name : null,
+      preview: isObject(msg.preview) ? msg.preview : null,
     });
+    // A newcomer has not heard of us: say who we are (once per arrival).
+    if (!known) {
+      this.#presence.dirty = true;
+      this.setPresence({});
+    }
     this.#emit('presence', { peers: this.#peers });
   }
 

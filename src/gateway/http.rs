@@ -383,10 +383,16 @@ async fn post_batch(
     if atomic {
         // All or nothing: one BATCH_UPDATE, one version. Its operation id is
         // the batch's `operationId`, or the first command's.
-        let op_id = v["operationId"]
-            .as_str()
-            .or_else(|| ops[0]["operationId"].as_str())
-            .unwrap_or_default();
+        let op_id = match v.get("operationId").filter(|v| !v.is_null()) {
+            Some(given) => given.as_str().unwrap_or_default(),
+            None => ops[0]["operationId"].as_str().ok_or_else(|| {
+                reject(
+                    "MISSING_FIELD",
+                    "operationId",
+                    "an atomic batch needs an operationId (or one on its first command)",
+                )
+            })?,
+        };
         let inner: Vec<Value> = ops
             .iter()
             .map(|c| json!({"type": c["type"], "payload": c.get("payload").cloned().unwrap_or(json!({}))}))

@@ -30,7 +30,9 @@ use crate::graph::command;
 use crate::metrics::{GaugeGuard, WS_CONNECTIONS, WS_SUBSCRIPTIONS};
 use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
 
-use super::broadcast::{ClientPosition, Conn, Outgoing, SyncBudget, SyncPermit, server_time};
+use super::broadcast::{
+    ClientPosition, Conn, Outgoing, PresenceState, SyncBudget, SyncPermit, server_time,
+};
 use super::http::{FromParams, Params, Path, Query, identity, not_websocket};
 use super::{AppError, AppState, accept, check_graph, invalid_command};
 
@@ -139,10 +141,9 @@ struct Session {
     conn: Arc<Conn>,
     /// Subscribed graphs, each counted in `graphq_ws_subscriptions`.
     graphs: HashMap<String, GaugeGuard>,
-    /// Last presence sent per graph: the cursor and selection, which stand
-    /// for a field a later message leaves out. (The throttle is per user:
-    /// the broadcaster's.)
-    presence_at: HashMap<String, (Value, Value)>,
+    /// Last presence sent per graph, whose fields stand for any a later
+    /// message leaves out. (The throttle is per user: the broadcaster's.)
+    presence_at: HashMap<String, PresenceState>,
     /// SYNCs this socket may still ask for (`gateway.sync_rate_limit`).
     sync_budget: Option<SyncBudget>,
 }
@@ -392,9 +393,11 @@ impl Session {
                 graph_id,
                 cursor,
                 selection,
+                name,
+                preview,
             } => {
-                self.on_presence(&graph_id, cursor, selection, text.len())
-                    .await
+                let update = [cursor, selection, name, preview];
+                self.on_presence(&graph_id, update, text.len()).await
             }
             ClientMessage::Heartbeat => self.conn.send_message(&ServerMessage::Heartbeat {
                 server_time: server_time(),
@@ -438,15 +441,10 @@ impl Session {
         }
     }
 
-    /// `cursor` and `selection` are None when the message left them out:
-    /// the socket's last value for them stands. `bytes`: the frame's size.
-    async fn on_presence(
-        &mut self,
-        g: &str,
-        cursor: Option<Value>,
-        selection: Option<Value>,
-        bytes: usize,
-    ) {
+    /// `update`: cursor, selection, name and preview, each None when the
+    /// message left it out (the socket's last value for it stands).
+    /// `bytes`: the frame's size.
+    async fn on_presence(&mut self, g: &str, update: [Option<Value>; 4], bytes: usize) {
         if !self.graphs.contains_key(g) {
             return self.error(
                 "NOT_SUBSCRIBED",
@@ -454,13 +452,15 @@ impl Session {
                 None,
             );
         }
-        let (last_cursor, last_selection) = self
-            .presence_at
-            .get(g)
-            .cloned()
-            .unwrap_or((Value::Null, Value::Null));
-        let cursor = cursor.unwrap_or(last_cursor);
-        let selection = selection.unwrap_or(last_selection);
+        let last = self.presence_at.get(g).cloned().unwrap_or_default();
+        let [cursor, selection, name, preview] = update;
+        let p = PresenceState {
+            cursor: cursor.unwrap_or(last.cursor),
+            selection: selection.unwrap_or(last.selection),
+            name: name.unwrap_or(last.name),
+            preview: preview.unwrap_or(last.preview),
+        };
+        let (cursor, selection) = (&p.cursor, &p.selection);
         let cursor_ok = cursor.is_null()
             || (cursor["x"].as_f64().is_some_and(f64::is_finite)
                 && cursor["y"].as_f64().is_some_and(f64::is_finite));
@@ -470,10 +470,16 @@ impl Session {
                     && a.iter()
                         .all(|s| s.as_str().is_some_and(command::is_entity_id))
             });
-        if !cursor_ok || !selection_ok {
+        let name_ok = p.name.is_null()
+            || p.name.as_str().is_some_and(|n| {
+                let n = n.trim();
+                !n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)
+            });
+        let preview_ok = p.preview.is_null() || p.preview.is_object();
+        if !cursor_ok || !selection_ok || !name_ok || !preview_ok {
             return self.error(
                 "INVALID_MESSAGE",
-                "cursor is {x, y}; selection is a list of ids",
+                "cursor is {x, y}; selection is a list of ids; name is 1 to 64 characters; preview is an object",
                 None,
             );
         }
@@ -491,12 +497,11 @@ impl Session {
         {
             return;
         }
-        self.presence_at
-            .insert(g.to_string(), (cursor.clone(), selection.clone()));
         self.state
             .broadcaster
-            .publish_presence(g, &self.id.user, &cursor, &selection)
+            .publish_presence(g, &self.id.user, &p)
             .await;
+        self.presence_at.insert(g.to_string(), p);
     }
 
     /// A resent operation id. Its outcome may have been announced while the

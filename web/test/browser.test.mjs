@@ -3,92 +3,29 @@
 // `graphq gateway`, `graphq worker` and redis-server started here.
 // Screenshots of both windows go to web/test-output/.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  addNodeAt, centre, connect, drag, node, nodeAt, rename, shown, startTwoUsers,
-} from '../testing/pages.mjs';
-import { repoRoot, startGraphqDev } from '../testing/servers.mjs';
+  TEST_TIMEOUT, addNodeAt, centre, connect, drag, node, nodeAt, rename, settled, shown, startWorld,
+} from '../testing/editor.mjs';
+import { startGraphqDev } from '../testing/servers.mjs';
 
-const OUTPUT = path.join(repoRoot, 'web', 'test-output');
 const PREFIX = `webtest${process.pid}`;
-/** Longest wait for one thing to show; a whole test gets a minute. */
-const WAIT = 10_000;
-const TEST_TIMEOUT = 60_000;
 
-let redis;
-let graphq;
-let proxy;
-let browser;
-/** Alice's window talks through the proxy (so her connection can be cut), Bob's directly. */
-let alice;
-let bob;
-let tokens;
 let world;
+let proxy;
 
 before(async () => {
-  mkdirSync(OUTPUT, { recursive: true });
-  world = await startTwoUsers({ prefix: PREFIX, wait: WAIT });
-  ({ redis, graphq, proxy, browser, alice, bob, tokens } = world);
+  world = await startWorld(PREFIX);
+  proxy = world.proxy;
 }, { timeout: 60_000 });
 
 after(() => world?.stop(), { timeout: 20_000 });
 
-/** Alice's and Bob's windows on a fresh graph, both live. */
-async function openPair(graph) {
-  const a = await alice.newPage();
-  const b = await bob.newPage();
-  await a.goto(`http://127.0.0.1:${proxy.port}/?graph=${graph}&token=${tokens.alice}`);
-  await b.goto(`${graphq.base}/?graph=${graph}&token=${tokens.bob}`);
-  for (const page of [a, b]) await page.locator('#conn[data-status="online"]').waitFor();
-  return { a, b, close: () => Promise.all([a.close(), b.close()]) };
-}
-
-/** One PNG per window, and both side by side as a person would see them. */
-async function screenshots(name, pages) {
-  const shots = [];
-  for (const [who, page] of Object.entries(pages)) {
-    const png = await page.screenshot({ path: path.join(OUTPUT, `${name}-${who}.png`), animations: 'disabled' });
-    shots.push(`<figure><figcaption>${who}</figcaption><img src="data:image/png;base64,${png.toString('base64')}"></figure>`);
-  }
-  const board = await browser.newPage({ viewport: { width: 1800, height: 600 } });
-  await board.setContent(`<style>body{margin:0;display:flex;gap:16px;padding:16px;background:#2a3040;width:max-content}
-    figure{margin:0}figcaption{color:#e8ebf2;font:600 14px system-ui;margin:0 0 6px}
-    img{display:block;border-radius:6px}</style>${shots.join('')}`);
-  await board.screenshot({ path: path.join(OUTPUT, `${name}-side-by-side.png`), fullPage: true });
-  await board.close();
-}
-
-/** The graph as `GET /api/v2/graphs/{id}/state` has it, in the shape of shown(). */
-async function serverState(graph) {
-  const res = await fetch(`${graphq.base}/api/v2/graphs/${graph}/state`, {
-    headers: { Authorization: `Bearer ${tokens.bob}` },
-  });
-  assert.equal(res.status, 200);
-  const state = await res.json();
-  return {
-    version: state.version,
-    nodes: Object.fromEntries(state.nodes.map((n) => [
-      n.id, { label: n.data.label ?? n.id, x: Math.round(n.position.x), y: Math.round(n.position.y) },
-    ])),
-    edges: Object.fromEntries(state.edges.map((e) => [e.id, `${e.source}->${e.target}`])),
-  };
-}
-
-/** Until the window has nothing pending and shows the version `version`. */
-async function settled(page, version) {
-  await page.waitForFunction((v) => {
-    const c = window.graphqEditor.client;
-    return c.status === 'online' && c.pending.length === 0 && c.version === v;
-  }, version);
-}
-
 describe('two users in two browser windows', () => {
   test('a node created, dragged and renamed in one window shows in the other, with cursors and undo', { timeout: TEST_TIMEOUT }, async () => {
     const graph = 'together';
-    const { a, b, close } = await openPair(graph);
+    const { a, b, close } = await world.openPair(graph);
 
     const id = await addNodeAt(a, 200, 150);
     await node(b, id).waitFor();
@@ -124,18 +61,18 @@ describe('two users in two browser windows', () => {
     await a.keyboard.press('Control+Shift+z');
     await b.locator(`#edges .edge[data-source="${id}"]`).waitFor();
 
-    const state = await serverState(graph);
+    const state = await world.serverState(graph);
     await settled(a, state.version);
     await settled(b, state.version);
     assert.deepEqual(await shown(a), { nodes: state.nodes, edges: state.edges });
     assert.deepEqual(await shown(b), { nodes: state.nodes, edges: state.edges });
-    await screenshots('1-together', { alice: a, bob: b });
+    await world.screenshots('1-together', { alice: a, bob: b });
     await close();
   });
 
   test('an edge to a node the other user just deleted is pending, then rolls back with a toast', { timeout: TEST_TIMEOUT }, async (t) => {
     const graph = 'rollback';
-    const { a, b, close } = await openPair(graph);
+    const { a, b, close } = await world.openPair(graph);
     const kept = await addNodeAt(a, 180, 200);
     const doomed = await addNodeAt(b, 560, 260);
     await node(a, doomed).waitFor();
@@ -152,7 +89,7 @@ describe('two users in two browser windows', () => {
     const edge = a.locator(`#edges .edge[data-source="${kept}"][data-target="${doomed}"]`);
     await edge.waitFor();
     assert.ok(await edge.evaluate((g) => g.classList.contains('pending')), 'the new edge is marked pending');
-    await screenshots('2-before-rollback', { alice: a, bob: b });
+    await world.screenshots('2-before-rollback', { alice: a, bob: b });
 
     proxy.release();
     await edge.waitFor({ state: 'detached' });
@@ -160,9 +97,9 @@ describe('two users in two browser windows', () => {
     const toast = a.locator('.toast', { hasText: 'rolled back' });
     await toast.waitFor();
     assert.match(await toast.textContent(), /Your new connection was rolled back.*Target node “Doomed” does not exist/);
-    await screenshots('2-rolled-back', { alice: a, bob: b });
+    await world.screenshots('2-rolled-back', { alice: a, bob: b });
 
-    const state = await serverState(graph);
+    const state = await world.serverState(graph);
     assert.deepEqual(state.edges, {});
     assert.deepEqual(Object.keys(state.nodes), [kept]);
     await settled(a, state.version);
@@ -173,7 +110,7 @@ describe('two users in two browser windows', () => {
 
   test('edits made while the socket is cut are kept, flushed on reconnect, and both windows converge', { timeout: TEST_TIMEOUT }, async (t) => {
     const graph = 'offline';
-    const { a, b, close } = await openPair(graph);
+    const { a, b, close } = await world.openPair(graph);
     const one = await addNodeAt(a, 160, 140);
     const two = await addNodeAt(a, 420, 300);
     await node(b, two).waitFor();
@@ -188,7 +125,7 @@ describe('two users in two browser windows', () => {
     const c = await centre(a, two);
     await drag(a, c, { x: c.x - 60, y: c.y + 80 });
     await connect(a, one, three);
-    await a.locator('#conn', { hasText: 'pending' }).waitFor();
+    await a.locator('#conn', { hasText: 'edits waiting' }).waitFor();
     assert.ok(await node(a, three).evaluate((g) => g.classList.contains('pending')));
 
     // Bob, online meanwhile: his own node, and he moves Alice's first one.
@@ -196,12 +133,12 @@ describe('two users in two browser windows', () => {
     const c1 = await centre(b, one);
     await drag(b, c1, { x: c1.x + 40, y: c1.y - 30 });
     assert.equal(await node(b, three).count(), 0, 'Bob sees nothing of what Alice did offline');
-    await screenshots('3-offline', { alice: a, bob: b });
+    await world.screenshots('3-offline', { alice: a, bob: b });
 
     proxy.restore();
     await a.locator('#conn[data-status="online"]').waitFor({ timeout: 20_000 });
     await a.waitForFunction(() => window.graphqEditor.client.pending.length === 0);
-    const state = await serverState(graph);
+    const state = await world.serverState(graph);
     await settled(a, state.version);
     await settled(b, state.version);
     assert.deepEqual(Object.keys(state.nodes).sort(), [one, two, three, four].sort());
@@ -211,7 +148,7 @@ describe('two users in two browser windows', () => {
     assert.deepEqual(Object.values(state.edges), [`${one}->${three}`]);
     assert.deepEqual(await shown(a), { nodes: state.nodes, edges: state.edges });
     assert.deepEqual(await shown(b), { nodes: state.nodes, edges: state.edges });
-    await screenshots('3-converged', { alice: a, bob: b });
+    await world.screenshots('3-converged', { alice: a, bob: b });
     await close();
   });
 });
@@ -225,12 +162,12 @@ function near(actual, expected, message) {
 describe('under graphq dev', () => {
   let dev;
   before(async () => {
-    dev = await startGraphqDev({ redisUrl: redis.url, prefix: `${PREFIX}dev` });
+    dev = await startGraphqDev({ redisUrl: world.redis.url, prefix: `${PREFIX}dev` });
   }, { timeout: 30_000 });
   after(() => dev?.stop(), { timeout: 10_000 });
 
   test('without a token the page asks for a name, gets a demo token and joins', { timeout: TEST_TIMEOUT }, async () => {
-    const page = await bob.newPage();
+    const page = await world.bob.newPage();
     await page.goto(`${dev.base}/?graph=lobby`);
     const dialog = page.locator('dialog#login');
     await dialog.waitFor();
@@ -244,7 +181,7 @@ describe('under graphq dev', () => {
   });
 
   test('a short demo token is renewed on the open socket and the editor stays live past its expiry', { timeout: TEST_TIMEOUT }, async () => {
-    const page = await bob.newPage();
+    const page = await world.bob.newPage();
     // A 3 s token: the client sends REFRESH halfway through each token's life.
     await page.goto(`${dev.base}/?graph=renewal&tokenTtl=3`);
     const dialog = page.locator('dialog#login');

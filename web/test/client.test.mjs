@@ -261,6 +261,23 @@ describe('optimistic edits', () => {
 });
 
 describe('reconnecting', () => {
+  test("the browser's offline event drops the socket at once; online reconnects at once", (t) => {
+    const target = new EventTarget();
+    globalThis.window = target;
+    t.after(() => delete globalThis.window);
+    const { client, events } = setup();
+    connect(client);
+    client.createNode({ id: 'n', position: { x: 1, y: 1 } });
+    target.dispatchEvent(new Event('offline'));
+    assert.equal(client.status, 'offline', 'no waiting for a silent minute');
+    assert.deepEqual(events.status.at(-1), { status: 'offline', pending: 1, retryInMs: events.status.at(-1).retryInMs });
+    const sockets = FakeSocket.opened.length;
+    target.dispatchEvent(new Event('online'));
+    assert.equal(FakeSocket.opened.length, sockets + 1);
+    assert.equal(client.status, 'connecting');
+    client.close();
+  });
+
   test('backs off exponentially with jitter, and starts over after a successful sync', () => {
     const { client, clock, events } = setup();
     connect(client);
@@ -426,8 +443,10 @@ describe('reconnecting', () => {
   test('a socket that stays silent is presumed dead and replaced', () => {
     const { client, clock } = setup();
     const socket = connect(client);
+    socket.take();
     clock.tick(15_000);
-    assert.deepEqual(socket.take(), [{ type: 'HEARTBEAT' }]);
+    assert.deepEqual(socket.take().map((m) => m.type), ['HEARTBEAT', 'PRESENCE'],
+      'the heartbeat also tells the others this user is still here');
     clock.tick(30_000); // 45 s without a word from the server
     assert.equal(FakeSocket.opened.length, 1);
     assert.equal(client.status, 'offline');
@@ -437,22 +456,54 @@ describe('reconnecting', () => {
 });
 
 describe('presence', () => {
+  /** A PRESENCE as the client sends it: every field, null when unset. */
+  const presence = (fields) => ({ type: 'PRESENCE', graphId: G, cursor: null, selection: [], name: null, preview: null, ...fields });
+
   test('cursor updates are throttled and the latest one is always sent', () => {
     const { client, clock } = setup();
     const socket = connect(client);
+    clock.tick(1000);
     client.setPresence({ cursor: { x: 1, y: 1 } });
     client.setPresence({ cursor: { x: 2, y: 2 } });
     client.setPresence({ selection: ['a'] });
     client.setPresence({ cursor: { x: 3, y: 3 } });
-    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 1, y: 1 }, selection: [] }]);
+    assert.deepEqual(socket.take(), [presence({ cursor: { x: 1, y: 1 } })]);
     clock.tick(99);
     assert.deepEqual(socket.take(), []);
     clock.tick(1);
-    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: { x: 3, y: 3 }, selection: ['a'] }]);
+    assert.deepEqual(socket.take(), [presence({ cursor: { x: 3, y: 3 }, selection: ['a'] })]);
     clock.tick(1000);
     client.setPresence({ cursor: null });
-    assert.deepEqual(socket.take(), [{ type: 'PRESENCE', graphId: G, cursor: null, selection: ['a'] }],
+    assert.deepEqual(socket.take(), [presence({ selection: ['a'] })],
       'the selection stays when only the cursor changes');
+  });
+
+  test('a name and a gesture preview go out with presence, and a preview ends with null', () => {
+    const { client, clock } = setup();
+    const socket = connect(client);
+    clock.tick(1000);
+    socket.take();
+    client.setPresence({ name: 'Alice Liddell', preview: { dx: 5, dy: 0, nodes: ['a'] } });
+    assert.deepEqual(socket.take(), [presence({ name: 'Alice Liddell', preview: { dx: 5, dy: 0, nodes: ['a'] } })]);
+    clock.tick(100);
+    client.setPresence({ preview: null });
+    assert.deepEqual(socket.take(), [presence({ name: 'Alice Liddell' })]);
+  });
+
+  test('a client announces itself on joining and answers a newcomer, so idle users are listed too', () => {
+    const { client, clock } = setup();
+    client.connect();
+    const socket = FakeSocket.opened.at(-1);
+    socket.accept();
+    socket.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version: 0, status: 'reset', state: { nodes: [], edges: [] } });
+    assert.deepEqual(socket.take().map((m) => m.type), ['SUBSCRIBE', 'PRESENCE']);
+    clock.tick(1000);
+    socket.receive({ type: 'PRESENCE', graphId: G, userId: 'bob', cursor: null, selection: null, name: 'Bob B' });
+    assert.deepEqual(socket.take(), [presence({})]);
+    assert.equal(client.peers.get('bob').name, 'Bob B');
+    clock.tick(1000);
+    socket.receive({ type: 'PRESENCE', graphId: G, userId: 'bob', cursor: { x: 1, y: 1 }, selection: null });
+    assert.deepEqual(socket.take(), [], 'once per arrival');
   });
 
   test("other users' cursors and selections are tracked until they leave or the socket drops", () => {
@@ -462,7 +513,8 @@ describe('presence', () => {
     socket.receive({ type: 'PRESENCE', graphId: G, userId: 'alice', cursor: { x: 0, y: 0 }, selection: null });
     socket.receive({ type: 'PRESENCE', graphId: G, userId: 'carol', cursor: null, selection: null });
     assert.deepEqual([...client.peers.keys()], ['bob', 'carol'], 'not ourselves');
-    assert.deepEqual(client.peers.get('bob'), { userId: 'bob', cursor: { x: 5, y: 6 }, selection: ['a'] });
+    assert.deepEqual(client.peers.get('bob'),
+      { userId: 'bob', cursor: { x: 5, y: 6 }, selection: ['a'], name: null, preview: null });
     socket.receive({ type: 'PRESENCE_LEAVE', graphId: G, userId: 'carol' });
     assert.deepEqual([...client.peers.keys()], ['bob']);
     socket.drop();
@@ -504,7 +556,7 @@ describe('bad server data', () => {
     assert.ok(client.view.nodes.has('a'), 'a malformed removal removes nothing');
     assert.ok(client.view.nodes.has('ok'));
     assert.equal(client.view.nodes.size, 2);
-    assert.deepEqual(client.peers.get('bob'), { userId: 'bob', cursor: null, selection: ['a'] });
+    assert.deepEqual(client.peers.get('bob'), { userId: 'bob', cursor: null, selection: ['a'], name: null, preview: null });
     assert.ok(events.error.length >= 4);
     assert.deepEqual(socket.take('REQUEST_SYNC'), [{ type: 'REQUEST_SYNC', graphId: G }], 'a full resync at once');
     clock.tick(1000);

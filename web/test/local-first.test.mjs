@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { addNodeAt, node, rename, startTwoUsers } from '../testing/pages.mjs';
 import { repoRoot } from '../testing/servers.mjs';
@@ -53,26 +54,38 @@ async function online(page) {
 
 /** Until the page's service worker controls it, so a reload works without the network. */
 async function offlineReady(page) {
-  await page.waitForFunction(async () => {
-    await navigator.serviceWorker.ready;
-    return navigator.serviceWorker.controller !== null;
-  });
+  // A plain condition: waitForFunction does not wait for a promise the
+  // predicate returns (a promise is truthy, so it would pass at once).
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
 }
 
-/** Until the device holds the confirmed graph at `version` (read from IndexedDB). */
-async function storedVersion(page, version) {
-  await page.waitForFunction((v) => new Promise((resolve) => {
+/** Whether the device holds the confirmed graph at `version` (read from IndexedDB). */
+function holdsVersion(version) {
+  return new Promise((resolve) => {
     const open = indexedDB.open('graphq');
     open.onsuccess = () => {
       const db = open.result;
       const tx = db.transaction('graphs', 'readonly');
       const req = tx.objectStore('graphs').getAll();
-      req.onsuccess = () => resolve(req.result.some((s) => s.version === v));
+      req.onsuccess = () => resolve(req.result.some((s) => s.version === version));
       req.onerror = () => resolve(false);
       tx.oncomplete = () => db.close();
     };
     open.onerror = () => resolve(false);
-  }), version, { polling: 100 });
+  });
+}
+
+/**
+ * Until the device holds the confirmed graph at `version`. Each read is
+ * awaited by page.evaluate (waitForFunction would take the pending read's
+ * promise for a true answer).
+ */
+async function storedVersion(page, version) {
+  const deadline = Date.now() + WAIT;
+  while (!(await page.evaluate(holdsVersion, version))) {
+    if (Date.now() > deadline) throw new Error(`the device never held version ${version}`);
+    await sleep(100);
+  }
 }
 
 function api(pathname, token = world.tokens.bob) {
@@ -211,11 +224,12 @@ describe('local-first editing in Chromium', () => {
     await seed(graph, BIG);
     const a = await alicePage([]);
     const paintTimer = () => {
-      // Runs before the page's scripts: the moment every node is drawn, in
-      // ms since navigation started, and whether the server had answered.
+      // Runs before the page's scripts: the moment the whole graph is in
+      // the view and what is on screen of it is drawn, in ms since
+      // navigation started, and whether the server had answered.
       const want = Number(new URLSearchParams(location.search).get('expect'));
       const tick = () => {
-        if (document.querySelectorAll('#nodes .node').length >= want) {
+        if (window.graphqEditor?.client.view.nodes.size >= want && document.querySelector('#nodes .node')) {
           window.painted = { ms: performance.now(), status: window.graphqEditor?.client.status };
         } else requestAnimationFrame(tick);
       };
@@ -237,7 +251,8 @@ describe('local-first editing in Chromium', () => {
     await a.waitForFunction(() => window.painted, null, { timeout: WAIT });
     const painted = await a.evaluate(() => window.painted);
     assert.notEqual(painted.status, 'online', 'painted before any answer from the server');
-    assert.equal(await a.locator('#nodes .node').count(), BIG);
+    assert.equal(await a.evaluate(() => window.graphqEditor.client.view.nodes.size), BIG);
+    assert.ok(await a.locator('#nodes .node').count() > 0, 'what is on screen is drawn');
     t.diagnostic(`first paint of ${BIG} nodes: ${Math.round(fromNetwork)} ms from the network, `
       + `${Math.round(painted.ms)} ms from the device after a reload (ms since navigation)`);
     await a.screenshot({ path: path.join(OUTPUT, 'local-2-big-from-device.png') });

@@ -373,13 +373,15 @@ export declare class GraphqClient {
     /** This client's commands still waiting for an outcome, oldest first. @returns {Command[]} */
     get pending(): Command[];
     /**
-     * Other users in the graph: user id → `{userId, cursor, selection}`.
-     * @returns {Map<string, {userId: string, cursor: ?Point, selection: string[]}>}
+     * Other users in the graph: user id → `{userId, cursor, selection, name, preview}`.
+     * @returns {Map<string, {userId: string, cursor: ?Point, selection: string[], name: ?string, preview: ?Object}>}
      */
     get peers(): Map<string, {
         userId: string;
         cursor: Point | null;
         selection: string[];
+        name: string | null;
+        preview: any | null;
     }>;
     /**
      * Whether a pending command touches this node or edge.
@@ -473,13 +475,17 @@ export declare class GraphqClient {
     /** Redoes this user's last undone change (decided by the server). */
     redo(): string;
     /**
-     * Shares this user's cursor (graph coordinates, `null` when outside)
-     * and/or selection. Throttled to one message per `presenceIntervalMs`;
-     * the latest value always goes out.
-     * @param {{cursor?: ?Point, selection?: string[]}} presence
+     * Shares this user's cursor (graph coordinates, `null` when outside),
+     * selection, display `name` (1–64 characters, spaces allowed) and/or
+     * `preview`: a gesture in progress, any object (`null` when none), which
+     * others see live and which is never logged or versioned. Throttled to
+     * one message per `presenceIntervalMs`; the latest value always goes out.
+     * @param {{cursor?: ?Point, selection?: string[], name?: ?string, preview?: ?Object}} presence
      */
     setPresence(presence: {
         cursor?: Point | null;
         selection?: string[];
+        name?: string | null;
+        preview?: any | null;
     }): void;
 }

@@ -36,6 +36,7 @@ use crate::keys::Keys;
 
 pub use conn::{Conn, Frame, Outgoing};
 pub use feed::ClientPosition;
+pub use presence::PresenceState;
 pub use sync::{SyncBudget, SyncPermit};
 pub use waiters::Waiter;
 

@@ -27,6 +27,9 @@ pub(super) struct Note {
     /// Presence: where the user points and what it selected.
     pub cursor: Option<Box<RawValue>>,
     pub selection: Option<Box<RawValue>>,
+    /// Presence: the name shown for the user, and a gesture in progress.
+    pub name: Option<Box<RawValue>>,
+    pub preview: Option<Box<RawValue>>,
     /// Presence: the user left the graph.
     #[serde(default)]
     pub leave: bool,

@@ -15,6 +15,16 @@ use super::feed::Feed;
 use super::note::Note;
 use super::{Broadcaster, Frame};
 
+/// What a socket last said of its user on a graph: each field stands until
+/// a PRESENCE sets it again (`null` clears it).
+#[derive(Clone, Default)]
+pub struct PresenceState {
+    pub cursor: Value,
+    pub selection: Value,
+    pub name: Value,
+    pub preview: Value,
+}
+
 /// One user heard from on a graph.
 pub(super) struct Presence {
     /// A user silent for longer than `presence_timeout` has left.
@@ -45,16 +55,11 @@ impl Broadcaster {
         true
     }
 
-    /// Publishes a cursor/selection update to every gateway serving the graph.
-    pub async fn publish_presence(
-        &self,
-        graph: &str,
-        user: &str,
-        cursor: &Value,
-        selection: &Value,
-    ) {
-        let note =
-            json!({"graphId": graph, "userId": user, "cursor": cursor, "selection": selection});
+    /// Publishes a presence update (cursor, selection, name, preview) to
+    /// every gateway serving the graph.
+    pub async fn publish_presence(&self, graph: &str, user: &str, p: &PresenceState) {
+        let note = json!({"graphId": graph, "userId": user, "cursor": p.cursor,
+            "selection": p.selection, "name": p.name, "preview": p.preview});
         self.publish(self.inner.keys.presence_channel(graph), note)
             .await;
     }
@@ -98,6 +103,8 @@ impl Feed {
             user_id: &user,
             cursor: note.cursor.as_deref(),
             selection: note.selection.as_deref(),
+            name: note.name.as_deref(),
+            preview: note.preview.as_deref(),
         };
         self.tell_others(&user, Frame::from(frame.to_json()));
     }
