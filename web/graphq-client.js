@@ -485,9 +485,9 @@ const defaultClock = {
  * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
  *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
  *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
- *   for good once two WebSockets in a row closed before their SYNC while
- *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
- *   with the network down, WebSocket stays).
+ *   for good once two WebSockets in a row closed before their SYNC, plain
+ *   HTTP then reached the gateway and one more WebSocket failed (a proxy
+ *   that breaks WebSockets; with the network down, WebSocket stays).
  * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
@@ -613,6 +613,8 @@ export class GraphqClient {
   #unopened = 0;
   /** A probe of the HTTP side is on its way (`transport: 'auto'`). */
   #probing = false;
+  /** That probe reached the gateway since the last SYNC (`transport: 'auto'`). */
+  #httpReachable = false;
 
   /** @param {ClientOptions} options */
   constructor(options) {
@@ -890,10 +892,12 @@ export class GraphqClient {
 
   /**
    * Two WebSockets in a row closed before their SYNC. When plain HTTP still
-   * reaches the gateway, WebSockets are what is blocked (a proxy that breaks
-   * them): Server-Sent Events from now on. When it does not, the network is
-   * down, and the client keeps trying WebSockets (offline edits then go out
-   * over the transport they would have used).
+   * reaches the gateway and the next WebSocket fails too, WebSockets are
+   * what is blocked (a proxy that breaks them): Server-Sent Events from now
+   * on. When HTTP fails as well, the network is down, and the client keeps
+   * trying WebSockets (offline edits then go out over the transport they
+   * would have used); a network that comes back while the probe is on its
+   * way gets its WebSocket, since one more must fail before the switch.
    */
   #probeHttp() {
     const { httpUrl, fetch } = this.#opts;
@@ -902,7 +906,7 @@ export class GraphqClient {
     fetch(`${httpUrl}/healthz`, { cache: 'no-store' }).then(
       () => {
         this.#probing = false;
-        if (this.#opts.transport === 'auto') this.#useSse();
+        this.#httpReachable = true;
       },
       () => {
         this.#probing = false;
@@ -1127,7 +1131,10 @@ export class GraphqClient {
   #onClosed(code) {
     // Behind a proxy that breaks WebSockets they never get as far as a
     // SYNC: fall back.
-    if (this.#opts.transport === 'auto' && this.#subscribed === false && ++this.#unopened >= 2) this.#probeHttp();
+    if (this.#opts.transport === 'auto' && this.#subscribed === false) {
+      if (this.#httpReachable) this.#useSse();
+      else if (++this.#unopened >= 2) this.#probeHttp();
+    }
     this.#socket = null;
     this.#subscribed = false;
     this.#stopTimer('heartbeat');
@@ -1509,6 +1516,7 @@ export class GraphqClient {
     this.#saveSoon();
     if (!this.#subscribed) {
       this.#subscribed = true;
+      this.#httpReachable = false;
       this.#attempt = 0;
       this.#setStatus('online');
       this.#flush();

@@ -177,9 +177,9 @@ export type ClientOptions = {
      * `sse`: events over
      * Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
      * default in browsers, unless `WebSocket` is given): WebSocket, and SSE
-     * for good once two WebSockets in a row closed before their SYNC while
-     * plain HTTP still reached the gateway (a proxy that breaks WebSockets;
-     * with the network down, WebSocket stays).
+     * for good once two WebSockets in a row closed before their SYNC, plain
+     * HTTP then reached the gateway and one more WebSocket failed (a proxy
+     * that breaks WebSockets; with the network down, WebSocket stays).
      */
     transport?: 'websocket' | 'sse' | 'auto';
     /**
@@ -263,9 +263,9 @@ export type ClientOptions = {
  * @property {'websocket'|'sse'|'auto'} [transport]  `sse`: events over
  *   Server-Sent Events, commands over HTTP (graphq-sse.js). `auto` (the
  *   default in browsers, unless `WebSocket` is given): WebSocket, and SSE
- *   for good once two WebSockets in a row closed before their SYNC while
- *   plain HTTP still reached the gateway (a proxy that breaks WebSockets;
- *   with the network down, WebSocket stays).
+ *   for good once two WebSockets in a row closed before their SYNC, plain
+ *   HTTP then reached the gateway and one more WebSocket failed (a proxy
+ *   that breaks WebSockets; with the network down, WebSocket stays).
  * @property {typeof EventSource} [EventSource]  Default `globalThis.EventSource`.
  * @property {typeof fetch} [fetch]  Default `globalThis.fetch`; used to ask
  *   the fate of resent commands.
