@@ -513,7 +513,8 @@ const defaultClock = {
  *   and `storage` says why); `false`, memory only; or a store of your own
  *   (device-store.js).
  * @property {number} [snapshotDelayMs=250]  The confirmed graph is written to
- *   the device at most this often (pending commands are written at once).
+ *   the device at most this often, and at once when the connection drops
+ *   (pending commands are written at once).
  * @property {{setTimeout: Function, clearTimeout: Function, now: () => number,
  *   random: () => number}} [clock]  Time and randomness, replaceable for tests.
  */
@@ -731,6 +732,14 @@ export class GraphqClient {
   #saveSoon() {
     if (!this.#device || this.#device.kind === 'memory' || this.#timers.save !== null) return;
     this.#startTimer('save', this.#opts.snapshotDelayMs, () => this.#saveNow());
+  }
+
+  /** A write of the confirmed graph that is waiting goes now (the connection
+   * dropped: what the device holds is what a reload will show). */
+  #saveWaiting() {
+    if (this.#timers.save === null) return;
+    this.#stopTimer('save');
+    this.#saveNow();
   }
 
   #saveNow() {
@@ -1137,6 +1146,7 @@ export class GraphqClient {
     }
     this.#socket = null;
     this.#subscribed = false;
+    this.#saveWaiting();
     this.#stopTimer('heartbeat');
     this.#stopTimer('retry');
     this.#stopTimer('refresh');

@@ -142,6 +142,8 @@ describe('local-first editing in Chromium', () => {
     await offlineReady(a);
     const first = await addNodeAt(a, 160, 140);
     await settled(a, 1);
+    // The device holds the graph Alice saw before the network goes.
+    await storedVersion(a, 1);
 
     world.proxy.cut();
     t.after(() => world.proxy.restore());

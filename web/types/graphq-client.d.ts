@@ -240,7 +240,8 @@ export type ClientOptions = {
     device?: 'auto' | false | import('./device-store.js').DeviceStore | Promise<import('./device-store.js').DeviceStore>;
     /**
      * The confirmed graph is written to
-     * the device at most this often (pending commands are written at once).
+     * the device at most this often, and at once when the connection drops
+     * (pending commands are written at once).
      */
     snapshotDelayMs?: number;
     /**
@@ -291,7 +292,8 @@ export type ClientOptions = {
  *   and `storage` says why); `false`, memory only; or a store of your own
  *   (device-store.js).
  * @property {number} [snapshotDelayMs=250]  The confirmed graph is written to
- *   the device at most this often (pending commands are written at once).
+ *   the device at most this often, and at once when the connection drops
+ *   (pending commands are written at once).
  * @property {{setTimeout: Function, clearTimeout: Function, now: () => number,
  *   random: () => number}} [clock]  Time and randomness, replaceable for tests.
  */
