@@ -168,7 +168,11 @@ describe('the status tells the truth', () => {
     world.proxy.hold();
     t.after(() => world.proxy.release());
     await rename(b, id, 'From Bob');
-    await world.serverState(graph).then(async (s) => settled(b, s.version));
+    // Bob's rename is applied (nothing of his pending) before Alice makes hers.
+    await b.waitForFunction(() => {
+      const c = window.graphqEditor.client;
+      return c.status === 'online' && c.pending.length === 0;
+    });
     await rename(a, id, 'From Alice');
     await a.waitForTimeout(300);
     world.proxy.release();
