@@ -38,8 +38,24 @@
 -- at load, not on every call; `apply` sets all of it afresh before using it.
 local KEYS, ARGV
 local OP_ID, USER, NOW, GRAPH_PUBLISH, S, CMD, BASE, QUSER, STRAT, EPOCH, V, VS
-local HKEY, cache, original, touched, is_touched, targeted, is_targeted
-local fvs, adj, adj_dirty, counts, conflicts, vp, logged
+-- The per-call tables are made once and emptied at the start of each call:
+-- making ~25 tables per call cost more than emptying the few entries used.
+local HKEY = {}
+local cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
+local original = {n = {}, e = {}}    -- id -> stored JSON, or false
+local touched = {n = {}, e = {}}     -- ids in first-touch order
+local is_touched = {n = {}, e = {}}
+local targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
+local is_targeted = {n = {}, e = {}}
+local fvs = {}                       -- 'n:ID' -> per-field versions
+local adj = {}                       -- node id -> list of edge ids
+local adj_dirty = {}
+local counts = {}
+local conflicts = {}
+local logged = {}
+local vp = {}
+local PER_CALL = {cache.n, cache.e, original.n, original.e, touched.n, touched.e, is_touched.n, is_touched.e,
+  targeted.n, targeted.e, is_targeted.n, is_targeted.e, fvs, adj, adj_dirty, counts, conflicts, logged}
 -- The settings text of the last call and its decoded table (the same text every call).
 local settings_text
 
@@ -133,9 +149,44 @@ local function copy_data(d)
   return c
 end
 
+-- Entities are stored in one fixed shape (encode_entity below), so one
+-- anchored match splits a stored entity; the general scanner above is the
+-- fallback for any other text. Ids and user ids hold no quotes, a type is a
+-- JSON string or null (its quotes are escaped inside), a position holds two
+-- numbers, and the greedy `data` capture stops at the last `,"version":`
+-- that the fixed tail follows.
+local NODE_SHAPE = '^{"id":"([^"]*)","type":(.-),"position":({[^}]*}),"data":(.*),"version":(%d+),' ..
+  '"createdBy":("[^"]*"),"updatedBy":("[^"]*"),"updatedAt":(%d+)}$'
+local EDGE_SHAPE = '^{"id":"([^"]*)","source":"([^"]*)","target":"([^"]*)","type":(.-),"data":(.*),"version":(%d+),' ..
+  '"createdBy":("[^"]*"),"updatedBy":("[^"]*"),"updatedAt":(%d+)}$'
+
+-- `data` is decoded on first use: most commands never look inside it, and
+-- encode_entity splices the stored text back when it was not.
+local LAZY_DATA = {__index = function(e, k)
+  if k ~= 'data' then return nil end
+  local d = decode_data(rawget(e, 'data_text'))
+  rawset(e, 'data', d)
+  return d
+end}
+
 local function decode_entity(kind, json)
+  local e
+  if kind == 'n' then
+    local id, ty, pos, data, ver, cby, uby, uat = string.match(json, NODE_SHAPE)
+    if id then
+      e = {kind = kind, id = id, type = ty, position = pos, data_text = data, version = ver,
+        createdBy = cby, updatedBy = uby, updatedAt = uat}
+    end
+  else
+    local id, src, tgt, ty, data, ver, cby, uby, uat = string.match(json, EDGE_SHAPE)
+    if id then
+      e = {kind = kind, id = id, source = src, target = tgt, type = ty, data_text = data, version = ver,
+        createdBy = cby, updatedBy = uby, updatedAt = uat}
+    end
+  end
+  if e then return setmetatable(e, LAZY_DATA) end
   local f = field_map(json)
-  local e = {kind = kind, id = unquote(f['"id"']), type = f['"type"'], data = decode_data(f['"data"']),
+  e = {kind = kind, id = unquote(f['"id"']), type = f['"type"'], data = decode_data(f['"data"']),
     version = f['"version"'], createdBy = f['"createdBy"'], updatedBy = f['"updatedBy"'],
     updatedAt = f['"updatedAt"']}
   if kind == 'n' then
@@ -162,7 +213,8 @@ local function encode_entity(e)
   if e.kind == 'e' then
     head = head .. ',"source":"' .. e.source .. '","target":"' .. e.target .. '"'
   end
-  return head .. tail .. ',"data":' .. encode_data(e.data) .. ',"version":' .. e.version ..
+  local data = rawget(e, 'data')
+  return head .. tail .. ',"data":' .. (data and encode_data(data) or e.data_text) .. ',"version":' .. e.version ..
     ',"createdBy":' .. e.createdBy .. ',"updatedBy":' .. e.updatedBy .. ',"updatedAt":' .. e.updatedAt .. '}'
 end
 
@@ -816,20 +868,12 @@ local function apply(keys, args)
   end
   V = tonumber(meta[2]) + 1
   VS = string.format('%d', V)
-  HKEY = {n = KEYS[2], e = KEYS[3]}
-  cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
-  original = {n = {}, e = {}}    -- id -> stored JSON, or false
-  touched = {n = {}, e = {}}     -- ids in first-touch order
-  is_touched = {n = {}, e = {}}
-  targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
-  is_targeted = {n = {}, e = {}}
-  fvs = {}                       -- 'n:ID' -> per-field versions
-  adj = {}                       -- node id -> list of edge ids
-  adj_dirty = {}
-  counts = {}
-  conflicts = {}
-  logged = {}
-  vp = {loaded = false, touched = false, targeted = false}
+  HKEY.n, HKEY.e = KEYS[2], KEYS[3]
+  for i = 1, #PER_CALL do
+    local t = PER_CALL[i]
+    if next(t) ~= nil then for k in pairs(t) do t[k] = nil end end
+  end
+  vp.loaded, vp.touched, vp.targeted, vp.original, vp.value, vp.fv = false, false, false, nil, nil, nil
   local err = run_op(CMD)
   if err then
     return revert(err, current_json(err.current, false))

@@ -4,14 +4,14 @@
 -- (GCRA, the same arithmetic as rate_limit.lua). With both, admitting a command
 -- is this one call (single Redis: the guard keys are not in the stream's slot).
 -- KEYS[1]: stream of the job's priority level
--- KEYS[2]: dedupe marker of the job id
+-- KEYS[2]: dedupe marker of the job id (unused with a claim: the claim dedupes)
 -- KEYS[3]: delayed set (ZSET: job id -> due time ms)
 -- KEYS[4]: delayed job bodies (HASH: job id -> JSON of the fields)
 -- KEYS[5]: events stream
--- KEYS[6]: claim record (HASH: graphId = owner, status); KEYS[1] when unused
+-- KEYS[6]: claim record (HASH: graphId = owner, status, entry = the stream entry); KEYS[1] when unused
 -- KEYS[7]: rate limiter state (theoretical arrival time, ms); KEYS[1] when unused
 -- ARGV[1]: job id
--- ARGV[2]: dedupe window in ms (0: no dedupe)
+-- ARGV[2]: dedupe window in ms (0: no dedupe; ignored with a claim, which dedupes for its TTL)
 -- ARGV[3]: delay in ms (0: runnable now)
 -- ARGV[4]: "1" to emit an "added" event
 -- ARGV[5]: events stream max length
@@ -22,11 +22,14 @@
 -- ARGV[10..]: job fields as field, value pairs
 -- Returns: {"added", entry id} | {"delayed", job id} | {"duplicate", what the first add returned}
 --   | {"taken", the owner that claimed the job first} | {"limited", ms to wait}
-local owner = nil
-if ARGV[6] ~= '' then
-  owner = redis.call('HGET', KEYS[6], 'graphId')
-  if owner and owner ~= ARGV[6] then
-    return {'taken', owner}
+-- With a claim, the claim is the dedupe record: the same owner again is a
+-- duplicate (for the claim's life), another owner is refused.
+local claimed = ARGV[6] ~= ''
+if claimed then
+  local rec = redis.call('HMGET', KEYS[6], 'graphId', 'entry')
+  if rec[1] then
+    if rec[1] ~= ARGV[6] then return {'taken', rec[1]} end
+    return {'duplicate', rec[2] or ''}
   end
 end
 
@@ -46,15 +49,10 @@ if ARGV[8] ~= '' then
   redis.call('SET', KEYS[7], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
 end
 
-if ARGV[6] ~= '' then
-  if not owner then
-    redis.call('HSET', KEYS[6], 'status', 'pending', 'graphId', ARGV[6])
-  end
-  redis.call('EXPIRE', KEYS[6], ARGV[7])
-end
-
 local window = tonumber(ARGV[2])
-if window > 0 then
+if claimed then
+  window = 0
+elseif window > 0 then
   local prev = redis.call('GET', KEYS[2])
   if prev then
     return {'duplicate', prev}
@@ -78,7 +76,10 @@ else
   result = {'added', entry}
 end
 
-if window > 0 then
+if claimed then
+  redis.call('HSET', KEYS[6], 'status', 'pending', 'graphId', ARGV[6], 'entry', result[2])
+  redis.call('EXPIRE', KEYS[6], ARGV[7])
+elseif window > 0 then
   redis.call('SET', KEYS[2], result[2], 'PX', window)
 end
 if ARGV[4] == '1' then

@@ -164,27 +164,42 @@ async fn a_guarded_add_is_refused_whole_by_a_foreign_claim_or_an_empty_limiter()
         .await
         .unwrap();
     assert_eq!(taken, GuardedAdd::Taken { owner: "g1".into() });
-    // The owner's resend takes a permit and is a duplicate of the first add.
+    // The owner's resend is a duplicate of the first add, answered with its
+    // entry, and takes no permit: the claim dedupes before the limiter.
     let again = q
         .add_guarded(job("a"), &guard("g1", "t:{op:a}"))
         .await
         .unwrap();
+    let GuardedAdd::Added(AddOutcome::Added { entry_id, .. }) = &first else {
+        unreachable!()
+    };
     assert!(
-        matches!(again, GuardedAdd::Added(AddOutcome::Duplicate { .. })),
+        matches!(&again, GuardedAdd::Added(AddOutcome::Duplicate { first, .. }) if first == entry_id),
         "{again:?}"
     );
-    // Both permits are gone: refused with a wait, and nothing claimed or queued.
-    let limited = q
+    let claim: HashMap<String, String> = conn.hgetall("t:{op:a}").await.unwrap();
+    assert_eq!(&claim["entry"], entry_id);
+    // The second permit goes to a new job; then none is left: refused with a
+    // wait, and nothing claimed or queued.
+    let second = q
         .add_guarded(job("b"), &guard("g1", "t:{op:b}"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, GuardedAdd::Added(AddOutcome::Added { .. })),
+        "{second:?}"
+    );
+    let limited = q
+        .add_guarded(job("c"), &guard("g1", "t:{op:c}"))
         .await
         .unwrap();
     let GuardedAdd::Limited { wait } = limited else {
         panic!("no permit left: {limited:?}")
     };
     assert!(wait > Duration::from_secs(1), "{wait:?}");
-    let exists: bool = conn.exists("t:{op:b}").await.unwrap();
+    let exists: bool = conn.exists("t:{op:c}").await.unwrap();
     assert!(!exists, "a refused add claims nothing");
-    assert_eq!(total_len(&env, &q).await, 1);
+    assert_eq!(total_len(&env, &q).await, 2);
 }
 
 #[tokio::test]
