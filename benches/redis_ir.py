@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Sends graphq's two hot-path Redis calls, built as graphq builds them, to a
+Redis on PORT (used by benches/redis-ir.sh):
+
+  redis_ir.py PORT prep                 recreate graph "ir" with node n19 (3 data keys)
+  redis_ir.py PORT upd|lbl|crt N        N apply FCALLs: a position update of n19,
+                                        a label update of n19, a node creation
+  redis_ir.py PORT enq SHA N            N admissions (enqueue.lua with the claim
+                                        and rate-limit guards)
+
+Every call has a fresh operation id; the calls go in pipelined chunks of 50
+and each answer is checked (applied / added)."""
+import json
+import socket
+import sys
+import time
+
+port, what = int(sys.argv[1]), sys.argv[2]
+GRAPH = "ir"
+USER = "u1"
+SETTINGS = json.dumps(
+    {"conflictRetention": 1000, "logRetention": 10000, "maxEdges": 200000, "maxNodes": 100000,
+     "opTtl": 3600, "strategies": {"edge.data": "MERGE", "edge.type": "LAST_WRITE_WINS",
+                                   "node.data": "MERGE", "node.position": "LAST_WRITE_WINS",
+                                   "node.type": "LAST_WRITE_WINS", "viewport": "LAST_WRITE_WINS"}},
+    separators=(",", ":"), sort_keys=True)
+RUN = str(time.time_ns())
+
+sock = socket.create_connection(("127.0.0.1", port))
+reader = sock.makefile("rb")
+
+
+def encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def reply():
+    line = reader.readline()
+    kind = line[:1]
+    if kind == b"-":
+        sys.exit("redis error: " + line.decode().strip())
+    if kind in b"+:":
+        return line[1:-2]
+    if kind == b"$":
+        n = int(line[1:-2])
+        return None if n < 0 else reader.read(n + 2)[:-2]
+    if kind == b"*":
+        return [reply() for _ in range(int(line[1:-2]))]
+    sys.exit("unexpected reply %r" % line)
+
+
+def send_all(calls, check):
+    for start in range(0, len(calls), 50):
+        chunk = calls[start:start + 50]
+        sock.sendall(b"".join(encode(c) for c in chunk))
+        for _ in chunk:
+            r = reply()
+            if not check(r):
+                sys.exit("unexpected answer: %r" % (r if not isinstance(r, bytes) else r[:300]))
+
+
+def key(suffix):
+    return "graphq:{g:%s}:%s" % (GRAPH, suffix)
+
+
+def apply_call(op_id, op, canonical):
+    return ["FCALL", "graphq_apply_ir", 10, key("meta"), key("nodes"), key("edges"), key("adj"),
+            key("fv"), key("log"), key("op:" + op_id), key("undo:" + USER), key("redo:" + USER),
+            key("conflicts"), op_id, USER, int(time.time() * 1000), "epoch0", SETTINGS,
+            json.dumps(op, separators=(",", ":")), "", 0, op["t"], key("events"), canonical, GRAPH,
+            "graphq:{u:%s}:events" % USER, "PUBLISH", "graphq:{u:%s}:outcomes" % USER]
+
+
+def apply_op(kind, i):
+    if kind == "upd":
+        return {"t": "UPDATE_NODE", "id": "n19", "data": [], "unset": [],
+                "position": '{"x":%d,"y":3}' % i, "hasData": False}
+    if kind == "lbl":
+        return {"t": "UPDATE_NODE", "id": "n19", "data": [['"label"', '"name %d"' % i]], "unset": [],
+                "hasData": True}
+    if kind == "crt":
+        return {"t": "CREATE_NODE", "id": "c%sx%d" % (RUN[-6:], i), "type": "null",
+                "position": '{"x":1,"y":2}', "data": [['"label"', '"new"']]}
+    sys.exit("unknown workload " + kind)
+
+
+def admission(sha, i):
+    op_id = "e-%s-%d" % (RUN, i)
+    data = ('{"graphId":"g0","userId":"bench-0","command":{"operationId":"%s","payload":{"id":"n0",'
+            '"patch":{"position":{"x":2,"y":0}}},"type":"UPDATE_NODE"}}' % op_id)
+    part = "graphq:{q:commands:3}"
+    return ["EVALSHA", sha, 7, part + ":stream:normal", part + ":dedupe:" + op_id, part + ":delayed",
+            part + ":delayed:jobs", part + ":events", "graphq:{op:%s}" % op_id,
+            "graphq:{rl:gateway:bench-0}", op_id, 600000, 0, 0, 10000, "g0", 3600, 1000000, 1000,
+            "id", op_id, "name", "UPDATE_NODE", "data", data, "priority", "normal", "attempts", 0,
+            "ts", int(time.time() * 1000), "key", "g0", "rk", "bench-0"]
+
+
+applied = lambda r: isinstance(r, bytes) and b'"status":"applied"' in r
+if what == "prep":
+    send_all([["DEL", key(k)] for k in
+              ["meta", "nodes", "edges", "adj", "fv", "log", "undo:u1", "redo:u1", "conflicts"]],
+             lambda r: True)
+    node = {"t": "CREATE_NODE", "id": "n19", "type": "null", "position": '{"x":0,"y":0}',
+            "data": [['"label"', '"a node"'], ['"color"', '"#ff0000"'], ['"w"', "120"]]}
+    send_all([apply_call("prep-" + RUN, node, "{}")], applied)
+elif what == "enq":
+    sha, n = sys.argv[3], int(sys.argv[4])
+    send_all([admission(sha, i) for i in range(n)], lambda r: isinstance(r, list) and r[0] == b"added")
+else:
+    n = int(sys.argv[3])
+    calls = []
+    for i in range(n):
+        op_id = "%s-%s-%d" % (what, RUN, i)
+        op = apply_op(what, i)
+        calls.append(apply_call(op_id, op, '{"operationId":"%s","type":"%s","payload":{}}' % (op_id, op["t"])))
+    send_all(calls, applied)
