@@ -488,15 +488,7 @@ pub async fn finish(c: &Cluster, clients: &[LoadClient], within: Duration) -> u6
         let addrs = c.live.lock().unwrap().clone();
         for addr in addrs {
             let token = c.token("checker", &[g]);
-            let st: Value = reqwest::Client::new()
-                .get(format!("http://{addr}/api/v2/graphs/{g}/state"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let st = super::state_over_http(&format!("http://{addr}"), g, &token).await;
             assert_eq!(
                 (st["epoch"].as_str(), st["version"].as_u64()),
                 (Some(state.epoch.as_str()), Some(state.version))
