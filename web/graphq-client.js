@@ -500,7 +500,8 @@ const defaultClock = {
  * @property {number} [probeTimeoutMs=3000]  After that HEARTBEAT, or a command
  *   sent, nothing at all heard from the server for this long means the
  *   connection is dead (a path that went silent without closing): it is
- *   dropped and replaced. `Infinity` turns the probing off.
+ *   dropped and replaced. `Infinity` turns this deadline off (and
+ *   `probeAfterMs: Infinity` the HEARTBEATs).
  * @property {number} [openTimeoutMs=10000]  A socket that has not opened
  *   after this long is given up and another one tried.
  * @property {number} [backoffBaseMs=250]  First reconnect delay (before jitter).

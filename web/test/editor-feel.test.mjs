@@ -1,7 +1,9 @@
 // How the demo editor feels, in a real browser against a real gateway,
-// worker and Redis, two users: one gesture is one change, the status tells
-// the truth offline, zoom, toasts that do not pile up, who is here, where
-// new nodes go, and a 2,000-node graph drawn only where it is seen.
+// worker and Redis, two users: one gesture is one change, selecting and
+// duplicating, long labels, the status tells the truth offline and on a
+// network that dies silently, zoom (wheel, Ctrl+wheel, pinch, minimap),
+// toasts that do not pile up, who is here, where new nodes go, and a
+// 2,000-node graph drawn only where it is seen.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
