@@ -1163,7 +1163,9 @@ export class GraphqClient {
 
   /** Asks a quiet server whether it is still there (it answers HEARTBEAT with HEARTBEAT). */
   #probe() {
-    if (this.#send({ type: 'HEARTBEAT' })) this.#expectAnswer();
+    // Armed first: the SSE transport answers inside send().
+    this.#expectAnswer();
+    this.#send({ type: 'HEARTBEAT' });
   }
 
   /**
@@ -1441,9 +1443,9 @@ export class GraphqClient {
   }
 
   #sendCommand(entry) {
+    this.#expectAnswer();
     if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: entry.command })) {
       entry.state = 'sent';
-      this.#expectAnswer();
     }
   }
 

@@ -466,6 +466,20 @@ describe('reconnecting', () => {
     assert.equal(FakeSocket.opened.length, 2, 'and replaced');
   });
 
+  test('an answer that comes back inside send() (as over SSE) counts too', () => {
+    const { client, clock } = setup();
+    const socket = connect(client);
+    const send = socket.send.bind(socket);
+    socket.send = (text) => {
+      send(text);
+      if (JSON.parse(text).type === 'HEARTBEAT') socket.receive({ type: 'HEARTBEAT', serverTime: clock.now() });
+    };
+    clock.tick(60_000);
+    assert.equal(client.status, 'online');
+    assert.equal(FakeSocket.opened.length, 1);
+    assert.ok(socket.take('HEARTBEAT').length >= 12, 'asked at least every 5 s');
+  });
+
   test('a command that gets no answer within 3 s drops a silent socket; the edits wait and are resent', () => {
     const { client, clock, events } = setup();
     const socket = connect(client);
