@@ -289,6 +289,8 @@ class Editor {
     this.nodeEls = new Map();
     this.edgeEls = new Map();
     this.cursorEls = new Map();
+    /** The id of the node under the pointer, if any. @type {string|undefined} */
+    this.hovered = undefined;
     this.frame = 0;
     /** Conflicts and reverts of one command, told as one message. */
     this.outcomes = new Map();
@@ -393,6 +395,7 @@ class Editor {
     this.renderCursors();
     this.renderPeople();
     this.renderStatus();
+    this.renderFullLabel(view);
     this.renderMinimap(view);
     $('zoom-level').textContent = `${Math.round(zoom * 100)}%`;
     $('delete').disabled = this.selNodes.size + this.selEdges.size === 0;
@@ -565,6 +568,32 @@ class Editor {
     }
   }
 
+  /**
+   * A label cut on the canvas is shown whole next to its node while the
+   * node is under the pointer, has keyboard focus, or is the one selected.
+   */
+  renderFullLabel(view) {
+    const box = $('label-full');
+    const [only] = this.selNodes.size === 1 ? this.selNodes : [];
+    const focused = document.activeElement?.closest?.('#nodes .node')?.dataset.id;
+    const id = this.hovered ?? focused ?? only;
+    const node = id === undefined ? null : view.nodes.get(id);
+    const label = node ? labelOf(node) : '';
+    const show = label.length > LABEL_CHARS && this.nodeEls.has(id) && this.gesture?.kind !== 'drag';
+    box.hidden = !show;
+    if (!show) return;
+    if (box.textContent !== label) box.textContent = label;
+    const { x, y, h } = this.boxOf(node);
+    const { zoom } = this.camera;
+    const width = box.offsetWidth;
+    const stage = this.svg.clientWidth;
+    const left = Math.min(Math.max(4, x * zoom + this.camera.x - width / 2), Math.max(4, stage - width - 4));
+    const top = (y - h / 2) * zoom + this.camera.y - box.offsetHeight - 8;
+    // Above the node, or below it when there is no room above.
+    box.style.left = `${left}px`;
+    box.style.top = `${top >= 4 ? top : (y + h / 2) * zoom + this.camera.y + 8}px`;
+  }
+
   /** The name another user chose, else their user id. */
   nameOf(userId) {
     if (userId === this.client.userId) return this.name ?? userId;
@@ -668,10 +697,25 @@ class Editor {
 
   // ------------------------------------------------------------ minimap
 
+  /**
+   * The whole graph small, and the part on screen outlined. Drawn in CSS
+   * pixels of the minimap's content box, on a backing store of the screen's
+   * pixel density (sharp on any screen). The nodes are drawn again only
+   * when the graph changed; each frame copies them and adds the outline.
+   */
   renderMinimap(view) {
     const canvas = $('minimap');
-    const w = canvas.width;
-    const h = canvas.height;
+    const w = canvas.clientWidth;
+    const h = canvas.clientHeight;
+    if (!w || !h) return; // hidden (small screens)
+    const dpr = window.devicePixelRatio || 1;
+    const pw = Math.round(w * dpr);
+    const ph = Math.round(h * dpr);
+    if (canvas.width !== pw || canvas.height !== ph) {
+      canvas.width = pw;
+      canvas.height = ph;
+      this.minimapDirty = true;
+    }
     if (this.minimapDirty || !this.minimapBase) {
       this.minimapDirty = false;
       let x0 = Infinity; let y0 = Infinity; let x1 = -Infinity; let y1 = -Infinity;
@@ -685,20 +729,25 @@ class Editor {
       const scale = Math.min((w - 8) / (x1 - x0 + 2 * pad), (h - 8) / (y1 - y0 + 2 * pad));
       this.minimapScale = { scale, x0: x0 - pad - (w / scale - (x1 - x0 + 2 * pad)) / 2, y0: y0 - pad - (h / scale - (y1 - y0 + 2 * pad)) / 2 };
       const base = (this.minimapBase ??= document.createElement('canvas'));
-      base.width = w;
-      base.height = h;
+      base.width = pw;
+      base.height = ph;
       const ctx = base.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.clearRect(0, 0, w, h);
       ctx.fillStyle = '#8f98ab';
       const m = this.minimapScale;
       for (const node of view.nodes.values()) {
         const p = positionOf(node);
-        ctx.fillRect((p.x - m.x0) * m.scale - 2, (p.y - m.y0) * m.scale - 1, Math.max(3, 100 * m.scale), Math.max(2, 40 * m.scale));
+        const nw = Math.max(3, widthOf(labelOf(node)) * m.scale);
+        const nh = Math.max(2, NODE_HEIGHT * m.scale);
+        ctx.fillRect((p.x - m.x0) * m.scale - nw / 2, (p.y - m.y0) * m.scale - nh / 2, nw, nh);
       }
     }
     const ctx = canvas.getContext('2d');
-    ctx.clearRect(0, 0, w, h);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, pw, ph);
     ctx.drawImage(this.minimapBase, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const m = this.minimapScale;
     const a = this.visibleArea();
     ctx.strokeStyle = '#3b6cf6';
@@ -706,20 +755,33 @@ class Editor {
     ctx.strokeRect((a.x0 - m.x0) * m.scale, (a.y0 - m.y0) * m.scale, (a.x1 - a.x0) * m.scale, (a.y1 - a.y0) * m.scale);
   }
 
+  /** A point on the minimap (client coordinates) in graph coordinates, or `null`. */
+  minimapToWorld(e) {
+    const canvas = $('minimap');
+    const m = this.minimapScale;
+    if (!m) return null;
+    const r = canvas.getBoundingClientRect();
+    // The drawing covers the content box: inside the border.
+    const x = e.clientX - r.left - canvas.clientLeft;
+    const y = e.clientY - r.top - canvas.clientTop;
+    return { x: x / m.scale + m.x0, y: y / m.scale + m.y0 };
+  }
+
+  /** A click on the minimap centres the view there; dragging on it moves the view along. */
   bindMinimap() {
     const canvas = $('minimap');
     const go = (e) => {
-      const r = canvas.getBoundingClientRect();
-      const m = this.minimapScale;
-      if (!m) return;
-      const at = { x: (e.clientX - r.left) / m.scale + m.x0, y: (e.clientY - r.top) / m.scale + m.y0 };
-      this.centreOn(at, this.camera.zoom);
+      const at = this.minimapToWorld(e);
+      if (at) this.centreOn(at, this.camera.zoom);
     };
     canvas.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
       canvas.setPointerCapture(e.pointerId);
       go(e);
     });
-    canvas.addEventListener('pointermove', (e) => e.buttons && go(e));
+    canvas.addEventListener('pointermove', (e) => {
+      if (canvas.hasPointerCapture(e.pointerId)) go(e);
+    });
   }
 
   // ------------------------------------------------------------ the viewport (this user's own)
@@ -740,7 +802,7 @@ class Editor {
   /** Zooms by `factor` keeping the graph point under screen point (sx, sy) still. */
   zoomAt(factor, sx, sy) {
     const { x, y, zoom } = this.camera;
-    const next = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, zoom * factor));
+    const next = clampZoom(zoom * factor);
     const k = next / zoom;
     this.setCamera({ x: sx - (sx - x) * k, y: sy - (sy - y) * k, zoom: next });
   }
@@ -791,7 +853,7 @@ class Editor {
     }
     const v = peer.preview?.view;
     if (v && Number.isFinite(v.x) && Number.isFinite(v.y) && Number.isFinite(v.zoom)) {
-      this.centreOn(v, Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, v.zoom)), { byUser: false });
+      this.centreOn(v, clampZoom(v.zoom), { byUser: false });
     }
   }
 
@@ -1053,10 +1115,16 @@ class Editor {
     svg.addEventListener('pointerdown', (e) => {
       this.pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
       if (this.pointers.size === 2) {
-        // Two fingers: pinch to zoom, whatever the first one was doing.
+        // Two fingers: pinch to zoom, whatever the first one was doing. The
+        // graph point between them stays between them (moving both pans).
         this.endGesture(e, { cancel: true });
         const [p, q] = [...this.pointers.values()];
-        this.gesture = { kind: 'pinch', dist: Math.hypot(p.x - q.x, p.y - q.y) };
+        const r = svg.getBoundingClientRect();
+        const { x, y, zoom } = this.camera;
+        const mid = { x: (p.x + q.x) / 2 - r.left, y: (p.y + q.y) / 2 - r.top };
+        this.gesture = {
+          kind: 'pinch', dist: Math.max(1, Math.hypot(p.x - q.x, p.y - q.y)), zoom, at: { x: (mid.x - x) / zoom, y: (mid.y - y) / zoom },
+        };
         return;
       }
       if (e.button !== 0) return;
@@ -1121,11 +1189,13 @@ class Editor {
         const r = rectOf(g.from, g.to);
         setAttrs($('marquee'), { x: r.x0, y: r.y0, width: r.x1 - r.x0, height: r.y1 - r.y0, visibility: 'visible' });
       } else if (g.kind === 'pinch' && this.pointers.size === 2) {
+        // From where the pinch started, not step by step: the fingers' moves
+        // arrive one finger at a time, and small errors would add up.
         const [p, q] = [...this.pointers.values()];
-        const dist = Math.hypot(p.x - q.x, p.y - q.y);
         const r = svg.getBoundingClientRect();
-        this.zoomAt(dist / g.dist, (p.x + q.x) / 2 - r.left, (p.y + q.y) / 2 - r.top);
-        g.dist = dist;
+        const mid = { x: (p.x + q.x) / 2 - r.left, y: (p.y + q.y) / 2 - r.top };
+        const zoom = clampZoom((g.zoom * Math.hypot(p.x - q.x, p.y - q.y)) / g.dist);
+        this.setCamera({ x: mid.x - g.at.x * zoom, y: mid.y - g.at.y * zoom, zoom });
       }
     });
 
@@ -1136,6 +1206,19 @@ class Editor {
     svg.addEventListener('pointerup', end);
     svg.addEventListener('pointercancel', end);
     svg.addEventListener('pointerleave', () => this.client.setPresence({ cursor: null }));
+    // The node under the pointer shows its whole label (renderFullLabel).
+    svg.addEventListener('pointerover', (e) => {
+      const id = e.target.closest?.('.node')?.dataset.id;
+      if (this.hovered !== id) {
+        this.hovered = id;
+        this.render();
+      }
+    });
+    svg.addEventListener('pointerleave', () => {
+      this.hovered = undefined;
+      this.render();
+    });
+    svg.addEventListener('focusout', () => this.render());
     // A finger lifted outside the canvas is gone too (else the next touch would pinch).
     window.addEventListener('pointerup', (e) => this.pointers.delete(e.pointerId));
     window.addEventListener('pointercancel', (e) => this.pointers.delete(e.pointerId));
@@ -1249,6 +1332,10 @@ class Editor {
     $('fit').addEventListener('click', () => this.fit());
     $('follow-stop').addEventListener('click', () => this.follow(null));
   }
+}
+
+function clampZoom(zoom) {
+  return Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, zoom));
 }
 
 function rectOf(a, b) {

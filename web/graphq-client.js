@@ -495,6 +495,15 @@ const defaultClock = {
  *   (the latest one is sent at its end). The gateway drops anything closer than 50 ms.
  * @property {number} [heartbeatMs=15000]  HEARTBEAT period while connected.
  * @property {number} [silenceMs=40000]  A socket silent this long is presumed dead.
+ * @property {number} [probeAfterMs=5000]  While online, after this long without
+ *   a word from the server the client sends HEARTBEAT to ask if it is still there.
+ * @property {number} [probeTimeoutMs=3000]  After that HEARTBEAT, or a command
+ *   sent, nothing at all heard from the server for this long means the
+ *   connection is dead (a path that went silent without closing): it is
+ *   dropped and replaced. `Infinity` turns this deadline off (and
+ *   `probeAfterMs: Infinity` the HEARTBEATs).
+ * @property {number} [openTimeoutMs=10000]  A socket that has not opened
+ *   after this long is given up and another one tried.
  * @property {number} [backoffBaseMs=250]  First reconnect delay (before jitter).
  * @property {number} [backoffMaxMs=10000]  Longest reconnect delay.
  * @property {number} [outcomeCheckMs=1500]  After a resent command is accepted
@@ -578,6 +587,7 @@ export class GraphqClient {
   #lastHeard = 0;
   #timers = {
     reconnect: null, heartbeat: null, presence: null, retry: null, sync: null, refresh: null, save: null,
+    probe: null, answer: null, open: null,
   };
   /** This user's presence; `dirty` until the latest state was sent. */
   #presence = { state: { cursor: null, selection: [], name: null, preview: null }, dirty: false, lastSent: -Infinity };
@@ -626,6 +636,9 @@ export class GraphqClient {
       presenceIntervalMs: 100,
       heartbeatMs: 15000,
       silenceMs: 40000,
+      probeAfterMs: 5000,
+      probeTimeoutMs: 3000,
+      openTimeoutMs: 10000,
       backoffBaseMs: 250,
       backoffMaxMs: 10000,
       outcomeCheckMs: 1500,
@@ -912,7 +925,9 @@ export class GraphqClient {
     const { httpUrl, fetch } = this.#opts;
     if (this.#probing || !fetch) return;
     this.#probing = true;
-    fetch(`${httpUrl}/healthz`, { cache: 'no-store' }).then(
+    // On a silent network the request would hang for minutes, keeping the probe "on its way".
+    const signal = globalThis.AbortSignal?.timeout?.(this.#opts.openTimeoutMs);
+    fetch(`${httpUrl}/healthz`, { cache: 'no-store', signal }).then(
       () => {
         this.#probing = false;
         this.#httpReachable = true;
@@ -1051,6 +1066,9 @@ export class GraphqClient {
     }
     this.#socket = socket;
     this.#subscribed = false;
+    // A connect the network swallows (no refusal, no error) would leave the
+    // client connecting for minutes.
+    this.#startTimer('open', this.#opts.openTimeoutMs, () => socket === this.#socket && this.#dropSocket());
     socket.onopen = () => socket === this.#socket && this.#onOpen();
     socket.onmessage = (event) => socket === this.#socket && this.#onFrame(event.data);
     socket.onclose = (event) => socket === this.#socket && this.#onClosed(event?.code);
@@ -1059,6 +1077,7 @@ export class GraphqClient {
   }
 
   #onOpen() {
+    this.#stopTimer('open');
     this.#unopened = 0;
     this.#lastHeard = this.#clock.now();
     this.#setStatus('syncing');
@@ -1129,6 +1148,38 @@ export class GraphqClient {
     this.#startTimer('heartbeat', this.#opts.heartbeatMs, () => this.#heartbeat());
   }
 
+  /**
+   * Something was heard from the server: the connection is alive. While
+   * online, silence is probed after `probeAfterMs`; a command still waiting
+   * for its ACCEPTED keeps a deadline running.
+   */
+  #heard() {
+    this.#stopTimer('answer');
+    if (!this.#subscribed) return;
+    if (this.#pending.some((p) => p.state === 'sent')) this.#expectAnswer();
+    const { probeAfterMs } = this.#opts;
+    if (probeAfterMs < Infinity) this.#startTimer('probe', probeAfterMs, () => this.#probe());
+  }
+
+  /** Asks a quiet server whether it is still there (it answers HEARTBEAT with HEARTBEAT). */
+  #probe() {
+    // Armed first: the SSE transport answers inside send().
+    this.#expectAnswer();
+    this.#send({ type: 'HEARTBEAT' });
+  }
+
+  /**
+   * Something was sent that the server answers at once: unless anything at
+   * all arrives within `probeTimeoutMs`, the path is dead though the socket
+   * looks open (the browser only notices after minutes of TCP retries).
+   */
+  #expectAnswer() {
+    const { probeTimeoutMs } = this.#opts;
+    if (this.#timers.answer !== null || !(probeTimeoutMs < Infinity)) return;
+    const socket = this.#socket;
+    this.#startTimer('answer', probeTimeoutMs, () => socket === this.#socket && this.#dropSocket());
+  }
+
   /** Gives up on the socket now, without waiting for a closing handshake. */
   #dropSocket() {
     const socket = this.#socket;
@@ -1150,6 +1201,9 @@ export class GraphqClient {
     this.#stopTimer('heartbeat');
     this.#stopTimer('retry');
     this.#stopTimer('refresh');
+    this.#stopTimer('probe');
+    this.#stopTimer('answer');
+    this.#stopTimer('open');
     this.#offeredToken = null;
     if (code === TOKEN_EXPIRED) {
       this.#needFreshToken = true;
@@ -1389,6 +1443,7 @@ export class GraphqClient {
   }
 
   #sendCommand(entry) {
+    this.#expectAnswer();
     if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: entry.command })) {
       entry.state = 'sent';
     }
@@ -1463,6 +1518,12 @@ export class GraphqClient {
 
   #onFrame(text) {
     this.#lastHeard = this.#clock.now();
+    this.#receive(text);
+    // After the message is handled: an ACCEPTED has settled what it answers.
+    this.#heard();
+  }
+
+  #receive(text) {
     let msg;
     try {
       msg = JSON.parse(text);

@@ -13,9 +13,10 @@ const node = (id, x, y, data = {}) => ({ id, type: null, position: { x, y }, dat
 const edge = (id, source, target) => ({ id, source, target, type: null, data: {}, version: 1 });
 
 /** A client as alice, its clock, its recorded events, and a fetch stub. */
-function setup({ fetch, token, getToken } = {}) {
+function setup({ fetch, token, getToken, ...options } = {}) {
   const clock = new FakeClock();
   const client = new GraphqClient({
+    ...options,
     url: 'ws://graphq.test/ws',
     token: token ?? fakeToken('alice'),
     graphId: G,
@@ -440,10 +441,88 @@ describe('reconnecting', () => {
     assert.deepEqual(socket.take(), [{ type: 'REQUEST_SYNC', graphId: G, clientVersion: 1, epoch: EPOCH }]);
   });
 
-  test('a socket that stays silent is presumed dead and replaced', () => {
+  test('a quiet socket is asked with HEARTBEAT after 5 s: an answer keeps it, 3 s of silence replaces it', () => {
+    const { client, clock, events } = setup();
+    const socket = connect(client);
+    clock.tick(4_999);
+    assert.deepEqual(socket.take(), []);
+    clock.tick(1);
+    assert.deepEqual(socket.take(), [{ type: 'HEARTBEAT' }]);
+    clock.tick(2_000);
+    socket.receive({ type: 'HEARTBEAT', serverTime: clock.now() });
+    clock.tick(4_999);
+    assert.equal(client.status, 'online', 'the answer counted');
+    assert.deepEqual(socket.take(), []);
+    clock.tick(1);
+    assert.deepEqual(socket.take(), [{ type: 'HEARTBEAT' }]);
+    // The path goes silent: the socket still looks open, nothing comes back.
+    clock.tick(2_999);
+    assert.equal(client.status, 'online');
+    clock.tick(1);
+    assert.equal(client.status, 'offline', '8 s after the last word from the server');
+    assert.equal(socket.readyState, 3, 'the silent socket is closed');
+    assert.equal(events.status.filter((s) => s.status === 'offline').length, 1);
+    clock.tick(events.status.at(-1).retryInMs);
+    assert.equal(FakeSocket.opened.length, 2, 'and replaced');
+  });
+
+  test('an answer that comes back inside send() (as over SSE) counts too', () => {
     const { client, clock } = setup();
     const socket = connect(client);
-    socket.take();
+    const send = socket.send.bind(socket);
+    socket.send = (text) => {
+      send(text);
+      if (JSON.parse(text).type === 'HEARTBEAT') socket.receive({ type: 'HEARTBEAT', serverTime: clock.now() });
+    };
+    clock.tick(60_000);
+    assert.equal(client.status, 'online');
+    assert.equal(FakeSocket.opened.length, 1);
+    assert.ok(socket.take('HEARTBEAT').length >= 12, 'asked at least every 5 s');
+  });
+
+  test('a command that gets no answer within 3 s drops a silent socket; the edits wait and are resent', () => {
+    const { client, clock, events } = setup();
+    const socket = connect(client);
+    clock.tick(1_000);
+    client.createNode({ id: 'a', position: { x: 1, y: 1 } });
+    const [{ command }] = socket.take('COMMAND');
+    clock.tick(100);
+    socket.receive({ type: 'ACCEPTED', graphId: G, operationId: command.operationId });
+    clock.tick(3_500);
+    assert.equal(client.status, 'online', 'an ACCEPTED answered it');
+
+    client.createNode({ id: 'b', position: { x: 2, y: 2 } });
+    assert.equal(socket.take('COMMAND').length, 1);
+    clock.tick(1_000);
+    client.createNode({ id: 'c', position: { x: 3, y: 3 } });
+    clock.tick(1_999);
+    assert.equal(client.status, 'online');
+    clock.tick(1);
+    assert.equal(client.status, 'offline', '3 s after the first unanswered command');
+    assert.equal(events.status.at(-1).pending, 3, 'all three edits are waiting');
+    clock.tick(events.status.at(-1).retryInMs);
+    const again = FakeSocket.opened.at(-1);
+    assert.notEqual(again, socket);
+    connectAgain(again, 1);
+    assert.deepEqual(again.take('COMMAND').map((m) => m.command.payload.node.id), ['a', 'b', 'c'],
+      'resent in order, with their operation ids');
+  });
+
+  test('a socket that never opens is given up after 10 s and another one tried', () => {
+    const { client, clock } = setup();
+    client.connect();
+    clock.tick(9_999);
+    assert.equal(client.status, 'connecting');
+    clock.tick(1);
+    assert.equal(client.status, 'offline');
+    assert.equal(FakeSocket.opened[0].readyState, 3);
+    clock.tick(250);
+    assert.equal(FakeSocket.opened.length, 2);
+  });
+
+  test('the heartbeat every 15 s also renews presence; with probing off, 40 s of silence replaces the socket', () => {
+    const { client, clock } = setup({ probeTimeoutMs: Infinity, probeAfterMs: Infinity });
+    const socket = connect(client);
     clock.tick(15_000);
     assert.deepEqual(socket.take().map((m) => m.type), ['HEARTBEAT', 'PRESENCE'],
       'the heartbeat also tells the others this user is still here');
@@ -574,10 +653,10 @@ describe('token renewal', () => {
   const settle = () => new Promise((resolve) => setImmediate(resolve));
   /** A token for alice expiring `s` seconds after the fake clock's start. */
   const aliceFor = (s) => fakeToken('alice', { exp: 1000 + s });
-  /** `ms` pass with the server heartbeating, so the socket is not presumed dead. */
+  /** `ms` pass with the server heartbeating often, so the socket is not presumed dead. */
   const live = (clock, socket, ms) => {
-    for (let left = ms; left > 0; left -= 10_000) {
-      clock.tick(Math.min(left, 10_000));
+    for (let left = ms; left > 0; left -= 4_000) {
+      clock.tick(Math.min(left, 4_000));
       socket.receive({ type: 'HEARTBEAT', serverTime: clock.now() });
     }
   };

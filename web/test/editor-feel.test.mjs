@@ -1,14 +1,16 @@
 // How the demo editor feels, in a real browser against a real gateway,
-// worker and Redis, two users: one gesture is one change, the status tells
-// the truth offline, zoom, toasts that do not pile up, who is here, where
-// new nodes go, and a 2,000-node graph drawn only where it is seen.
+// worker and Redis, two users: one gesture is one change, selecting and
+// duplicating, long labels, the status tells the truth offline and on a
+// network that dies silently, zoom (wheel, Ctrl+wheel, pinch, minimap),
+// toasts that do not pile up, who is here, where new nodes go, and a
+// 2,000-node graph drawn only where it is seen.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  OUTPUT, TEST_TIMEOUT, addNodeAt, centre, node, nodeAt, panFrames, rename, seed, seedGrid, settled, startWorld,
+  OUTPUT, TEST_TIMEOUT, addNodeAt, centre, node, nodeAt, panFrames, pinch, rename, seed, seedGrid, settled, startWorld,
 } from '../testing/editor.mjs';
 
 let world;
@@ -18,6 +20,14 @@ before(async () => {
 }, { timeout: 60_000 });
 
 after(() => world?.stop(), { timeout: 20_000 });
+
+/** Nodes to seed: `[id, x, y, label]` each. */
+const nodes = (...list) => list.map(([id, x, y, label]) => ({
+  type: 'CREATE_NODE', payload: { node: { id, position: { x, y }, data: { label } } },
+}));
+
+/** Until the page has drawn what was asked of it before (its next animation frame). */
+const frame = (page) => page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve())));
 
 /** Until the server's graph is at `version` and both windows show it with nothing pending. */
 async function allAt(graph, pages) {
@@ -105,6 +115,96 @@ describe('one gesture is one change', () => {
     assert.deepEqual(Object.keys(deleted.nodes).sort(), [one, two].sort());
     await close();
   });
+  test('Shift-drag on the canvas selects the nodes inside; Ctrl+D duplicates them with their connection; Ctrl+A selects all, also off screen', { timeout: TEST_TIMEOUT }, async () => {
+    const graph = 'marquee';
+    await seed(world, graph, [
+      ...nodes(['one', 150, 150, 'One'], ['two', 350, 150, 'Two'], ['three', 300, 400, 'Three'], ['away', 2400, 1800, 'Away']),
+      { type: 'CREATE_EDGE', payload: { edge: { id: 'one-two', source: 'one', target: 'two' } } },
+    ]);
+    const { a, b, close } = await world.openPair(graph);
+    const start = await allAt(graph, [a, b]);
+    const selected = () => a.evaluate(() => [...window.graphqEditor.selNodes].sort());
+    const canvas = await a.locator('#canvas').boundingBox();
+
+    await a.keyboard.down('Shift');
+    await a.mouse.move(canvas.x + 60, canvas.y + 110);
+    await a.mouse.down();
+    await a.mouse.move(canvas.x + 450, canvas.y + 200, { steps: 8 });
+    assert.equal(await a.locator('#marquee').getAttribute('visibility'), 'visible', 'the marquee shows while dragging');
+    await a.mouse.up();
+    await a.keyboard.up('Shift');
+    assert.deepEqual(await selected(), ['one', 'two'], 'the two inside, not the one below');
+    assert.equal(await a.locator('#marquee').getAttribute('visibility'), 'hidden');
+    assert.equal((await world.serverState(graph)).version, start.version, 'selecting is not a command');
+    await b.locator('#nodes .node[data-id="one"] .node-remote-tag', { hasText: 'alice' }).waitFor();
+
+    await a.keyboard.press('Control+d');
+    await b.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 5);
+    const copied = await allAt(graph, [a, b]);
+    assert.equal(copied.version, start.version + 1, 'the duplicate is one version');
+    const copies = (await selected()).filter((id) => !['one', 'two'].includes(id));
+    assert.equal(copies.length, 2, 'the copies are selected');
+    assert.deepEqual(copies.map((id) => copied.nodes[id]).sort((p, q) => p.x - q.x),
+      [{ label: 'One', x: 190, y: 190 }, { label: 'Two', x: 390, y: 190 }], '40 px further');
+    assert.deepEqual(Object.values(copied.edges).filter((e) => e !== 'one->two'),
+      [`${copies.find((id) => copied.nodes[id].label === 'One')}->${copies.find((id) => copied.nodes[id].label === 'Two')}`],
+      'with the connection between them');
+
+    await a.keyboard.press('Control+a');
+    assert.deepEqual(await selected(), Object.keys(copied.nodes).sort(), 'every node, the one off screen too');
+    assert.equal(await node(a, 'away').count(), 0, '"away" is not drawn');
+    await a.keyboard.press('Delete');
+    await b.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 0);
+    const empty = await allAt(graph, [a, b]);
+    assert.equal(empty.version, copied.version + 1, 'deleting everything is one version');
+    assert.deepEqual(empty.nodes, {});
+    await a.keyboard.press('Control+z');
+    await b.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 5);
+    assert.deepEqual((await allAt(graph, [a, b])).nodes, copied.nodes, 'one Ctrl+Z brings all of it back');
+    await close();
+  });
+
+  test('a long label is cut on its node and shown whole while the node is pointed at, focused or selected', { timeout: TEST_TIMEOUT }, async () => {
+    const graph = 'labels';
+    const long = 'Quarterly revenue reconciliation for the northern region, including late invoices and the disputed credit notes from March';
+    await seed(world, graph, nodes(['long', 300, 200, long], ['short', 300, 350, 'Short']));
+    const { a, close } = await world.openPair(graph);
+    const drawn = await node(a, 'long').locator('.node-label').textContent();
+    assert.ok(drawn.length < long.length && drawn.endsWith('…'), `cut on the canvas: ${drawn}`);
+    const body = await node(a, 'long').locator('.node-body').boundingBox();
+    const text = await node(a, 'long').locator('.node-label').boundingBox();
+    assert.ok(text.x >= body.x && text.x + text.width <= body.x + body.width, 'the cut label fits its node');
+    const whole = a.locator('#label-full');
+    /** The whole label is on screen, not clipped, and does not hide its node. */
+    const readable = async () => {
+      await whole.waitFor();
+      assert.equal(await whole.textContent(), long);
+      const box = await whole.boundingBox();
+      const view = a.viewportSize();
+      assert.ok(box.x >= 0 && box.y >= 0 && box.x + box.width <= view.width && box.y + box.height <= view.height, JSON.stringify(box));
+      assert.ok(await whole.evaluate((e) => e.scrollHeight <= e.clientHeight && e.scrollWidth <= e.clientWidth), 'nothing clipped');
+      const n = await node(a, 'long').locator('.node-body').boundingBox();
+      assert.ok(box.y + box.height <= n.y || box.y >= n.y + n.height, 'beside its node, not over it');
+    };
+
+    const c = await centre(a, 'long');
+    await a.mouse.move(c.x, c.y);
+    await readable();
+    const s = await centre(a, 'short');
+    await a.mouse.move(s.x, s.y);
+    await whole.waitFor({ state: 'hidden' });
+    await a.mouse.move(5, 5);
+    await node(a, 'long').focus();
+    await readable();
+    await node(a, 'short').focus();
+    await whole.waitFor({ state: 'hidden' });
+    await node(a, 'long').click();
+    await a.mouse.move(5, 5);
+    await readable();
+    assert.match(await node(a, 'long').getAttribute('aria-label'), new RegExp(long), 'screen readers get it whole');
+    await world.screenshots('9-long-label', { alice: a });
+    await close();
+  });
 });
 
 describe('the status tells the truth', () => {
@@ -126,6 +226,57 @@ describe('the status tells the truth', () => {
     }
     await a.locator('#conn[data-status="online"]').waitFor({ timeout: 20_000 });
     await nodeAt(b, id, 320, 200);
+    await close();
+  });
+
+  test('a network that dies silently: "Live" goes within 3 s of an edit (8 s idle), waiting edits are counted, and each is applied once when it is back', { timeout: TEST_TIMEOUT }, async (t) => {
+    const graph = 'silent';
+    const { a, b, close } = await world.openPair(graph);
+    t.after(() => world.proxy.speak());
+    const id = await addNodeAt(a, 300, 200);
+    const start = await allAt(graph, [a, b]);
+    const live = a.locator('#conn[data-status="online"]');
+    await a.evaluate(() => {
+      window.statuses = [];
+      window.graphqEditor.client.on('status', ({ status }) => window.statuses.push(status));
+    });
+    // Idle on a working path: the quiet socket is asked, answers, and stays.
+    await a.waitForTimeout(8_500);
+    assert.deepEqual(await a.evaluate(() => window.statuses), [], 'the server answers HEARTBEAT');
+
+    // Idle when the path goes silent (the socket stays open, no offline event).
+    world.proxy.silence();
+    let silentAt = Date.now();
+    await live.waitFor({ state: 'detached', timeout: 8_000 + 1_500 });
+    const idleMs = Date.now() - silentAt;
+    await node(a, id).focus();
+    await a.keyboard.press('ArrowRight');
+    await a.keyboard.press('ArrowRight');
+    await a.locator('#conn', { hasText: '2 edits waiting' }).waitFor();
+    world.proxy.speak();
+    await live.waitFor({ timeout: 20_000 });
+    await nodeAt(b, id, 320, 200);
+    const back = await allAt(graph, [a, b]);
+    assert.equal(back.version, start.version + 2, 'two edits, two versions');
+
+    // An edit on a silent path: its missing answer tells within 3 s.
+    world.proxy.silence();
+    silentAt = Date.now();
+    await a.keyboard.press('ArrowDown');
+    await live.waitFor({ state: 'detached', timeout: 3_000 + 1_000 });
+    const editMs = Date.now() - silentAt;
+    await a.keyboard.press('ArrowDown');
+    await a.locator('#conn', { hasText: '2 edits waiting' }).waitFor();
+    await world.screenshots('5-silent-network', { alice: a });
+    // The first edit went out on the dead socket: it arrives late, and again on the new one.
+    world.proxy.speak();
+    await live.waitFor({ timeout: 20_000 });
+    await nodeAt(b, id, 320, 220);
+    const after = await allAt(graph, [a, b]);
+    assert.equal(after.version, back.version + 2, 'each edit applied exactly once');
+    assert.deepEqual(after.nodes[id], { label: 'Node 1', x: 320, y: 220 });
+    assert.equal(await a.locator('.toast').count(), 0, 'nothing was rolled back');
+    writeFileSync(path.join(OUTPUT, 'silent-network.json'), JSON.stringify({ idleMs, editMs }));
     await close();
   });
 
@@ -213,6 +364,113 @@ describe('zoom, people, placement', () => {
     await b.locator('#people button.avatar[data-user="alice"]').click();
     await b.waitForFunction(() => window.graphqEditor.camera.zoom < 1);
     await b.locator('#follow', { hasText: 'Following alice' }).waitFor();
+    await close();
+  });
+
+  test('Ctrl+wheel and a two-finger pinch zoom around the pointer and the pinch; neither is a command', { timeout: TEST_TIMEOUT }, async () => {
+    const graph = 'pinch';
+    await seed(world, graph, nodes(['p', 400, 250, 'Pinched']));
+    const { a, b, close } = await world.openPair(graph);
+    const before = await world.serverState(graph);
+    const zoom = () => a.evaluate(() => window.graphqEditor.camera.zoom);
+    const c = await centre(a, 'p');
+
+    // Ctrl+wheel (also what a trackpad pinch sends).
+    await a.mouse.move(c.x, c.y);
+    await a.keyboard.down('Control');
+    await a.mouse.wheel(0, -100);
+    await a.keyboard.up('Control');
+    await a.waitForFunction(() => window.graphqEditor.camera.zoom > 2);
+    await frame(a);
+    let at = await centre(a, 'p');
+    assert.ok(Math.abs(at.x - c.x) < 1.5 && Math.abs(at.y - c.y) < 1.5, `Ctrl+wheel kept the point under the pointer: ${JSON.stringify([c, at])}`);
+    await a.locator('#zoom-level').click();
+    assert.equal(await zoom(), 1, 'back to 100%');
+    await frame(a);
+
+    // Two fingers on a touch screen, above and below the node, spread from 120 to 240 px apart.
+    const d = await centre(a, 'p');
+    await pinch(a, d, 120, 240);
+    assert.ok(Math.abs(await zoom() - 2) < 0.01, `twice as far apart, twice the zoom: ${await zoom()}`);
+    await frame(a);
+    at = await centre(a, 'p');
+    assert.ok(Math.abs(at.x - d.x) < 1.5 && Math.abs(at.y - d.y) < 1.5, `the pinch centre stayed put: ${JSON.stringify([d, at])}`);
+    await pinch(a, d, 240, 80);
+    assert.ok(Math.abs(await zoom() - 2 / 3) < 0.01, `and closer, smaller: ${await zoom()}`);
+    await frame(a);
+    at = await centre(a, 'p');
+    assert.ok(Math.abs(at.x - d.x) < 1.5 && Math.abs(at.y - d.y) < 1.5, 'the pinch centre stayed put again');
+
+    assert.deepEqual(await a.evaluate(() => [...window.graphqEditor.selNodes]), [], 'no finger selected or moved the node');
+    assert.deepEqual(await world.serverState(graph), before, 'zooming is not a command');
+    assert.equal(await b.evaluate(() => window.graphqEditor.camera.zoom), 1, "Bob's view is his own");
+    await close();
+  });
+
+  test('the minimap shows the graph as it changes; a click or a drag on it moves the view there', { timeout: TEST_TIMEOUT }, async () => {
+    const graph = 'minimap';
+    await seed(world, graph, nodes(['near', 100, 100, 'Near'], ['far', 1600, 1200, 'Far']));
+    const { a, b, close } = await world.openPair(graph);
+    await frame(a);
+    /**
+     * The node-coloured spots of the minimap, by quadrant (top-left, top-right,
+     * bottom-left, bottom-right): their centres in page coordinates, or null.
+     */
+    const spots = () => a.evaluate(() => {
+      const canvas = document.getElementById('minimap');
+      const { width, height } = canvas;
+      const pixels = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+      const sums = [0, 1, 2, 3].map(() => ({ x: 0, y: 0, n: 0 }));
+      for (let y = 0; y < height; y += 1) {
+        for (let x = 0; x < width; x += 1) {
+          const i = (y * width + x) * 4;
+          const [r, g, bl, alpha] = pixels.slice(i, i + 4);
+          if (alpha < 200 || Math.abs(r - 143) > 6 || Math.abs(g - 152) > 6 || Math.abs(bl - 171) > 6) continue;
+          const s = sums[(y < height / 2 ? 0 : 2) + (x < width / 2 ? 0 : 1)];
+          s.x += x;
+          s.y += y;
+          s.n += 1;
+        }
+      }
+      const box = canvas.getBoundingClientRect();
+      const scale = width / canvas.clientWidth;
+      return sums.map((s) => (s.n === 0 ? null : {
+        x: box.left + canvas.clientLeft + s.x / s.n / scale, y: box.top + canvas.clientTop + s.y / s.n / scale,
+      }));
+    });
+    let [topLeft, topRight, bottomLeft, bottomRight] = await spots();
+    assert.ok(topLeft && bottomRight && !topRight && !bottomLeft, 'two nodes, in opposite corners');
+
+    // Bob adds a node: Alice's minimap shows it.
+    await seed(world, graph, nodes(['new', 100, 1200, 'New']));
+    await a.waitForFunction(() => window.graphqEditor.client.view.nodes.has('new'));
+    await frame(a);
+    [topLeft, topRight, bottomLeft, bottomRight] = await spots();
+    assert.ok(topLeft && bottomLeft && bottomRight && !topRight, 'the new node is on the minimap');
+
+    /** How far the node is from the middle of the canvas, in screen pixels. */
+    const offCentre = async (id) => {
+      await frame(a);
+      const canvas = await a.locator('#canvas').boundingBox();
+      const n = await centre(a, id);
+      return Math.hypot(n.x - (canvas.x + canvas.width / 2), n.y - (canvas.y + canvas.height / 2));
+    };
+    assert.equal(await node(a, 'far').count(), 0, 'the far node is off screen');
+    await a.mouse.click(bottomRight.x, bottomRight.y);
+    assert.ok(await offCentre('far') < 25, 'a click on the far node centres the view on it');
+
+    // Dragging on the minimap moves the view along with the pointer.
+    await a.mouse.move(bottomRight.x, bottomRight.y);
+    await a.mouse.down();
+    await a.mouse.move((bottomRight.x + topLeft.x) / 2, (bottomRight.y + topLeft.y) / 2, { steps: 5 });
+    const halfway = await a.evaluate(() => window.graphqEditor.visibleArea());
+    const middle = { x: (halfway.x0 + halfway.x1) / 2, y: (halfway.y0 + halfway.y1) / 2 };
+    assert.ok(Math.abs(middle.x - 850) < 60 && Math.abs(middle.y - 650) < 60, `half way: ${JSON.stringify(middle)}`);
+    await a.mouse.move(topLeft.x, topLeft.y, { steps: 5 });
+    await a.mouse.up();
+    assert.ok(await offCentre('near') < 25, 'the drag ends on the near node');
+    await world.screenshots('8-minimap', { alice: a });
+    assert.equal(await b.evaluate(() => window.graphqEditor.camera.x), 0, "Bob's view did not move");
     await close();
   });
 

@@ -78,13 +78,17 @@ export async function settled(page, version) {
 }
 
 
+/** Seeds so far: each batch gets an operation id of its own. */
+let seeds = 0;
+
 /** Posts commands to the graph as Bob, in atomic batches of 500. */
 export async function seed(world, graph, commands) {
+  seeds += 1;
   for (let i = 0; i < commands.length; i += 500) {
     const res = await fetch(`${world.graphq.base}/api/v2/graphs/${graph}/batch?wait=20000`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${world.tokens.bob}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ operationId: `seed-${graph}-${i}`, operations: commands.slice(i, i + 500) }),
+      body: JSON.stringify({ operationId: `seed-${graph}-${seeds}-${i}`, operations: commands.slice(i, i + 500) }),
     });
     assert.equal(res.status, 200, await res.text());
   }
@@ -150,4 +154,23 @@ export async function panFrames(page) {
   const { frames, renders } = await page.evaluate(() => window.panProbe);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   return { median: median(frames.slice(1)), renderMedian: median(renders), frames: frames.length - 1, renders: renders.length };
+}
+
+/**
+ * Two fingers on the touch screen, `from` px apart vertically around
+ * `at` (page coordinates), moved apart (or together) to `to` px in `steps`,
+ * then lifted: a pinch as Chromium gets it from a touch screen.
+ */
+export async function pinch(page, at, from, to, steps = 8) {
+  const cdp = await page.context().newCDPSession(page);
+  const fingers = (d) => [{ x: at.x, y: at.y - d / 2, id: 1 }, { x: at.x, y: at.y + d / 2, id: 2 }];
+  try {
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: fingers(from) });
+    for (let i = 1; i <= steps; i += 1) {
+      await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: fingers(from + ((to - from) * i) / steps) });
+    }
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  } finally {
+    await cdp.detach();
+  }
 }

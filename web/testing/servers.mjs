@@ -152,31 +152,42 @@ export async function startGraphqDev({ redisUrl, prefix }) {
 
 /**
  * A TCP proxy in front of `targetPort` through which one browser talks to
- * the gateway, so the test can break that browser's connection alone.
+ * the gateway, so the test can break that browser's connection alone: cut
+ * it (the browser sees the connection close), hold what the server sends,
+ * or make the path silent (nothing gets through either way and nothing
+ * closes, as when a network dies without telling anyone).
  */
 export async function startProxy(targetPort) {
   const pairs = new Set();
   let refusing = false;
   /** While holding, what the server sends waits here, in order. */
   let held = null;
+  /** While silent, nothing is forwarded and no close is passed on. */
+  let silent = false;
   const server = net.createServer((client) => {
     if (refusing) {
       client.destroy();
       return;
     }
     const upstream = net.connect(targetPort, '127.0.0.1');
-    const pair = { client, upstream };
+    /** `waiting`: what came in while silent, in order; `gone`: a side closed then. */
+    const pair = { client, upstream, waiting: [], gone: false };
     pairs.add(pair);
-    const close = () => {
+    pair.close = () => {
       client.destroy();
       upstream.destroy();
       pairs.delete(pair);
     };
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => (held ? held.push([client, d]) : client.write(d)));
+    pair.toClient = (d) => (held ? held.push([client, d]) : client.write(d));
+    client.on('data', (d) => (silent ? pair.waiting.push([upstream, d]) : upstream.write(d)));
+    upstream.on('data', (d) => (silent ? pair.waiting.push([client, d]) : pair.toClient(d)));
+    const ended = () => {
+      if (silent) pair.gone = true;
+      else pair.close();
+    };
     for (const s of [client, upstream]) {
-      s.on('close', close);
-      s.on('error', close);
+      s.on('close', ended);
+      s.on('error', ended);
     }
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -185,10 +196,7 @@ export async function startProxy(targetPort) {
     /** Breaks every connection and refuses new ones until restore(). */
     cut() {
       refusing = true;
-      for (const { client, upstream } of pairs) {
-        client.destroy();
-        upstream.destroy();
-      }
+      for (const pair of pairs) pair.close();
       pairs.clear();
     },
     restore() {
@@ -202,6 +210,35 @@ export async function startProxy(targetPort) {
       const frames = held ?? [];
       held = null;
       for (const [client, d] of frames) if (!client.destroyed) client.write(d);
+    },
+    /**
+     * From now on nothing gets through, either way, and the connections
+     * stay open: new ones are accepted and go silent too. Like a dead
+     * network, it tells neither side.
+     */
+    silence() {
+      silent = true;
+    },
+    /**
+     * The path works again: what waited is delivered, late, as TCP would
+     * deliver it, and a side that closed meanwhile closes the other.
+     */
+    speak() {
+      silent = false;
+      for (const pair of [...pairs]) {
+        for (const [to, d] of pair.waiting) {
+          if (to.destroyed) continue;
+          if (to === pair.client) pair.toClient(d);
+          else to.write(d);
+        }
+        pair.waiting = [];
+        if (pair.gone) {
+          // end() sends what was written first; the close that follows ends the pair.
+          pair.client.end();
+          pair.upstream.end();
+          if (pair.client.destroyed && pair.upstream.destroyed) pair.close();
+        }
+      }
     },
     close() {
       this.cut();

@@ -205,6 +205,24 @@ export type ClientOptions = {
      */
     silenceMs?: number;
     /**
+     * While online, after this long without
+     * a word from the server the client sends HEARTBEAT to ask if it is still there.
+     */
+    probeAfterMs?: number;
+    /**
+     * After that HEARTBEAT, or a command
+     * sent, nothing at all heard from the server for this long means the
+     * connection is dead (a path that went silent without closing): it is
+     * dropped and replaced. `Infinity` turns this deadline off (and
+     * `probeAfterMs: Infinity` the HEARTBEATs).
+     */
+    probeTimeoutMs?: number;
+    /**
+     * A socket that has not opened
+     * after this long is given up and another one tried.
+     */
+    openTimeoutMs?: number;
+    /**
      * First reconnect delay (before jitter).
      */
     backoffBaseMs?: number;
@@ -274,6 +292,15 @@ export type ClientOptions = {
  *   (the latest one is sent at its end). The gateway drops anything closer than 50 ms.
  * @property {number} [heartbeatMs=15000]  HEARTBEAT period while connected.
  * @property {number} [silenceMs=40000]  A socket silent this long is presumed dead.
+ * @property {number} [probeAfterMs=5000]  While online, after this long without
+ *   a word from the server the client sends HEARTBEAT to ask if it is still there.
+ * @property {number} [probeTimeoutMs=3000]  After that HEARTBEAT, or a command
+ *   sent, nothing at all heard from the server for this long means the
+ *   connection is dead (a path that went silent without closing): it is
+ *   dropped and replaced. `Infinity` turns this deadline off (and
+ *   `probeAfterMs: Infinity` the HEARTBEATs).
+ * @property {number} [openTimeoutMs=10000]  A socket that has not opened
+ *   after this long is given up and another one tried.
  * @property {number} [backoffBaseMs=250]  First reconnect delay (before jitter).
  * @property {number} [backoffMaxMs=10000]  Longest reconnect delay.
  * @property {number} [outcomeCheckMs=1500]  After a resent command is accepted
