@@ -585,7 +585,7 @@ export class GraphqClient {
   #wantFullSync = false;
   #onlineListener = null;
   #offlineListener = null;
-  /** Writes what the device lacks when the page is hidden or left. @type {?(event: Event) => void} */
+  /** Writes what the device lacks when the page is hidden or left. @type {?((event: Event) => void)} */
   #hiddenListener = null;
   /** The device may not hold the confirmed graph as it is now (a write waits or is on its way). */
   #unsaved = false;
