@@ -32,7 +32,9 @@ const PENDING = 'pending';
  * @property {'indexeddb'|'memory'} kind  Where the state lives.
  * @property {?string} reason  Why it is `memory`, or `null`.
  * @property {() => Promise<DeviceState>} load  What a previous session left.
- * @property {(snapshot: Snapshot) => Promise<void>} saveSnapshot  Replaces the confirmed graph.
+ * @property {(snapshot: Snapshot, options?: {blind?: boolean}) => Promise<void>} saveSnapshot  Replaces the confirmed graph,
+ *   unless the store holds a later version of the same epoch (a tab ahead of this one wrote it).
+ *   `blind`: without that check, in one request, for a page going away (it would run no callback of a read).
  * @property {(entry: StoredCommand) => Promise<void>} addPending  Keeps one more pending command.
  * @property {(operationId: string) => Promise<void>} removePending  Drops a settled command.
  * @property {() => Promise<void>} clear  Forgets everything kept for this graph and user.
@@ -95,14 +97,19 @@ function openDatabase(indexedDB) {
   });
 }
 
-/** Runs `fn(stores)` in one transaction; resolves with its result once committed. */
-function transact(db, names, mode, fn) {
+/**
+ * Runs `fn(stores)` in one transaction; resolves with its result once
+ * committed. `commit`: `fn` makes every request of the transaction, which
+ * commits without waiting for this page to run again (it may be closing).
+ */
+function transact(db, names, mode, fn, { commit = false } = {}) {
   return new Promise((resolve, reject) => {
     let result;
     let tx;
     try {
       tx = db.transaction(names, mode);
       result = fn(names.map((n) => tx.objectStore(n)));
+      if (commit) tx.commit?.();
     } catch (err) {
       reject(err);
       return;
@@ -127,7 +134,8 @@ function idbStore(db, key, tabs) {
         });
       });
     },
-    saveSnapshot(snapshot) {
+    saveSnapshot(snapshot, { blind = false } = {}) {
+      if (blind) return transact(db, [GRAPHS], 'readwrite', ([graphs]) => void graphs.put(snapshot, key), { commit: true });
       return transact(db, [GRAPHS], 'readwrite', ([graphs]) => {
         // A tab that is behind does not replace what a tab ahead of it wrote.
         const stored = graphs.get(key);
@@ -141,12 +149,12 @@ function idbStore(db, key, tabs) {
     addPending({ seq, command }) {
       return transact(db, [PENDING], 'readwrite', ([pending]) => {
         pending.put({ key, operationId: command.operationId, seq, command });
-      });
+      }, { commit: true });
     },
     removePending(operationId) {
       return transact(db, [PENDING], 'readwrite', ([pending]) => {
         pending.delete([key, operationId]);
-      });
+      }, { commit: true });
     },
     clear() {
       return transact(db, [GRAPHS, PENDING], 'readwrite', ([graphs, pending]) => {

@@ -57,7 +57,13 @@ async function start() {
   const getToken = givenToken ? undefined : async () => (current = await mintDevToken(claims?.sub));
   // `&device=off`: keep nothing on this device (memory only).
   const device = params.get('device') === 'off' ? false : 'auto';
-  const client = new GraphqClient({ graphId, token: login.token, getToken, device });
+  // `&transport=sse` (or `websocket`): no automatic choice.
+  const transport = ['sse', 'websocket'].includes(params.get('transport')) ? params.get('transport') : undefined;
+  // `&snapshotDelay=MS`: how long a change of the confirmed graph may wait to be written to the device.
+  const snapshotDelayMs = Number(params.get('snapshotDelay')) || undefined;
+  const client = new GraphqClient({
+    graphId, token: login.token, getToken, device, transport, ...(snapshotDelayMs ? { snapshotDelayMs } : {}),
+  });
   showOpenConflicts(client, claims?.sub, () => current);
   const name = cleanName(login.name) ?? claims?.sub ?? null;
   const editor = new Editor(client, { readOnly: claims?.role === 'viewer', name });

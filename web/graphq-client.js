@@ -595,6 +595,10 @@ export class GraphqClient {
   #wantFullSync = false;
   #onlineListener = null;
   #offlineListener = null;
+  /** Writes what the device lacks when the page is hidden or left. @type {?((event: Event) => void)} */
+  #hiddenListener = null;
+  /** The device may not hold the confirmed graph as it is now (a write waits or is on its way). */
+  #unsaved = false;
   /** The token a REFRESH in flight offers, taken on REFRESHED. @type {?string} */
   #offeredToken = null;
   /** The server said the token expired: get a fresh one before reconnecting. */
@@ -615,6 +619,14 @@ export class GraphqClient {
    * before it is accepted, so none overtakes an older one.
    */
   #ordered = false;
+  /**
+   * The command the server last refused for now on this socket, and whether
+   * it went out again since. Until it does, the gateway (or the SSE
+   * transport) refuses every later command of the graph on this socket the
+   * same way, so none overtakes it (docs/protocol.md, Rate limit).
+   * @type {?{command: Command, sent: boolean}}
+   */
+  #held = null;
   /** Last `seq` given to a pending command (its place in the queue, across tabs). */
   #seq = 0;
   /** What getSnapshot() returns until something changes. @type {?Snapshot} */
@@ -743,8 +755,22 @@ export class GraphqClient {
 
   /** Writes the confirmed graph to the device soon (one write per `snapshotDelayMs`). */
   #saveSoon() {
-    if (!this.#device || this.#device.kind === 'memory' || this.#timers.save !== null) return;
+    if (!this.#device || this.#device.kind === 'memory') return;
+    this.#unsaved = true;
+    if (this.#timers.save !== null) return;
     this.#startTimer('save', this.#opts.snapshotDelayMs, () => this.#saveNow());
+  }
+
+  /**
+   * The page is hidden or left: the confirmed graph is written now if the
+   * device may lack it, without first reading what is stored (a page going
+   * away runs no more callbacks, so a write waiting on a read would never
+   * happen). Pending commands were written when they were made.
+   */
+  #saveOnHide() {
+    if (!this.#unsaved) return;
+    this.#stopTimer('save');
+    this.#saveNow({ blind: true });
   }
 
   /** A write of the confirmed graph that is waiting goes now (the connection
@@ -755,17 +781,22 @@ export class GraphqClient {
     this.#saveNow();
   }
 
-  #saveNow() {
+  /** @param {{blind?: boolean}} [options]  `blind`: see DeviceStore's saveSnapshot. */
+  #saveNow({ blind = false } = {}) {
     const device = this.#device;
     if (!device || this.#epoch === null || this.#forgotten) return;
     const g = this.#confirmed;
+    const epoch = this.#epoch;
+    const version = this.#version;
     device.saveSnapshot({
-      epoch: this.#epoch,
-      version: this.#version,
+      epoch,
+      version,
       nodes: [...g.nodes.values()],
       edges: [...g.edges.values()],
       viewport: g.viewport,
-    }).catch((err) => this.#deviceFailed(err));
+    }, { blind }).then(() => {
+      if (this.#epoch === epoch && this.#version === version && this.#timers.save === null) this.#unsaved = false;
+    }, (err) => this.#deviceFailed(err));
   }
 
   /** A write failed (quota, storage cleared): carry on in memory, and say so. */
@@ -1008,6 +1039,13 @@ export class GraphqClient {
       // ... and when it is gone: say so now rather than after a silent minute.
       this.#offlineListener = () => this.#dropSocket();
       target.addEventListener('offline', this.#offlineListener);
+      // A hidden page may be closed, or killed, with no later chance to
+      // write: what the device lacks is written now.
+      this.#hiddenListener = (event) => {
+        if (event.type === 'pagehide' || globalThis.document?.visibilityState === 'hidden') this.#saveOnHide();
+      };
+      target.addEventListener('pagehide', this.#hiddenListener);
+      target.addEventListener('visibilitychange', this.#hiddenListener);
     }
     if (this.#device) {
       this.#open();
@@ -1025,7 +1063,11 @@ export class GraphqClient {
     if (saving) this.#saveNow();
     if (this.#onlineListener) globalThis.window.removeEventListener('online', this.#onlineListener);
     if (this.#offlineListener) globalThis.window.removeEventListener('offline', this.#offlineListener);
-    this.#onlineListener = this.#offlineListener = null;
+    if (this.#hiddenListener) {
+      globalThis.window.removeEventListener('pagehide', this.#hiddenListener);
+      globalThis.window.removeEventListener('visibilitychange', this.#hiddenListener);
+    }
+    this.#onlineListener = this.#offlineListener = this.#hiddenListener = null;
     const socket = this.#socket;
     this.#socket = null;
     this.#subscribed = false;
@@ -1197,6 +1239,7 @@ export class GraphqClient {
     }
     this.#socket = null;
     this.#subscribed = false;
+    this.#held = null;
     this.#saveWaiting();
     this.#stopTimer('heartbeat');
     this.#stopTimer('retry');
@@ -1433,6 +1476,13 @@ export class GraphqClient {
     if (this.#ordered && this.#pending.every((p) => p.state === 'accepted')) this.#ordered = false;
     // Refused for now: nothing goes out until the wait the server asked for is over.
     if (this.#ordered && this.#timers.retry !== null) return;
+    const held = this.#held;
+    if (held && !held.sent && !this.#pending.some((p) => p.command.operationId === held.command.operationId)) {
+      // Settled meanwhile (an earlier connection had queued it): the server
+      // still holds back what follows until it comes again, and applies it
+      // at most once.
+      if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: held.command })) held.sent = true;
+    }
     for (const entry of this.#pending) {
       if (this.#ordered && entry.state !== 'accepted') {
         if (entry.state === 'queued') this.#sendCommand(entry);
@@ -1446,6 +1496,7 @@ export class GraphqClient {
     this.#expectAnswer();
     if (this.#send({ type: 'COMMAND', graphId: this.graphId, command: entry.command })) {
       entry.state = 'sent';
+      if (this.#held?.command.operationId === entry.command.operationId) this.#held.sent = true;
     }
   }
 
@@ -1630,6 +1681,7 @@ export class GraphqClient {
   }
 
   #onAccepted(msg) {
+    if (this.#held?.command.operationId === msg.operationId) this.#held = null;
     const entry = this.#pending.find((p) => p.command.operationId === msg.operationId);
     if (!entry) return;
     entry.state = 'accepted';
@@ -1710,18 +1762,23 @@ export class GraphqClient {
     const { code, message, operationId } = msg;
     if (code === 'AUTH_REFRESH_REFUSED') this.#offeredToken = null;
     const entry = operationId && this.#pending.find((p) => p.command.operationId === operationId);
+    const held = operationId && this.#held?.command.operationId === operationId ? this.#held : null;
+    if (RETRYABLE.has(code) && (entry || held)) {
+      // Sent again later, and nothing made after it goes out before it is accepted.
+      if (entry) entry.state = 'queued';
+      // The first refusal holds back the commands behind it on this socket;
+      // theirs, arriving after, change nothing.
+      if (this.#held === null || held) this.#held = { command: entry ? entry.command : held.command, sent: false };
+      this.#ordered = true;
+      const wait = Number.isFinite(msg.retryAfterMs) ? Math.max(msg.retryAfterMs, 50) : 1000;
+      this.#startTimer('retry', wait, () => this.#flush());
+      return;
+    }
+    if (held) this.#held = null;
     if (!entry) {
       this.#emit('error', { code, message });
       // The server could not read the graph for a SYNC: ask again shortly.
       if (code === 'UNAVAILABLE') this.#startTimer('sync', 1000, () => this.#requestSync());
-      return;
-    }
-    if (RETRYABLE.has(code)) {
-      // Sent again later, and nothing made after it goes out before it is accepted.
-      entry.state = 'queued';
-      this.#ordered = true;
-      const wait = Number.isFinite(msg.retryAfterMs) ? Math.max(msg.retryAfterMs, 50) : 1000;
-      this.#startTimer('retry', wait, () => this.#flush());
       return;
     }
     // Refused before queueing (invalid, forbidden): it will never apply.

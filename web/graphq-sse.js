@@ -13,7 +13,10 @@
  * - `COMMAND` is `POST /api/v2/graphs/{g}/command`, one at a time so the
  *   server queues them in the order sent; 202 becomes ACCEPTED, an error
  *   answer an ERROR naming the operation (a lost request: `UNAVAILABLE`, so
- *   the client sends it again later);
+ *   the client sends it again later). After a refusal for now
+ *   (`RATE_LIMITED`, `UNAVAILABLE`) the later commands of that graph are
+ *   refused the same way without being posted, until the refused one is
+ *   sent again, as the gateway does on a WebSocket: none overtakes it;
  * - `HEARTBEAT` is answered by the stream itself being open;
  * - `REFRESH` takes the new token for the next requests and stream;
  * - `PRESENCE` is not sent: over SSE a client sees others' presence only.
@@ -29,6 +32,12 @@ const EVENTS = ['SYNC', 'COMMAND_APPLIED', 'REVERT', 'CONFLICT', 'PRESENCE', 'PR
 
 /** The close code the client takes for an expired token. */
 const TOKEN_EXPIRED = 4003;
+
+/** Refusals for now, which hold back the commands sent after them. */
+const HOLDING = new Set(['RATE_LIMITED', 'UNAVAILABLE']);
+
+/** A hold lifts by itself this long after its refusal (as on the gateway). */
+const MAX_HOLD_MS = 30_000;
 
 /**
  * A WebSocket-shaped class speaking SSE + HTTP to the gateway at `httpUrl`.
@@ -49,6 +58,11 @@ export function sseTransport({ httpUrl, fetch, EventSource }) {
       this.events = null;
       /** Commands go out one after another. */
       this.outbox = Promise.resolve();
+      /**
+       * By graph: the command last refused for now, until it is sent again.
+       * @type {Map<string, {operationId: string, code: string, at: number, retryAt: ?number}>}
+       */
+      this.held = new Map();
       setTimeout(() => {
         if (this.readyState !== 0) return;
         this.readyState = 1;
@@ -117,6 +131,18 @@ export function sseTransport({ httpUrl, fetch, EventSource }) {
 
     async #post(graphId, command) {
       const operationId = command?.operationId;
+      const held = this.held.get(graphId);
+      if (held && held.operationId !== operationId && Date.now() - held.at < MAX_HOLD_MS) {
+        this.#deliver({
+          type: 'ERROR',
+          code: held.code,
+          message: `held behind ${held.operationId}, refused for now; send that one again first`,
+          retryAfterMs: held.retryAt === null ? undefined : Math.max(1, held.retryAt - Date.now()),
+          operationId,
+        });
+        return;
+      }
+      this.held.delete(graphId);
       let res;
       let body = null;
       try {
@@ -127,6 +153,7 @@ export function sseTransport({ httpUrl, fetch, EventSource }) {
         });
         body = await res.json().catch(() => null);
       } catch {
+        this.#hold(graphId, operationId, 'UNAVAILABLE', undefined);
         this.#deliver({ type: 'ERROR', code: 'UNAVAILABLE', message: 'the command could not be sent', operationId });
         return;
       }
@@ -135,14 +162,25 @@ export function sseTransport({ httpUrl, fetch, EventSource }) {
         return;
       }
       const error = body?.error ?? {};
+      const code = error.code ?? (res.status >= 500 ? 'UNAVAILABLE' : `HTTP_${res.status}`);
+      const retryAfterMs = error.retryAfterMs ?? body?.retryAfterMs;
+      this.#hold(graphId, operationId, code, retryAfterMs);
       this.#deliver({
         type: 'ERROR',
-        code: error.code ?? (res.status >= 500 ? 'UNAVAILABLE' : `HTTP_${res.status}`),
+        code,
         message: error.message ?? `HTTP ${res.status}`,
         field: error.field,
-        retryAfterMs: error.retryAfterMs ?? body?.retryAfterMs,
+        retryAfterMs,
         operationId,
       });
+    }
+
+    /** After a refusal for now, holds back the graph's later commands. */
+    #hold(graphId, operationId, code, retryAfterMs) {
+      if (!HOLDING.has(code) || typeof operationId !== 'string') return;
+      const now = Date.now();
+      const retryAt = Number.isFinite(retryAfterMs) ? now + retryAfterMs : null;
+      this.held.set(graphId, { operationId, code, at: now, retryAt });
     }
   };
   return /** @type {typeof WebSocket} */ (/** @type {unknown} */ (SseSocket));

@@ -7,6 +7,7 @@
 //! rate-limit per user, queue, answer.
 
 pub mod broadcast;
+mod command_gate;
 mod http;
 pub use http::readiness;
 mod limits;

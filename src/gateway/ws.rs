@@ -3,7 +3,8 @@
 //! Each connection runs a send task (drains the bounded queue the
 //! broadcaster fills, sends heartbeats, closes with the right code) and a
 //! receive loop (parses client frames one at a time, so a client's commands
-//! are queued in the order it sent them), joined by `select!`.
+//! are queued in the order it sent them, and none overtakes one refused for
+//! now: `command_gate`), joined by `select!`.
 //!
 //! A socket holds its token's rights until the token's `exp`, when it is
 //! closed with 4003 unless a REFRESH on the same socket renewed them first.
@@ -33,8 +34,9 @@ use crate::protocol::{ClientMessage, CloseCode, RevertError, ServerMessage};
 use super::broadcast::{
     ClientPosition, Conn, Outgoing, PresenceState, SyncBudget, SyncPermit, server_time,
 };
+use super::command_gate::CommandGates;
 use super::http::{FromParams, Params, Path, Query, identity, not_websocket};
-use super::{AppError, AppState, accept, check_graph, invalid_command};
+use super::{AppError, AppState, accept, check_graph, count_refusal, invalid_command};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade)).route(
@@ -146,6 +148,9 @@ struct Session {
     presence_at: HashMap<String, PresenceState>,
     /// SYNCs this socket may still ask for (`gateway.sync_rate_limit`).
     sync_budget: Option<SyncBudget>,
+    /// Graphs whose commands are held back behind one refused for now, so
+    /// none overtakes it (docs/protocol.md, Rate limit).
+    gates: CommandGates,
 }
 
 async fn connection(
@@ -184,6 +189,7 @@ async fn connection(
             .sync_rate_limit
             .as_ref()
             .map(|l| SyncBudget::new(l, Instant::now())),
+        gates: CommandGates::default(),
     };
     if let Some((graph, at)) = first {
         session.subscribe(&graph, at).await;
@@ -379,6 +385,7 @@ impl Session {
                 }
             }
             ClientMessage::Unsubscribe { graph_id } => {
+                self.gates.open(&graph_id);
                 if self.graphs.remove(&graph_id).is_some() {
                     self.state
                         .broadcaster
@@ -428,6 +435,17 @@ impl Session {
             Ok(c) => c,
             Err(r) => return self.app_error(&invalid_command(r), op),
         };
+        if let Some(held) = self.gates.check(g, &cmd.operation_id, Instant::now()) {
+            count_refusal(held.code());
+            tracing::debug!(
+                graph_id = g,
+                operation_id = %cmd.operation_id,
+                user_id = %self.id.user,
+                code = held.code(),
+                "command held behind one refused for now"
+            );
+            return self.app_error(&held, Some(&cmd.operation_id));
+        }
         match accept(&self.state, &self.id, g, &cmd).await {
             Ok(true) => self.conn.send_message(&ServerMessage::Accepted {
                 graph_id: g,
@@ -437,7 +455,10 @@ impl Session {
                 version: None,
             }),
             Ok(false) => self.accepted_again(g, &cmd.operation_id).await,
-            Err(e) => self.app_error(&e, Some(&cmd.operation_id)),
+            Err(e) => {
+                self.gates.refused(g, &cmd.operation_id, &e, Instant::now());
+                self.app_error(&e, Some(&cmd.operation_id))
+            }
         }
     }
 

@@ -252,6 +252,53 @@ describe('optimistic edits', () => {
     assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [op]);
   });
 
+  test('commands pipelined behind a RATE_LIMITED one are resent after it, one at a time, in the order made', () => {
+    const { client, clock } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    const ops = [1, 2, 3].map((x) => client.moveNode('a', { x, y: x }));
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), ops, 'all three on their way');
+    // The gateway refuses the first, and the two behind it because of it.
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 100, operationId: ops[0] });
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'held', retryAfterMs: 99, operationId: ops[1] });
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'held', retryAfterMs: 99, operationId: ops[2] });
+    assert.deepEqual(seen(client, 'a'), { x: 3, y: 3 }, 'all still shown');
+    clock.tick(98);
+    assert.deepEqual(socket.take(), []);
+    clock.tick(1);
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [ops[0]], 'the refused one first, alone');
+    socket.receive({ type: 'ACCEPTED', graphId: G, operationId: ops[0] });
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [ops[1]]);
+    socket.receive({ type: 'ACCEPTED', graphId: G, operationId: ops[1] });
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [ops[2]]);
+  });
+
+  test('a RATE_LIMITED command settled before it went again is sent once more, so the ones behind it pass', () => {
+    const { client, clock, events } = setup();
+    const socket = connect(client, { version: 1, nodes: [node('a', 0, 0)] });
+    const [first, second] = [1, 2].map((x) => client.moveNode('a', { x, y: x }));
+    const [sent] = socket.take('COMMAND');
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 100, operationId: first });
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'held', retryAfterMs: 99, operationId: second });
+    // An earlier connection had queued it: its outcome arrives anyway.
+    socket.receive(applied(2, first, 'alice', moved(node('a', 0, 0), 1, 1)));
+    assert.deepEqual(client.pending.map((c) => c.operationId), [second]);
+
+    clock.tick(100);
+    const out = socket.take('COMMAND');
+    assert.deepEqual(out.map((m) => m.command.operationId), [first, second], 'the refused one opens the way');
+    assert.deepEqual(out[0].command, sent.command, 'the very same command');
+    // Refused again: both wait once more, in the same order.
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 50, operationId: first });
+    socket.receive({ type: 'ERROR', code: 'RATE_LIMITED', message: 'held', retryAfterMs: 49, operationId: second });
+    assert.deepEqual(events.error, [], 'nothing to tell the app');
+    clock.tick(50);
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [first, second]);
+    socket.receive({ type: 'ACCEPTED', graphId: G, operationId: first, duplicate: true, status: 'completed', version: 2 });
+    socket.receive({ type: 'ACCEPTED', graphId: G, operationId: second });
+    const third = client.moveNode('a', { x: 3, y: 3 });
+    assert.deepEqual(socket.take('COMMAND').map((m) => m.command.operationId), [third], 'and nothing is held any more');
+  });
+
   test('undo and redo send the UNDO and REDO commands', () => {
     const { client } = setup();
     const socket = connect(client);
@@ -751,3 +798,83 @@ function connectAgain(socket, version) {
   socket.accept();
   socket.receive({ type: 'SYNC', graphId: G, epoch: EPOCH, version, status: 'in_sync' });
 }
+
+/** An EventSource the test feeds events into. */
+class FakeEventSource {
+  static opened = [];
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.listeners = new Map();
+    FakeEventSource.opened.push(this);
+  }
+
+  addEventListener(name, listener) {
+    this.listeners.set(name, listener);
+  }
+
+  close() {
+    this.readyState = 2;
+  }
+
+  emit(message) {
+    this.readyState = 1;
+    this.listeners.get(message.type)?.({ data: JSON.stringify(message) });
+  }
+}
+
+/** Lets the transport's timers and promises run. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+describe('the SSE transport', () => {
+  test('commands posted behind a RATE_LIMITED one are held, not posted, and go after it in the order made', async () => {
+    FakeEventSource.opened = [];
+    /** Every POST, answered by the test through `answer`. */
+    const posts = [];
+    const fetch = (url, init) => new Promise((resolve) => {
+      posts.push({ url, command: JSON.parse(init.body), answer: (status, body) => resolve({
+        ok: status < 300, status, json: async () => body,
+      }) });
+    });
+    const clock = new FakeClock();
+    const client = new GraphqClient({
+      url: 'ws://graphq.test/ws', token: fakeToken('alice'), graphId: G, transport: 'sse',
+      fetch, EventSource: FakeEventSource, clock, device: false,
+    });
+    client.connect();
+    await settle();
+    const events = FakeEventSource.opened.at(-1);
+    assert.match(events.url, /\/api\/v2\/graphs\/g1\/events\?/);
+    events.emit({
+      type: 'SYNC', graphId: G, epoch: EPOCH, version: 1, status: 'reset',
+      state: { graphId: G, epoch: EPOCH, version: 1, nodes: [node('a', 0, 0)], edges: [], viewport: null, checksum: '0' },
+    });
+    assert.equal(client.status, 'online');
+
+    const ops = [1, 2, 3].map((x) => client.moveNode('a', { x, y: x }));
+    await settle();
+    const posted = () => posts.map((p) => p.command.operationId);
+    assert.deepEqual(posted(), [ops[0]], 'one request at a time');
+    posts[0].answer(429, { error: { code: 'RATE_LIMITED', message: 'too many commands', retryAfterMs: 100 } });
+    await settle();
+    await settle();
+    assert.deepEqual(posted(), [ops[0]], 'the two behind it are not posted while it waits');
+    assert.deepEqual(seen(client, 'a'), { x: 3, y: 3 }, 'but still shown');
+
+    clock.tick(100);
+    await settle();
+    assert.deepEqual(posted(), [ops[0], ops[0]], 'the refused one goes first');
+    posts[1].answer(202, { operationId: ops[0] });
+    await settle();
+    await settle();
+    assert.deepEqual(posted(), [ops[0], ops[0], ops[1]]);
+    posts[2].answer(202, { operationId: ops[1] });
+    await settle();
+    await settle();
+    assert.deepEqual(posted(), [ops[0], ops[0], ops[1], ops[2]]);
+    posts[3].answer(202, { operationId: ops[2] });
+    await settle();
+    client.close();
+  });
+});

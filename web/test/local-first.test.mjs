@@ -221,6 +221,46 @@ describe('local-first editing in Chromium', () => {
     await Promise.all([a.close(), a2.close(), a3.close(), b.close()]);
   });
 
+  test('a tab closed right after an edit leaves the edit and the graph it was made on, and the edit applies once', { timeout: TEST_TIMEOUT }, async (t) => {
+    const graph = 'closed';
+    // The confirmed graph waits 10 minutes to be written: only the page
+    // going away can write it in time.
+    const url = `${aliceUrl(graph)}&snapshotDelay=600000`;
+    const a = await alicePage([]);
+    await a.goto(url);
+    await online(a);
+    await offlineReady(a);
+    const first = await addNodeAt(a, 160, 140);
+    await settled(a, 1);
+    const [firstOp] = await appliedIds(graph);
+    assert.equal(await a.evaluate(holdsVersion, 1), false, 'the write of the confirmed graph is still waiting');
+
+    // What the server says to Alice waits in the proxy: her next edit goes
+    // out, but she hears nothing back, and closes the tab.
+    world.proxy.hold();
+    t.after(() => world.proxy.restore());
+    const second = await addNodeAt(a, 420, 300);
+    const pendingOps = await a.evaluate(() => window.graphqEditor.client.pending.map((c) => c.operationId));
+    assert.equal(pendingOps.length, 1);
+    await a.close();
+    world.proxy.cut();
+    world.proxy.release();
+
+    // Opened again with the network cut: both edits from the device.
+    const b = await alicePage([]);
+    await b.goto(url);
+    await node(b, first).waitFor();
+    await node(b, second).waitFor();
+    assert.notEqual(await b.evaluate(() => window.graphqEditor.client.status), 'online');
+    assert.deepEqual(await b.evaluate(() => window.graphqEditor.client.pending.map((c) => c.operationId)), pendingOps,
+      'the edit is pending with its operation id');
+
+    world.proxy.restore();
+    await settled(b, 2);
+    assert.deepEqual(await appliedIds(graph), [firstOp, ...pendingOps], 'applied once');
+    await b.close();
+  });
+
   test(`a reload paints the last known ${BIG}-node graph from the device before the server answers`, { timeout: TEST_TIMEOUT }, async (t) => {
     const graph = 'big';
     await seed(graph, BIG);

@@ -40,9 +40,13 @@ export type DeviceStore = {
      */
     load: () => Promise<DeviceState>;
     /**
-     * Replaces the confirmed graph.
+     * Replaces the confirmed graph,
+     * unless the store holds a later version of the same epoch (a tab ahead of this one wrote it).
+     * `blind`: without that check, in one request, for a page going away (it would run no callback of a read).
      */
-    saveSnapshot: (snapshot: Snapshot) => Promise<void>;
+    saveSnapshot: (snapshot: Snapshot, options?: {
+        blind?: boolean;
+    }) => Promise<void>;
     /**
      * Keeps one more pending command.
      */
@@ -79,7 +83,9 @@ export type DeviceStore = {
  * @property {'indexeddb'|'memory'} kind  Where the state lives.
  * @property {?string} reason  Why it is `memory`, or `null`.
  * @property {() => Promise<DeviceState>} load  What a previous session left.
- * @property {(snapshot: Snapshot) => Promise<void>} saveSnapshot  Replaces the confirmed graph.
+ * @property {(snapshot: Snapshot, options?: {blind?: boolean}) => Promise<void>} saveSnapshot  Replaces the confirmed graph,
+ *   unless the store holds a later version of the same epoch (a tab ahead of this one wrote it).
+ *   `blind`: without that check, in one request, for a page going away (it would run no callback of a read).
  * @property {(entry: StoredCommand) => Promise<void>} addPending  Keeps one more pending command.
  * @property {(operationId: string) => Promise<void>} removePending  Drops a settled command.
  * @property {() => Promise<void>} clear  Forgets everything kept for this graph and user.

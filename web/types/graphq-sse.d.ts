@@ -13,7 +13,10 @@
  * - `COMMAND` is `POST /api/v2/graphs/{g}/command`, one at a time so the
  *   server queues them in the order sent; 202 becomes ACCEPTED, an error
  *   answer an ERROR naming the operation (a lost request: `UNAVAILABLE`, so
- *   the client sends it again later);
+ *   the client sends it again later). After a refusal for now
+ *   (`RATE_LIMITED`, `UNAVAILABLE`) the later commands of that graph are
+ *   refused the same way without being posted, until the refused one is
+ *   sent again, as the gateway does on a WebSocket: none overtakes it;
  * - `HEARTBEAT` is answered by the stream itself being open;
  * - `REFRESH` takes the new token for the next requests and stream;
  * - `PRESENCE` is not sent: over SSE a client sees others' presence only.
