@@ -234,6 +234,7 @@ async fn connection(
         match frame {
             Message::Text(t) => {
                 let exp = session.id.exp;
+                conn.room_for_answers().await;
                 session.on_text(t.as_str()).await;
                 if session.id.exp != exp {
                     expiry

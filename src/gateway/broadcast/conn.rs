@@ -14,6 +14,9 @@ use crate::protocol::{CloseCode, ServerMessage};
 /// reference count instead of copying the text.
 pub type Frame = axum::extract::ws::Utf8Bytes;
 
+/// How often [`Conn::room_for_answers`] looks at the queue again.
+const ANSWER_ROOM_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A frame queued for one socket.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -79,6 +82,23 @@ impl Conn {
         }
         if self.tx.try_send(Outgoing::Text(frame)).is_err() {
             self.close(CloseCode::TooSlow);
+        }
+    }
+
+    /// Returns once at most half of the send queue is taken (or the
+    /// connection ended). The receive loop waits on it before it reads the
+    /// next frame, so a client that sends faster than it reads its answers
+    /// is slowed at its own socket (its frames wait in TCP buffers) instead
+    /// of filling the queue: the other half stays free for what its graphs
+    /// broadcast, and only a client that stops reading those is closed as
+    /// too slow.
+    pub async fn room_for_answers(&self) {
+        let half = self.tx.max_capacity() / 2;
+        while self.tx.capacity() < half && !self.ended.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = self.kick.cancelled() => return,
+                _ = tokio::time::sleep(ANSWER_ROOM_POLL) => {}
+            }
         }
     }
 
