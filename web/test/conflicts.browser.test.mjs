@@ -3,42 +3,24 @@
 // headless by playwright-core, against a real `graphq gateway`,
 // `graphq worker` (with `node.data.title` under MANUAL) and redis-server.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { startStack } from '../testing/pages.mjs';
 
-import { startGraphq, startRedis } from '../testing/servers.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const PREFIX = `webconflicts${process.pid}`;
 
 let redis;
 let graphq;
 let browser;
-let dir;
+let stack;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run scripts/ensure-deps (or set CHROMIUM_PATH)`);
-  dir = mkdtempSync(path.join(os.tmpdir(), 'graphq-conflicts-'));
-  const config = path.join(dir, 'graphq.toml');
-  writeFileSync(config, '[graph.conflicts]\n"node.data.title" = "MANUAL"\n');
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: PREFIX, config });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
+  stack = await startStack({ prefix: PREFIX, config: '[graph.conflicts]\n"node.data.title" = "MANUAL"\n' });
+  ({ redis, graphq, browser } = stack);
 }, { timeout: 60_000 });
 
 after(async () => {
-  await browser?.close().catch(() => {});
-  await graphq?.stop();
-  await redis?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stack?.stop();
 }, { timeout: 20_000 });
 
 /** Sends a command as the token's user and returns its outcome. */

@@ -3,43 +3,25 @@
 // playwright-core, against a real `graphq gateway` (a user may send three
 // commands at once, then one per 100 ms), `graphq worker` and redis-server.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { startStack } from '../testing/pages.mjs';
 
-import { startGraphq, startRedis } from '../testing/servers.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const PREFIX = `webratelimit${process.pid}`;
 const EDITS = 20;
 
 let redis;
 let graphq;
 let browser;
-let dir;
+let stack;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run scripts/ensure-deps (or set CHROMIUM_PATH)`);
-  dir = mkdtempSync(path.join(os.tmpdir(), 'graphq-ratelimit-'));
-  const config = path.join(dir, 'graphq.toml');
-  writeFileSync(config, '[gateway]\nuser_rate_limit = { max = 3, duration_ms = 300 }\n');
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: PREFIX, config });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
+  stack = await startStack({ prefix: PREFIX, config: '[gateway]\nuser_rate_limit = { max = 3, duration_ms = 300 }\n' });
+  ({ redis, graphq, browser } = stack);
 }, { timeout: 60_000 });
 
 after(async () => {
-  await browser?.close().catch(() => {});
-  await graphq?.stop();
-  await redis?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stack?.stop();
 }, { timeout: 20_000 });
 
 /** Every applied operation id of the graph, oldest first. */

@@ -5,35 +5,24 @@
 // Datastar example page, with Datastar's own client script from its npm
 // package, shows a graph from its signals and posts commands.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { startStack } from '../testing/pages.mjs';
 
-import { startGraphq, startRedis } from '../testing/servers.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const WAIT = 10_000;
 
 let redis;
 let graphq;
 let browser;
+let stack;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run scripts/ensure-deps (or set CHROMIUM_PATH)`);
-  redis = await startRedis();
-  graphq = await startGraphq({ redisUrl: redis.url, prefix: `ssetest${process.pid}` });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
+  stack = await startStack({ prefix: `ssetest${process.pid}` });
+  ({ redis, graphq, browser } = stack);
 }, { timeout: 60_000 });
 
 after(async () => {
-  await browser?.close().catch(() => {});
-  await graphq?.stop();
-  await redis?.stop();
+  await stack?.stop();
 }, { timeout: 20_000 });
 
 /** A page whose WebSockets never connect, as behind a proxy that breaks them. */

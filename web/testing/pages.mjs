@@ -1,7 +1,9 @@
 // The demo editor as a person uses it, for the browser tests: Chromium
 // launched headless, and gestures and readings on an editor page.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
@@ -18,6 +20,31 @@ export function launchChromium() {
       '--disable-component-update', '--disable-sync'],
     timeout: 30_000,
   });
+}
+
+/**
+ * Redis, `graphq gateway` and `graphq worker` (with `config`, the text of a
+ * settings file, when given) and Chromium, for one test file. `stop()` ends
+ * all of it.
+ */
+export async function startStack({ prefix, config }) {
+  const world = {};
+  let file;
+  if (config !== undefined) {
+    world.dir = mkdtempSync(path.join(os.tmpdir(), 'graphq-test-'));
+    file = path.join(world.dir, 'graphq.toml');
+    writeFileSync(file, config);
+  }
+  world.redis = await startRedis();
+  world.graphq = await startGraphq({ redisUrl: world.redis.url, prefix, config: file });
+  world.browser = await launchChromium();
+  world.stop = async () => {
+    await world.browser.close().catch(() => {});
+    await world.graphq.stop();
+    await world.redis.stop();
+    if (world.dir) rmSync(world.dir, { recursive: true, force: true });
+  };
+  return world;
 }
 
 /**
