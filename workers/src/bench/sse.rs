@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::ws::{Outcomes, Pacer, Tally, WsBenchError, wind_down};
+use super::ws::{Outcomes, Pacer, SETUP_WAIT, Tally, WsBenchError, setup_timeout, wind_down};
 
 /// What carries a bench client's messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -143,6 +143,19 @@ impl EventStream {
     }
 }
 
+impl EventStream {
+    /// Reads events until one that `wanted` picks (by name and data).
+    async fn until(&mut self, wanted: impl Fn(&str, &str) -> bool) -> Result<(), WsBenchError> {
+        loop {
+            match self.next().await? {
+                Some((name, data)) if wanted(&name, &data) => return Ok(()),
+                Some(_) => {}
+                None => return Err(WsBenchError::Protocol("stream ended before start".into())),
+            }
+        }
+    }
+}
+
 /// One keep-alive connection for `POST …/command`, pipelined: requests are
 /// written as they come (the gateway answers them, and queues the commands,
 /// in order) and a task of its own reads the answers, as the WebSocket
@@ -218,23 +231,12 @@ pub(super) async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
-    let mut events = EventStream::open(addr, &path).await?;
-    let mut commands = Commands::connect(addr, token).await?;
-    let node = format!("n{i}");
-    let init_op = format!("c{i}-init-{run}");
-    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
-        "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
-    commands.post(graph, &create).await?;
-    loop {
-        let Some((name, data)) = events.next().await? else {
-            return Err(WsBenchError::Protocol("stream ended before start".into()));
-        };
-        if (name == "COMMAND_APPLIED" || name == "REVERT") && data.contains(init_op.as_str()) {
-            break;
-        }
-    }
+    let setup = e2e_setup(i, run, addr, token, graph).await;
+    // Every client reaches the start line once, set up or not: the run
+    // starts when all have.
     ready.wait().await;
+    let (mut events, mut commands) = setup?;
+    let node = format!("n{i}");
     let tally_rx = tally.clone();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
@@ -260,6 +262,35 @@ pub(super) async fn e2e_client(
     }
     wind_down(&tally, stop_tx, reader).await;
     Ok(())
+}
+
+/// Opens a client's event stream and command connection and creates its
+/// node.
+async fn e2e_setup(
+    i: usize,
+    run: &str,
+    addr: &str,
+    token: &str,
+    graph: &str,
+) -> Result<(EventStream, Commands), WsBenchError> {
+    let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
+    let mut events = EventStream::open(addr, &path).await?;
+    // The SYNC first: a change made before it would be folded into it, and
+    // the setup command's COMMAND_APPLIED never heard.
+    let sync = tokio::time::timeout(SETUP_WAIT, events.until(|name, _| name == "SYNC"));
+    sync.await.map_err(|_| setup_timeout("SYNC"))??;
+    let mut commands = Commands::connect(addr, token).await?;
+    let init_op = format!("c{i}-init-{run}");
+    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
+        "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});
+    commands.post(graph, &create).await?;
+    let outcome = events.until(|name, data| {
+        (name == "COMMAND_APPLIED" || name == "REVERT") && data.contains(init_op.as_str())
+    });
+    tokio::time::timeout(SETUP_WAIT, outcome)
+        .await
+        .map_err(|_| setup_timeout("the setup command's outcome"))??;
+    Ok((events, commands))
 }
 
 /// A fanout subscriber over SSE: waits for its SYNC (then counts as

@@ -192,7 +192,7 @@ async fn e2e_round(
         let (tally, ready, run) = (tally.clone(), ready.clone(), run.clone());
         let (transport, addr) = (args.transport, sse::authority(&base));
         tasks.spawn(async move {
-            let r = match transport {
+            match transport {
                 Transport::Ws => {
                     e2e_client(
                         i,
@@ -203,7 +203,7 @@ async fn e2e_round(
                         duration,
                         started,
                         tally,
-                        ready.clone(),
+                        ready,
                     )
                     .await
                 }
@@ -218,16 +218,11 @@ async fn e2e_round(
                         duration,
                         started,
                         tally,
-                        ready.clone(),
+                        ready,
                     )
                     .await
                 }
-            };
-            if r.is_err() {
-                // Do not leave the others waiting at the barrier.
-                ready.wait().await;
             }
-            r
         });
     }
     ready.wait().await;
@@ -296,52 +291,13 @@ async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let socket = connect(url).await?;
-    let (mut tx, mut rx) = socket.split();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    tx.send(send(
-        json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}),
-    ))
-    .await?;
-    let node = format!("n{i}");
-    // Operation ids are unique per run: graphq dedupes them (per queue
-    // partition for 10 minutes, and by outcome for an hour), so an id
-    // reused from an earlier run would be answered as a duplicate and never
-    // applied again.
-    let init_op = format!("c{i}-init-{run}");
-    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
-        "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
-    tx.send(send(
-        json!({"type": "COMMAND", "graphId": graph, "command": create}),
-    ))
-    .await?;
-    // Wait until our node exists, reading what arrives meanwhile.
-    loop {
-        let Some(m) = rx.next().await else {
-            return Err(WsBenchError::Protocol("closed before start".into()));
-        };
-        match m? {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
-                    && v["operationId"] == init_op.as_str()
-                {
-                    break;
-                }
-                if v["type"] == "ERROR" {
-                    return Err(WsBenchError::Protocol(format!("setup refused: {t}")));
-                }
-            }
-            Message::Close(Some(f)) => {
-                return Err(WsBenchError::Protocol(format!(
-                    "closed before start: {} {}",
-                    f.code, f.reason
-                )));
-            }
-            _ => {}
-        }
-    }
+    let setup = e2e_setup(i, run, url, graph).await;
+    // Every client reaches the start line once, set up or not: the run
+    // starts when all have.
     ready.wait().await;
+    let (mut tx, mut rx) = setup?;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    let node = format!("n{i}");
     let tally_rx = tally.clone();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Latencies are kept per client and merged once, and frames are read into
@@ -373,6 +329,100 @@ async fn e2e_client(
     wind_down(&tally, stop_tx, reader).await;
     let _ = tx.close().await;
     Ok(())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a client's socket, subscribes to its graph and creates its node.
+async fn e2e_setup(
+    i: usize,
+    run: &str,
+    url: &str,
+    graph: &str,
+) -> Result<
+    (
+        futures_util::stream::SplitSink<Socket, Message>,
+        futures_util::stream::SplitStream<Socket>,
+    ),
+    WsBenchError,
+> {
+    let socket = connect(url).await?;
+    let (mut tx, mut rx) = socket.split();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    tx.send(send(
+        json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}),
+    ))
+    .await?;
+    // The SYNC first: a change made before it would be folded into it, and
+    // the setup command's COMMAND_APPLIED never heard.
+    let setup = tokio::time::timeout(SETUP_WAIT, async {
+        until_heard(&mut rx, |v| v["type"] == "SYNC").await
+    });
+    setup.await.map_err(|_| setup_timeout("SYNC"))??;
+    // Operation ids are unique per run: graphq dedupes them (per queue
+    // partition for 10 minutes, and by outcome for an hour), so an id
+    // reused from an earlier run would be answered as a duplicate and never
+    // applied again.
+    let init_op = format!("c{i}-init-{run}");
+    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
+        "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});
+    tx.send(send(
+        json!({"type": "COMMAND", "graphId": graph, "command": create}),
+    ))
+    .await?;
+    // Wait until our node exists, reading what arrives meanwhile.
+    let setup = tokio::time::timeout(SETUP_WAIT, async {
+        until_heard(&mut rx, |v| {
+            (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
+                && v["operationId"] == init_op.as_str()
+        })
+        .await
+    });
+    setup
+        .await
+        .map_err(|_| setup_timeout("the setup command's outcome"))??;
+    Ok((tx, rx))
+}
+
+/// How long a client waits for its SYNC and its setup command's outcome:
+/// a client that never hears them fails instead of holding every other one
+/// at the start line.
+pub(super) const SETUP_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) fn setup_timeout(what: &str) -> WsBenchError {
+    WsBenchError::Protocol(format!("{what} not heard within {SETUP_WAIT:?}"))
+}
+
+/// Reads frames until one that `wanted` picks; an ERROR frame or a close
+/// fails the client.
+async fn until_heard(
+    rx: &mut futures_util::stream::SplitStream<Socket>,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<(), WsBenchError> {
+    loop {
+        let Some(m) = rx.next().await else {
+            return Err(WsBenchError::Protocol("closed before start".into()));
+        };
+        match m? {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if wanted(&v) {
+                    return Ok(());
+                }
+                if v["type"] == "ERROR" {
+                    return Err(WsBenchError::Protocol(format!("setup refused: {t}")));
+                }
+            }
+            Message::Close(Some(f)) => {
+                return Err(WsBenchError::Protocol(format!(
+                    "closed before start: {} {}",
+                    f.code, f.reason
+                )));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A client's sending schedule: one UPDATE_NODE of its node every `every`
