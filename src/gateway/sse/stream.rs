@@ -180,7 +180,9 @@ impl http_body::Body for EventStream {
             let due = *this.last_sent + *this.heartbeat;
             if now >= due {
                 *this.last_sent = now;
-                this.timer.as_mut().reset((now + *this.heartbeat).min(*this.expires));
+                this.timer
+                    .as_mut()
+                    .reset((now + *this.heartbeat).min(*this.expires));
                 return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT)))));
             }
             this.timer.as_mut().reset(due.min(*this.expires));
@@ -236,7 +238,11 @@ impl Events {
             ready.push_back(encode("COMMAND_APPLIED", a.frame.as_str(), None));
             return;
         }
-        let epoch = if a.epoch.is_empty() { &self.epoch } else { &a.epoch };
+        let epoch = if a.epoch.is_empty() {
+            &self.epoch
+        } else {
+            &a.epoch
+        };
         let id = format!("{epoch}:{}", a.version);
         match &mut self.shape {
             Shape::Json if !a.epoch.is_empty() => ready.push_back(
@@ -305,7 +311,11 @@ pub(super) fn encode(name: &str, data: &str, id: Option<&str>) -> Bytes {
         if end == rest.len() {
             break;
         }
-        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
         rest = &rest[end + skip..];
     }
     out.push('\n');
@@ -322,7 +332,10 @@ mod tests {
             encode("COMMAND_APPLIED", r#"{"version":3}"#, Some("e1:3")),
             "event: COMMAND_APPLIED\nid: e1:3\ndata: {\"version\":3}\n\n"
         );
-        assert_eq!(encode("PRESENCE", "{}", None), "event: PRESENCE\ndata: {}\n\n");
+        assert_eq!(
+            encode("PRESENCE", "{}", None),
+            "event: PRESENCE\ndata: {}\n\n"
+        );
     }
 
     #[test]

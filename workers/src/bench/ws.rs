@@ -195,30 +195,13 @@ async fn e2e_round(
             match transport {
                 Transport::Ws => {
                     e2e_client(
-                        i,
-                        &run,
-                        &url,
-                        &graph,
-                        per_client,
-                        duration,
-                        started,
-                        tally,
-                        ready,
+                        i, &run, &url, &graph, per_client, duration, started, tally, ready,
                     )
                     .await
                 }
                 Transport::Sse => {
                     sse::e2e_client(
-                        i,
-                        &run,
-                        &addr,
-                        &token,
-                        &graph,
-                        per_client,
-                        duration,
-                        started,
-                        tally,
-                        ready,
+                        i, &run, &addr, &token, &graph, per_client, duration, started, tally, ready,
                     )
                     .await
                 }
