@@ -59,6 +59,7 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 figures = [
     ("e2e own COMMAND_APPLIED p99 (ms)", "e2e", lambda r: r["own_applied_ms"]["p99"]),
     ("e2e own COMMAND_APPLIED p50 (ms)", "e2e", lambda r: r["own_applied_ms"]["p50"]),
+    ("e2e accepted p99 (ms)", "e2e", lambda r: r["accepted_ms"]["p99"]),
     ("fanout p99 (ms)", "fanout", lambda r: r["latency_ms"]["p99"]),
     ("fanout p50 (ms)", "fanout", lambda r: r["latency_ms"]["p50"]),
     ("gateway KiB per idle connection", "fanout", lambda r: r["gateway_kib_per_connection"]),

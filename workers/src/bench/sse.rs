@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::ws::{Outcomes, Pacer, SETUP_WAIT, Tally, WsBenchError, setup_timeout, wind_down};
+use super::ws::{
+    Outcomes, Pacer, SETUP_WAIT, Tally, WsBenchError, decode_op, operation_id_of, setup_timeout,
+    wind_down,
+};
 
 /// What carries a bench client's messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -168,7 +171,13 @@ pub struct Commands {
 }
 
 impl Commands {
-    pub async fn connect(addr: &str, token: &str) -> io::Result<Commands> {
+    /// With `tally`, each 202's arrival counts as its command's admission
+    /// latency (from `started`).
+    pub(super) async fn connect(
+        addr: &str,
+        token: &str,
+        tally: Option<(Instant, Arc<Tally>)>,
+    ) -> io::Result<Commands> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let (r, w) = tcp.into_split();
@@ -186,6 +195,14 @@ impl Commands {
                 }
                 if status != 202 {
                     tracing::warn!(status, answer = %String::from_utf8_lossy(&answer), "bench command refused");
+                } else if let Some((started, tally)) = &tally {
+                    let now = started.elapsed().as_micros() as u64;
+                    let text = String::from_utf8_lossy(&answer);
+                    if let Some((_, t0)) = operation_id_of(&text).and_then(decode_op)
+                        && let Ok(mut l) = tally.accepted.lock()
+                    {
+                        l.push(now.saturating_sub(t0));
+                    }
                 }
             }
         });
@@ -231,7 +248,7 @@ pub(super) async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let setup = e2e_setup(i, run, addr, token, graph).await;
+    let setup = e2e_setup(i, run, addr, token, graph, (started, tally.clone())).await;
     // Every client reaches the start line once, set up or not: the run
     // starts when all have.
     ready.wait().await;
@@ -272,6 +289,7 @@ async fn e2e_setup(
     addr: &str,
     token: &str,
     graph: &str,
+    tally: (Instant, Arc<Tally>),
 ) -> Result<(EventStream, Commands), WsBenchError> {
     let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
     let mut events = EventStream::open(addr, &path).await?;
@@ -279,7 +297,7 @@ async fn e2e_setup(
     // the setup command's COMMAND_APPLIED never heard.
     let sync = tokio::time::timeout(SETUP_WAIT, events.until(|name, _| name == "SYNC"));
     sync.await.map_err(|_| setup_timeout("SYNC"))??;
-    let mut commands = Commands::connect(addr, token).await?;
+    let mut commands = Commands::connect(addr, token, Some(tally)).await?;
     let init_op = format!("c{i}-init-{run}");
     let create = json!({"operationId": init_op, "type": "CREATE_NODE",
         "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});

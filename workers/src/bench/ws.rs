@@ -80,6 +80,10 @@ pub struct E2eReport {
     pub achieved_per_s: u64,
     pub own_applied_ms: Percentiles,
     pub others_applied_ms: Percentiles,
+    /// Submit to the gateway's answer that it queued the command (ACCEPTED
+    /// over WebSocket, the 202 over HTTP): admission alone, without the
+    /// worker and the delivery.
+    pub accepted_ms: Percentiles,
     /// Highest rate of `--ramp` (or `--rate`) sustained, commands/s.
     pub highest_sustained_rate: u64,
     pub ramp: Vec<RampStep>,
@@ -117,10 +121,11 @@ pub(super) struct Tally {
     /// Latencies in µs; a std Mutex because nothing is awaited while held.
     own: Mutex<Vec<u64>>,
     others: Mutex<Vec<u64>>,
+    pub accepted: Mutex<Vec<u64>>,
 }
 
 /// `client-seq-micros` → (client, micros).
-fn decode_op(op: &str) -> Option<(usize, u64)> {
+pub(super) fn decode_op(op: &str) -> Option<(usize, u64)> {
     let mut parts = op.split('-');
     let client = parts.next()?.strip_prefix('c')?.parse().ok()?;
     // Setup commands (`c{i}-init-{run}`) carry no send time: not measured.
@@ -252,6 +257,7 @@ async fn e2e_round(
         achieved_per_s: (applied as f64 / elapsed.as_secs_f64().max(args.duration as f64)) as u64,
         own_applied_ms: us(&tally.own),
         others_applied_ms: us(&tally.others),
+        accepted_ms: us(&tally.accepted),
         highest_sustained_rate: 0,
         ramp: Vec::new(),
         redis,
@@ -479,6 +485,7 @@ pub(super) struct Outcomes {
     client: usize,
     own: Vec<u64>,
     others: Vec<u64>,
+    accepted: Vec<u64>,
     last_version: u64,
 }
 
@@ -488,6 +495,7 @@ impl Outcomes {
             client,
             own: Vec::new(),
             others: Vec::new(),
+            accepted: Vec::new(),
             last_version: 0,
         }
     }
@@ -519,6 +527,11 @@ impl Outcomes {
                     }
                 }
             }
+            "ACCEPTED" => {
+                if let Some((_, t0)) = op.filter(|(c, _)| *c == self.client) {
+                    self.accepted.push(now.saturating_sub(t0));
+                }
+            }
             "REVERT" if op.is_some_and(|(c, _)| c == self.client) => {
                 tally.reverted.fetch_add(1, Ordering::Relaxed);
                 tally.last_outcome_us.fetch_max(now, Ordering::Relaxed);
@@ -533,6 +546,9 @@ impl Outcomes {
         }
         if let Ok(mut l) = tally.others.lock() {
             l.extend(self.others);
+        }
+        if let Ok(mut l) = tally.accepted.lock() {
+            l.extend(self.accepted);
         }
     }
 }
@@ -806,7 +822,7 @@ async fn connect(
 }
 
 /// The value of the first `"operationId":"…"` in a frame (ids contain no quotes).
-fn operation_id_of(frame: &str) -> Option<&str> {
+pub(super) fn operation_id_of(frame: &str) -> Option<&str> {
     let start = frame.find("\"operationId\":\"")? + "\"operationId\":\"".len();
     let len = frame[start..].find('"')?;
     Some(&frame[start..start + len])
