@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::ws::{
     Outcomes, Pacer, SETUP_WAIT, Tally, WsBenchError, decode_op, operation_id_of, setup_timeout,
-    wind_down,
+    sync_holds, wind_down,
 };
 
 /// What carries a bench client's messages.
@@ -148,7 +148,10 @@ impl EventStream {
 
 impl EventStream {
     /// Reads events until one that `wanted` picks (by name and data).
-    async fn until(&mut self, wanted: impl Fn(&str, &str) -> bool) -> Result<(), WsBenchError> {
+    async fn until(
+        &mut self,
+        mut wanted: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), WsBenchError> {
         loop {
             match self.next().await? {
                 Some((name, data)) if wanted(&name, &data) => return Ok(()),
@@ -302,12 +305,25 @@ async fn e2e_setup(
     let create = json!({"operationId": init_op, "type": "CREATE_NODE",
         "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});
     commands.post(graph, &create).await?;
-    let outcome = events.until(|name, data| {
-        (name == "COMMAND_APPLIED" || name == "REVERT") && data.contains(init_op.as_str())
+    // Its COMMAND_APPLIED, or a later SYNC that already holds it.
+    let node = format!("n{i}");
+    let mut syncs = 0;
+    let outcome = events.until(|name, data| match name {
+        "SYNC" => {
+            syncs += 1;
+            let sync = serde_json::from_str(data).unwrap_or(Value::Null);
+            sync_holds(&sync, &init_op, &node)
+        }
+        "COMMAND_APPLIED" | "REVERT" => data.contains(init_op.as_str()),
+        _ => false,
     });
     tokio::time::timeout(SETUP_WAIT, outcome)
         .await
-        .map_err(|_| setup_timeout("the setup command's outcome"))??;
+        .map_err(|_| {
+            setup_timeout(&format!(
+                "the setup command's outcome ({syncs} more SYNC meanwhile)"
+            ))
+        })??;
     Ok((events, commands))
 }
 

@@ -360,18 +360,38 @@ async fn e2e_setup(
         json!({"type": "COMMAND", "graphId": graph, "command": create}),
     ))
     .await?;
-    // Wait until our node exists, reading what arrives meanwhile.
+    // Wait until our node exists, reading what arrives meanwhile: its
+    // COMMAND_APPLIED, or a later SYNC that already holds it.
+    let node = format!("n{i}");
+    let mut syncs = 0;
     let setup = tokio::time::timeout(SETUP_WAIT, async {
         until_heard(&mut rx, |v| {
+            if v["type"] == "SYNC" {
+                syncs += 1;
+                return sync_holds(v, &init_op, &node);
+            }
             (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
                 && v["operationId"] == init_op.as_str()
         })
         .await
     });
-    setup
-        .await
-        .map_err(|_| setup_timeout("the setup command's outcome"))??;
+    setup.await.map_err(|_| {
+        setup_timeout(&format!(
+            "the setup command's outcome ({syncs} more SYNC meanwhile)"
+        ))
+    })??;
     Ok((tx, rx))
+}
+
+/// Whether a SYNC already holds the setup command's change: `behind` with
+/// it among the changes, or `reset` with the node in the state.
+pub(super) fn sync_holds(sync: &Value, operation_id: &str, node: &str) -> bool {
+    let listed = |list: &Value, key: &str, want: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|e| e[key] == want))
+    };
+    listed(&sync["changes"], "operationId", operation_id)
+        || listed(&sync["state"]["nodes"], "id", node)
 }
 
 /// How long a client waits for its SYNC and its setup command's outcome:
@@ -387,7 +407,7 @@ pub(super) fn setup_timeout(what: &str) -> WsBenchError {
 /// fails the client.
 async fn until_heard(
     rx: &mut futures_util::stream::SplitStream<Socket>,
-    wanted: impl Fn(&Value) -> bool,
+    mut wanted: impl FnMut(&Value) -> bool,
 ) -> Result<(), WsBenchError> {
     loop {
         let Some(m) = rx.next().await else {
@@ -845,6 +865,23 @@ mod tests {
         assert_eq!(operation_id_of(frame), Some("c3-7-1234"));
         assert_eq!(operation_id_of(frame).and_then(decode_op), Some((3, 1234)));
         assert_eq!(operation_id_of("{}"), None);
+    }
+
+    #[test]
+    fn a_sync_that_holds_the_setup_change_ends_the_wait() {
+        let behind = json!({"type": "SYNC", "status": "behind",
+            "changes": [{"version": 3, "operationId": "c1-init-r"}]});
+        let reset = json!({"type": "SYNC", "status": "reset",
+            "state": {"nodes": [{"id": "n10"}, {"id": "n1"}]}});
+        assert!(sync_holds(&behind, "c1-init-r", "n1"));
+        assert!(sync_holds(&reset, "c1-init-r", "n1"));
+        assert!(!sync_holds(&behind, "c2-init-r", "n2"));
+        assert!(!sync_holds(&reset, "c2-init-r", "n2"));
+        assert!(!sync_holds(
+            &json!({"type": "SYNC", "status": "in_sync"}),
+            "c1-init-r",
+            "n1"
+        ));
     }
 
     #[test]
