@@ -550,3 +550,40 @@ async fn streams_count_among_the_users_connections() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires_and_frees_its_place() {
+    let env = TestEnv::start().await;
+    let s = Stack::start(
+        &env,
+        GatewaySettings {
+            max_sockets_per_user: 1,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let graphs = graphq::auth::Graphs::Only(vec!["g1".to_string()]);
+    let short = s
+        .auth
+        .mint("alice", graphs, Role::Editor, Duration::from_secs(3))
+        .unwrap();
+    let mut sse = SseClient::with_token(&events_url(&s, "g1"), &short).await;
+    assert_eq!(sse.next().await.unwrap().event, "SYNC");
+    // Then the stream ends by itself (an EventSource would reconnect with a
+    // new token); `next` fails the test when neither an event nor the end
+    // comes within its wait.
+    while let Some(e) = sse.next().await {
+        assert_ne!(e.event, "SYNC", "one SYNC, then nothing");
+    }
+    let t = s.token("alice", &["g1"], Role::Editor);
+    // ... and no longer counts among the user's connections.
+    common::eventually(Duration::from_secs(10), "a stream again", || async {
+        SseClient::open(
+            &events_url(&s, "g1"),
+            &[("authorization", &format!("Bearer {t}"))],
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+}

@@ -126,6 +126,16 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The last backlog-based processing estimate, and whether a fresh one is
+/// being read.
+#[derive(Default)]
+pub struct Estimate {
+    /// The estimate in ms, and when it was read (None: never yet).
+    pub ms: Option<(std::time::Instant, u64)>,
+    /// A read of the queue's stats is under way: no other one starts.
+    pub reading: bool,
+}
+
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -142,9 +152,9 @@ pub struct Shared {
     /// Tells every socket to close with 1001.
     pub shutdown: CancellationToken,
     pub next_conn: AtomicU64,
-    /// Last `estimatedProcessingTime` and when it was computed. A std Mutex:
-    /// nothing is awaited while it is held.
-    pub estimate: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// The `estimatedProcessingTime` answered with accepted commands. A std
+    /// Mutex: nothing is awaited while it is held.
+    pub estimate: std::sync::Mutex<Estimate>,
     /// Users the shared rate limit refused, and until when. Until then this
     /// gateway refuses them without asking Redis: no permit frees up before
     /// the instant the limiter named (other gateways can only push it later),
@@ -180,7 +190,7 @@ impl AppState {
                 redis,
                 shutdown,
                 next_conn: AtomicU64::new(1),
-                estimate: std::sync::Mutex::new(None),
+                estimate: std::sync::Mutex::default(),
                 refused_until: std::sync::Mutex::default(),
                 state_cache,
             }),

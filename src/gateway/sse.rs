@@ -4,41 +4,33 @@
 //!
 //! An SSE stream is a [`Conn`] like a WebSocket: the broadcaster's feed
 //! fills its bounded queue with the same frames, in the same order, and a
-//! stream that cannot keep up is ended. This module only turns each frame
-//! into an event: its `type` as the event name and, for SYNC and
-//! COMMAND_APPLIED, `id: <epoch>:<version>`, which EventSource sends back
-//! as `Last-Event-ID` to resume. With Datastar ([`datastar`]) the frames
-//! become signal patches instead.
+//! stream that cannot keep up is ended. Its response body ([`stream`])
+//! turns each frame into an event: its `type` as the event name and, for
+//! SYNC and COMMAND_APPLIED, `id: <epoch>:<version>`, which EventSource
+//! sends back as `Last-Event-ID` to resume. With Datastar ([`datastar`])
+//! the frames become signal patches instead.
 
 mod datastar;
+mod stream;
 
-use std::borrow::Cow;
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
-use futures_util::Stream;
-use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use crate::auth::Identity;
 use crate::graph::Rejection;
 use crate::graph::command::MAX_COMMAND_BYTES;
-use crate::metrics::{GaugeGuard, SSE_CONNECTIONS};
 
-use super::broadcast::{ClientPosition, Conn, Frame, Outgoing};
+use super::broadcast::{ClientPosition, Conn};
 use super::http::{FromParams, Params, Path, Query, identity, read_body};
 use super::{AppError, AppState, accept, check_graph, invalid_command};
 
-/// How long EventSource waits before it reconnects (the `retry:` hint).
-pub const RETRY: Duration = Duration::from_millis(1000);
+use stream::{EventStream, Events, Shape, event_stream_response};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -90,8 +82,7 @@ async fn datastar_command(
         },
     };
     let event = flavor.event(&serde_json::json!({ "outcome": outcome }), None);
-    let once = futures_util::stream::iter([Ok::<_, Infallible>(event)]);
-    Ok(Sse::new(once).into_response())
+    Ok(event_stream_response(Body::from(event)))
 }
 
 struct SseQuery {
@@ -208,11 +199,9 @@ async fn graph_events(
         None => Shape::Json,
     };
     let events = Events {
-        graph: Some(graph.clone()),
         presence: q.presence,
         shape,
         epoch: String::new(),
-        state: state.clone(),
     };
     open(state, id, false, Some((graph, at)), events).await
 }
@@ -235,11 +224,9 @@ async fn user_events(
 ) -> Result<Response, AppError> {
     let id = identity(&state, &headers, q.token.as_deref())?;
     let events = Events {
-        graph: None,
         presence: false,
         shape: Shape::Json,
         epoch: String::new(),
-        state: state.clone(),
     };
     open(state, id, true, None, events).await
 }
@@ -270,178 +257,13 @@ async fn open(
     {
         return Err(AppError::TooManyConnections);
     }
-    let graphs: Vec<String> = graph.iter().map(|(g, _)| g.clone()).collect();
+    let name = graph.as_ref().map(|(g, _)| g.clone());
     if let Some((g, at)) = graph {
         state.broadcaster.subscribe(conn.clone(), &g, at).await;
     }
-    // Its whole life: until the client goes (the stream is dropped), the
-    // stream is ended (too slow, token expired) or the server shuts down.
-    tokio::spawn(lifetime(
-        state.clone(),
-        conn.clone(),
-        graphs,
-        id.expires_at_ms(),
-    ));
-    let stream = stream(conn, rx, events);
-    let heartbeat = Duration::from_millis(state.settings.heartbeat_ms);
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
-        .into_response();
-    // Reverse proxies that buffer responses would hold the events back.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
-}
-
-/// Unregisters the stream once it has ended, for whatever reason; ends it
-/// at the token's `exp` (a stream holds its token's rights until then).
-async fn lifetime(state: AppState, conn: Arc<Conn>, graphs: Vec<String>, expires_at_ms: u64) {
-    let _open = GaugeGuard::new(SSE_CONNECTIONS);
-    let until_exp = Duration::from_millis(expires_at_ms.saturating_sub(crate::db::now_ms()))
-        .min(MAX_EXPIRY_WAIT);
-    tokio::select! {
-        _ = conn.kick.cancelled() => {}
-        _ = tokio::time::sleep(until_exp) => conn.end(),
-    }
-    // Boxed: the future of an unregister is large, and this task waits,
-    // holding its own future, for as long as the stream lives.
-    Box::pin(state.broadcaster.unregister(&conn, &graphs)).await;
-}
-
-/// A far `exp` would overflow an `Instant`: a stream lives a day at most
-/// (EventSource then reconnects and resumes).
-const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(24 * 3600);
-
-/// Ends the connection when the response body is dropped (the client went).
-struct Ender(Arc<Conn>);
-
-impl Drop for Ender {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-fn stream(
-    conn: Arc<Conn>,
-    rx: mpsc::Receiver<Outgoing>,
-    events: Events,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let ender = Ender(conn);
-    let first = Some(Event::default().retry(RETRY));
-    futures_util::stream::unfold(
-        (ender, rx, events, first, Vec::<Event>::new()),
-        |(ender, mut rx, mut events, mut first, mut ready)| async move {
-            if let Some(e) = first.take() {
-                return Some((Ok(e), (ender, rx, events, first, ready)));
-            }
-            loop {
-                if let Some(e) = ready.pop() {
-                    return Some((Ok(e), (ender, rx, events, first, ready)));
-                }
-                let frame = tokio::select! {
-                    biased;
-                    _ = ender.0.kick.cancelled() => return None,
-                    m = rx.recv() => match m {
-                        Some(Outgoing::Text(t)) => t,
-                        None => return None,
-                    },
-                };
-                ready = events.translate(&frame).await;
-                ready.reverse();
-            }
-        },
-    )
-}
-
-/// What a stream sends its client.
-enum Shape {
-    /// Each frame's JSON as it is, named by its `type`.
-    Json,
-    /// Datastar signal patches of the graph.
-    Datastar(datastar::Signals),
-}
-
-/// One stream's translation of frames into events.
-struct Events {
-    /// The graph of a graph stream; None for a user stream.
-    graph: Option<String>,
-    /// Whether PRESENCE and PRESENCE_LEAVE are wanted.
-    presence: bool,
-    shape: Shape,
-    /// The graph's epoch as of the last SYNC, for event ids.
-    epoch: String,
-    /// To read the epoch a graph that was empty at SYNC has since made
-    /// (the state, not a copy of its store: a stream is kept small).
-    state: AppState,
-}
-
-/// What the translation reads of a frame; the rest is skipped.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(rename = "graphId", borrow, default)]
-    graph_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    version: Option<u64>,
-    #[serde(borrow, default)]
-    epoch: Option<Cow<'a, str>>,
-}
-
-impl Events {
-    /// The events of one frame, in order (none for a frame this stream
-    /// does not carry).
-    async fn translate(&mut self, frame: &Frame) -> Vec<Event> {
-        let text = frame.as_str();
-        let Ok(head) = serde_json::from_str::<Head>(text) else {
-            tracing::warn!("unreadable frame for an SSE stream");
-            return Vec::new();
-        };
-        let kind = head.kind.as_ref();
-        if let Some(epoch) = head.epoch.as_deref().filter(|_| kind == "SYNC") {
-            self.epoch = epoch.to_string();
-        }
-        if kind == "COMMAND_APPLIED" && self.epoch.is_empty() {
-            // Boxed: rare, and a Redis read's future would otherwise make
-            // every stream's state that much larger.
-            Box::pin(self.learn_epoch()).await;
-        }
-        let other_graph = matches!((&self.graph, &head.graph_id), (Some(g), Some(h)) if g != h);
-        let wanted = match kind {
-            "PRESENCE" | "PRESENCE_LEAVE" => self.presence,
-            // The user's outcomes on other graphs belong to their streams.
-            "REVERT" | "CONFLICT" => !other_graph,
-            _ => true,
-        };
-        if !wanted {
-            return Vec::new();
-        }
-        let id = match (kind, head.version) {
-            ("SYNC" | "COMMAND_APPLIED", Some(v)) if self.graph.is_some() => {
-                Some(format!("{}:{v}", self.epoch))
-            }
-            _ => None,
-        };
-        match &mut self.shape {
-            Shape::Json => {
-                let mut event = Event::default().event(kind).data(text);
-                if let Some(id) = id {
-                    event = event.id(id);
-                }
-                vec![event]
-            }
-            Shape::Datastar(signals) => signals.translate(kind, text, id),
-        }
-    }
-
-    /// The graph was empty at SYNC (no epoch yet); its first command made
-    /// one, which COMMAND_APPLIED does not carry. Read once per stream.
-    async fn learn_epoch(&mut self) {
-        let Some(graph) = &self.graph else { return };
-        match self.state.store.changes_since(graph, u64::MAX, 1).await {
-            Ok(ch) => self.epoch = ch.epoch,
-            Err(err) => tracing::debug!(%err, "epoch of a new graph not read"),
-        }
-    }
+    // Its whole life is its body's: until the client goes (the body is
+    // dropped), the stream is ended (too slow, token expired) or the server
+    // shuts down.
+    let expires = id.expires_at_ms();
+    Ok(EventStream::new(state, conn, rx, name, events, expires).into_response())
 }

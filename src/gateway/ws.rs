@@ -287,7 +287,11 @@ async fn send_loop(
             biased;
             _ = &mut kicked => break,
             m = rx.recv() => match m {
-                Some(Outgoing::Text(t)) => {
+                Some(out) => {
+                    let t = match out {
+                        Outgoing::Text(t) => t,
+                        Outgoing::Applied(a) => a.frame.clone(),
+                    };
                     if sink.send(Message::Text(t)).await.is_err() {
                         conn.end();
                         return;

@@ -251,6 +251,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Gateway { .. } => {
             graphq::os::raise_fd_limit();
+            graphq::os::no_huge_pages();
             let secret = config.auth_secret.clone().ok_or(CliError::NoSecret)?;
             let auth = graphq::auth::Auth::new(&secret)?;
             let redis = connect(&config, Duration::from_secs(60)).await?;

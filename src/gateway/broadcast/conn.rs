@@ -2,8 +2,8 @@
 //! stream ([`Conn`]): its bounded send queue of shared [`Frame`]s, and how
 //! it is told to close.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,35 @@ const ANSWER_ROOM_POLL: std::time::Duration = std::time::Duration::from_millis(2
 #[derive(Debug)]
 pub enum Outgoing {
     Text(Frame),
+    /// A graph's COMMAND_APPLIED, shared by every subscriber of the graph.
+    Applied(Arc<Applied>),
+}
+
+/// COMMAND_APPLIED of one change, made once by the graph's feed for every
+/// subscriber: the frame a WebSocket sends, and what an event stream needs
+/// besides to name the event, so that no stream reads the frame again.
+#[derive(Debug)]
+pub struct Applied {
+    pub frame: Frame,
+    pub version: u64,
+    /// The graph's epoch when the change was made (the event id is
+    /// `epoch:version`).
+    pub epoch: String,
+    /// The change as a Server-Sent Event: encoded by the first stream that
+    /// sends it, then shared by the rest (one copy per change, not per
+    /// stream).
+    pub event: OnceLock<axum::body::Bytes>,
+}
+
+impl Applied {
+    pub fn new(frame: Frame, version: u64, epoch: String) -> Arc<Applied> {
+        Arc::new(Applied {
+            frame,
+            version,
+            epoch,
+            event: OnceLock::new(),
+        })
+    }
 }
 
 /// The broadcaster's handle on one connection.
@@ -77,10 +106,19 @@ impl Conn {
 
     /// Queues a frame; a full queue closes the connection as too slow.
     pub fn send(&self, frame: Frame) {
+        self.queue(Outgoing::Text(frame));
+    }
+
+    /// Queues a graph's change (a reference to it, shared).
+    pub fn send_applied(&self, applied: &Arc<Applied>) {
+        self.queue(Outgoing::Applied(applied.clone()));
+    }
+
+    fn queue(&self, out: Outgoing) {
         if self.ended.load(Ordering::Relaxed) {
             return;
         }
-        if self.tx.try_send(Outgoing::Text(frame)).is_err() {
+        if self.tx.try_send(out).is_err() {
             self.close(CloseCode::TooSlow);
         }
     }

@@ -23,7 +23,7 @@ use crate::protocol::ServerMessage;
 use super::note::Note;
 use super::presence::Presence;
 use super::sync::{Built, PendingSync};
-use super::{Broadcaster, Conn, Frame, until};
+use super::{Applied, Broadcaster, Conn, Frame, until};
 
 /// What a subscriber said it has.
 #[derive(Clone, Debug, Default)]
@@ -109,7 +109,7 @@ pub(super) struct Feed {
     /// While a SYNC is being built: every frame delivered since (consecutive
     /// versions, ending at `last`), to catch that socket up once its SYNC is
     /// out. Empty when nobody waits for one.
-    pub recent: VecDeque<(u64, Frame)>,
+    pub recent: VecDeque<Arc<Applied>>,
 }
 
 impl Feed {
@@ -344,22 +344,25 @@ impl Feed {
     }
 
     fn deliver(&mut self, v: u64, frame: Frame) {
+        // The epoch goes with the change: an event stream names its events
+        // `epoch:version` without reading the frame or Redis.
+        let applied = Applied::new(frame, v, self.epoch.clone().unwrap_or_default());
         let mut syncing = false;
         for s in self.subs.values_mut() {
             if s.sync.is_some() {
                 syncing = true;
             } else if v == s.last + 1 {
-                s.conn.send(frame.clone());
+                s.conn.send_applied(&applied);
                 s.last = v;
             }
         }
         if syncing {
             // Consecutive up to `v`, at most `max_changes` of them: a socket
             // that needs older ones gets one more SYNC instead.
-            if self.recent.back().is_some_and(|(last, _)| last + 1 != v) {
+            if self.recent.back().is_some_and(|last| last.version + 1 != v) {
                 self.recent.clear();
             }
-            self.recent.push_back((v, frame));
+            self.recent.push_back(applied);
             if self.recent.len() as u64 > self.b.inner.settings.max_changes {
                 self.recent.pop_front();
             }

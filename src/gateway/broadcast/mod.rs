@@ -34,7 +34,7 @@ use crate::db::{Redis, Subscriber, now_ms};
 use crate::graph::GraphStore;
 use crate::keys::Keys;
 
-pub use conn::{Conn, Frame, Outgoing};
+pub use conn::{Applied, Conn, Frame, Outgoing};
 pub use feed::ClientPosition;
 pub use presence::PresenceState;
 pub use sync::{SyncBudget, SyncPermit};

@@ -223,15 +223,15 @@ impl Feed {
         let covered = self
             .recent
             .front()
-            .is_some_and(|(first, _)| *first <= sub.last + 1)
-            && self.recent.back().map(|(v, _)| *v) == self.last;
+            .is_some_and(|first| first.version <= sub.last + 1)
+            && self.recent.back().map(|a| a.version) == self.last;
         if !covered {
             return false;
         }
-        for (v, frame) in &self.recent {
-            if *v == sub.last + 1 {
-                sub.conn.send(frame.clone());
-                sub.last = *v;
+        for applied in &self.recent {
+            if applied.version == sub.last + 1 {
+                sub.conn.send_applied(applied);
+                sub.last = applied.version;
             }
         }
         true

@@ -7,13 +7,14 @@
 //! without `checksum`; a key whose value is null is absent, as merge patches
 //! have it).
 
-use axum::response::sse::Event;
+use axum::body::Bytes;
 use datastar::prelude::PatchSignals;
 use serde_json::{Map, Value, json};
 
 use crate::graph::{Command, Rejection, command};
 
 use super::AppError;
+use super::stream::encode;
 
 /// Which of Datastar's event vocabularies a client reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,36 +30,30 @@ pub(crate) enum Flavor {
 
 impl Flavor {
     /// The event that patches `signals` into the client's.
-    pub fn event(self, signals: &Value, id: Option<String>) -> Event {
+    pub fn event(self, signals: &Value, id: Option<String>) -> Bytes {
         match self {
             Flavor::Patch => {
                 let mut e = PatchSignals::new(signals.to_string());
                 if let Some(id) = id {
                     e = e.id(id);
                 }
-                e.write_as_axum_sse_event()
+                Bytes::from(e.into_datastar_event().to_string())
             }
             // The same `signals` line under the older event name (the
             // `datastar` crate writes only the 1.0 events).
-            Flavor::Merge => {
-                let e = Event::default()
-                    .event("datastar-merge-signals")
-                    .data(format!("signals {signals}"));
-                match id {
-                    Some(id) => e.id(id),
-                    None => e,
-                }
-            }
+            Flavor::Merge => encode(
+                "datastar-merge-signals",
+                &format!("signals {signals}"),
+                id.as_deref(),
+            ),
         }
     }
 
     /// The event that clears the `graph` signal before a whole graph.
-    fn clear(self) -> Event {
+    fn clear(self) -> Bytes {
         match self {
             Flavor::Patch => self.event(&json!({"graph": null}), None),
-            Flavor::Merge => Event::default()
-                .event("datastar-remove-signals")
-                .data("paths graph"),
+            Flavor::Merge => encode("datastar-remove-signals", "paths graph", None),
         }
     }
 }
@@ -121,7 +116,7 @@ impl Signals {
     }
 
     /// The events of one frame (its `type` is `kind`); `id` is its event id.
-    pub fn translate(&mut self, kind: &str, text: &str, id: Option<String>) -> Vec<Event> {
+    pub fn translate(&mut self, kind: &str, text: &str, id: Option<String>) -> Vec<Bytes> {
         if kind != "SYNC" && kind != "COMMAND_APPLIED" {
             return Vec::new();
         }
@@ -142,7 +137,7 @@ impl Signals {
     }
 
     /// The patches of a SYNC; a clearing event first goes to `events`.
-    fn sync(&mut self, frame: &Value, events: &mut Vec<Event>) -> Vec<Value> {
+    fn sync(&mut self, frame: &Value, events: &mut Vec<Bytes>) -> Vec<Value> {
         match frame["status"].as_str() {
             Some("reset") => {
                 if self.holds_graph {

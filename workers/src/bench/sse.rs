@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::ws::{Outcomes, Pacer, Tally, WsBenchError, wind_down};
+use super::ws::{
+    Outcomes, Pacer, SETUP_WAIT, Tally, WsBenchError, decode_op, operation_id_of, setup_timeout,
+    sync_holds, wind_down,
+};
 
 /// What carries a bench client's messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -143,6 +146,22 @@ impl EventStream {
     }
 }
 
+impl EventStream {
+    /// Reads events until one that `wanted` picks (by name and data).
+    async fn until(
+        &mut self,
+        mut wanted: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), WsBenchError> {
+        loop {
+            match self.next().await? {
+                Some((name, data)) if wanted(&name, &data) => return Ok(()),
+                Some(_) => {}
+                None => return Err(WsBenchError::Protocol("stream ended before start".into())),
+            }
+        }
+    }
+}
+
 /// One keep-alive connection for `POST …/command`, pipelined: requests are
 /// written as they come (the gateway answers them, and queues the commands,
 /// in order) and a task of its own reads the answers, as the WebSocket
@@ -155,7 +174,13 @@ pub struct Commands {
 }
 
 impl Commands {
-    pub async fn connect(addr: &str, token: &str) -> io::Result<Commands> {
+    /// With `tally`, each 202's arrival counts as its command's admission
+    /// latency (from `started`).
+    pub(super) async fn connect(
+        addr: &str,
+        token: &str,
+        tally: Option<(Instant, Arc<Tally>)>,
+    ) -> io::Result<Commands> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let (r, w) = tcp.into_split();
@@ -173,6 +198,14 @@ impl Commands {
                 }
                 if status != 202 {
                     tracing::warn!(status, answer = %String::from_utf8_lossy(&answer), "bench command refused");
+                } else if let Some((started, tally)) = &tally {
+                    let now = started.elapsed().as_micros() as u64;
+                    let text = String::from_utf8_lossy(&answer);
+                    if let Some((_, t0)) = operation_id_of(&text).and_then(decode_op)
+                        && let Ok(mut l) = tally.accepted.lock()
+                    {
+                        l.push(now.saturating_sub(t0));
+                    }
                 }
             }
         });
@@ -218,23 +251,12 @@ pub(super) async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
-    let mut events = EventStream::open(addr, &path).await?;
-    let mut commands = Commands::connect(addr, token).await?;
-    let node = format!("n{i}");
-    let init_op = format!("c{i}-init-{run}");
-    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
-        "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
-    commands.post(graph, &create).await?;
-    loop {
-        let Some((name, data)) = events.next().await? else {
-            return Err(WsBenchError::Protocol("stream ended before start".into()));
-        };
-        if (name == "COMMAND_APPLIED" || name == "REVERT") && data.contains(init_op.as_str()) {
-            break;
-        }
-    }
+    let setup = e2e_setup(i, run, addr, token, graph, (started, tally.clone())).await;
+    // Every client reaches the start line once, set up or not: the run
+    // starts when all have.
     ready.wait().await;
+    let (mut events, mut commands) = setup?;
+    let node = format!("n{i}");
     let tally_rx = tally.clone();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
@@ -260,6 +282,49 @@ pub(super) async fn e2e_client(
     }
     wind_down(&tally, stop_tx, reader).await;
     Ok(())
+}
+
+/// Opens a client's event stream and command connection and creates its
+/// node.
+async fn e2e_setup(
+    i: usize,
+    run: &str,
+    addr: &str,
+    token: &str,
+    graph: &str,
+    tally: (Instant, Arc<Tally>),
+) -> Result<(EventStream, Commands), WsBenchError> {
+    let path = format!("/api/v2/graphs/{graph}/events?clientVersion=0&token={token}");
+    let mut events = EventStream::open(addr, &path).await?;
+    // The SYNC first: a change made before it would be folded into it, and
+    // the setup command's COMMAND_APPLIED never heard.
+    let sync = tokio::time::timeout(SETUP_WAIT, events.until(|name, _| name == "SYNC"));
+    sync.await.map_err(|_| setup_timeout("SYNC"))??;
+    let mut commands = Commands::connect(addr, token, Some(tally)).await?;
+    let init_op = format!("c{i}-init-{run}");
+    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
+        "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});
+    commands.post(graph, &create).await?;
+    // Its COMMAND_APPLIED, or a later SYNC that already holds it.
+    let node = format!("n{i}");
+    let mut syncs = 0;
+    let outcome = events.until(|name, data| match name {
+        "SYNC" => {
+            syncs += 1;
+            let sync = serde_json::from_str(data).unwrap_or(Value::Null);
+            sync_holds(&sync, &init_op, &node)
+        }
+        "COMMAND_APPLIED" | "REVERT" => data.contains(init_op.as_str()),
+        _ => false,
+    });
+    tokio::time::timeout(SETUP_WAIT, outcome)
+        .await
+        .map_err(|_| {
+            setup_timeout(&format!(
+                "the setup command's outcome ({syncs} more SYNC meanwhile)"
+            ))
+        })??;
+    Ok((events, commands))
 }
 
 /// A fanout subscriber over SSE: waits for its SYNC (then counts as

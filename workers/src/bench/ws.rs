@@ -80,6 +80,10 @@ pub struct E2eReport {
     pub achieved_per_s: u64,
     pub own_applied_ms: Percentiles,
     pub others_applied_ms: Percentiles,
+    /// Submit to the gateway's answer that it queued the command (ACCEPTED
+    /// over WebSocket, the 202 over HTTP): admission alone, without the
+    /// worker and the delivery.
+    pub accepted_ms: Percentiles,
     /// Highest rate of `--ramp` (or `--rate`) sustained, commands/s.
     pub highest_sustained_rate: u64,
     pub ramp: Vec<RampStep>,
@@ -117,10 +121,11 @@ pub(super) struct Tally {
     /// Latencies in µs; a std Mutex because nothing is awaited while held.
     own: Mutex<Vec<u64>>,
     others: Mutex<Vec<u64>>,
+    pub accepted: Mutex<Vec<u64>>,
 }
 
 /// `client-seq-micros` → (client, micros).
-fn decode_op(op: &str) -> Option<(usize, u64)> {
+pub(super) fn decode_op(op: &str) -> Option<(usize, u64)> {
     let mut parts = op.split('-');
     let client = parts.next()?.strip_prefix('c')?.parse().ok()?;
     // Setup commands (`c{i}-init-{run}`) carry no send time: not measured.
@@ -192,42 +197,20 @@ async fn e2e_round(
         let (tally, ready, run) = (tally.clone(), ready.clone(), run.clone());
         let (transport, addr) = (args.transport, sse::authority(&base));
         tasks.spawn(async move {
-            let r = match transport {
+            match transport {
                 Transport::Ws => {
                     e2e_client(
-                        i,
-                        &run,
-                        &url,
-                        &graph,
-                        per_client,
-                        duration,
-                        started,
-                        tally,
-                        ready.clone(),
+                        i, &run, &url, &graph, per_client, duration, started, tally, ready,
                     )
                     .await
                 }
                 Transport::Sse => {
                     sse::e2e_client(
-                        i,
-                        &run,
-                        &addr,
-                        &token,
-                        &graph,
-                        per_client,
-                        duration,
-                        started,
-                        tally,
-                        ready.clone(),
+                        i, &run, &addr, &token, &graph, per_client, duration, started, tally, ready,
                     )
                     .await
                 }
-            };
-            if r.is_err() {
-                // Do not leave the others waiting at the barrier.
-                ready.wait().await;
             }
-            r
         });
     }
     ready.wait().await;
@@ -274,6 +257,7 @@ async fn e2e_round(
         achieved_per_s: (applied as f64 / elapsed.as_secs_f64().max(args.duration as f64)) as u64,
         own_applied_ms: us(&tally.own),
         others_applied_ms: us(&tally.others),
+        accepted_ms: us(&tally.accepted),
         highest_sustained_rate: 0,
         ramp: Vec::new(),
         redis,
@@ -282,18 +266,6 @@ async fn e2e_round(
 
 fn redis_error(e: redis::RedisError) -> WsBenchError {
     WsBenchError::Protocol(format!("reading Redis counters: {e}"))
-}
-
-/// Whether a SYNC already holds the operation: among its `changes`
-/// (`behind`), or its node in the `state` (`reset`).
-fn sync_has(sync: &Value, operation_id: &str, node: &str) -> bool {
-    let in_changes = sync["changes"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["operationId"] == operation_id));
-    let in_state = sync["state"]["nodes"]
-        .as_array()
-        .is_some_and(|n| n.iter().any(|n| n["id"] == node));
-    in_changes || in_state
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -308,57 +280,13 @@ async fn e2e_client(
     tally: Arc<Tally>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Result<(), WsBenchError> {
-    let socket = connect(url).await?;
-    let (mut tx, mut rx) = socket.split();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    tx.send(send(
-        json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}),
-    ))
-    .await?;
-    let node = format!("n{i}");
-    // Operation ids are unique per run: graphq dedupes them (per queue
-    // partition for 10 minutes, and by outcome for an hour), so an id
-    // reused from an earlier run would be answered as a duplicate and never
-    // applied again.
-    let init_op = format!("c{i}-init-{run}");
-    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
-        "payload": {"node": {"id": node, "position": {"x": 0, "y": 0}}}});
-    tx.send(send(
-        json!({"type": "COMMAND", "graphId": graph, "command": create}),
-    ))
-    .await?;
-    // Wait until our node exists, reading what arrives meanwhile.
-    loop {
-        let Some(m) = rx.next().await else {
-            return Err(WsBenchError::Protocol("closed before start".into()));
-        };
-        match m? {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                if (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
-                    && v["operationId"] == init_op.as_str()
-                {
-                    break;
-                }
-                // Applied before the subscription was made: then the SYNC
-                // carries it (no gap between SYNC and what follows).
-                if v["type"] == "SYNC" && sync_has(&v, &init_op, &node) {
-                    break;
-                }
-                if v["type"] == "ERROR" {
-                    return Err(WsBenchError::Protocol(format!("setup refused: {t}")));
-                }
-            }
-            Message::Close(Some(f)) => {
-                return Err(WsBenchError::Protocol(format!(
-                    "closed before start: {} {}",
-                    f.code, f.reason
-                )));
-            }
-            _ => {}
-        }
-    }
+    let setup = e2e_setup(i, run, url, graph).await;
+    // Every client reaches the start line once, set up or not: the run
+    // starts when all have.
     ready.wait().await;
+    let (mut tx, mut rx) = setup?;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    let node = format!("n{i}");
     let tally_rx = tally.clone();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Latencies are kept per client and merged once, and frames are read into
@@ -390,6 +318,120 @@ async fn e2e_client(
     wind_down(&tally, stop_tx, reader).await;
     let _ = tx.close().await;
     Ok(())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a client's socket, subscribes to its graph and creates its node.
+async fn e2e_setup(
+    i: usize,
+    run: &str,
+    url: &str,
+    graph: &str,
+) -> Result<
+    (
+        futures_util::stream::SplitSink<Socket, Message>,
+        futures_util::stream::SplitStream<Socket>,
+    ),
+    WsBenchError,
+> {
+    let socket = connect(url).await?;
+    let (mut tx, mut rx) = socket.split();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    tx.send(send(
+        json!({"type": "SUBSCRIBE", "graphId": graph, "clientVersion": 0}),
+    ))
+    .await?;
+    // The SYNC first: a change made before it would be folded into it, and
+    // the setup command's COMMAND_APPLIED never heard.
+    let setup = tokio::time::timeout(SETUP_WAIT, async {
+        until_heard(&mut rx, |v| v["type"] == "SYNC").await
+    });
+    setup.await.map_err(|_| setup_timeout("SYNC"))??;
+    // Operation ids are unique per run: graphq dedupes them (per queue
+    // partition for 10 minutes, and by outcome for an hour), so an id
+    // reused from an earlier run would be answered as a duplicate and never
+    // applied again.
+    let init_op = format!("c{i}-init-{run}");
+    let create = json!({"operationId": init_op, "type": "CREATE_NODE",
+        "payload": {"node": {"id": format!("n{i}"), "position": {"x": 0, "y": 0}}}});
+    tx.send(send(
+        json!({"type": "COMMAND", "graphId": graph, "command": create}),
+    ))
+    .await?;
+    // Wait until our node exists, reading what arrives meanwhile: its
+    // COMMAND_APPLIED, or a later SYNC that already holds it.
+    let node = format!("n{i}");
+    let mut syncs = 0;
+    let setup = tokio::time::timeout(SETUP_WAIT, async {
+        until_heard(&mut rx, |v| {
+            if v["type"] == "SYNC" {
+                syncs += 1;
+                return sync_holds(v, &init_op, &node);
+            }
+            (v["type"] == "COMMAND_APPLIED" || v["type"] == "REVERT")
+                && v["operationId"] == init_op.as_str()
+        })
+        .await
+    });
+    setup.await.map_err(|_| {
+        setup_timeout(&format!(
+            "the setup command's outcome ({syncs} more SYNC meanwhile)"
+        ))
+    })??;
+    Ok((tx, rx))
+}
+
+/// Whether a SYNC already holds the setup command's change: `behind` with
+/// it among the changes, or `reset` with the node in the state.
+pub(super) fn sync_holds(sync: &Value, operation_id: &str, node: &str) -> bool {
+    let listed = |list: &Value, key: &str, want: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|e| e[key] == want))
+    };
+    listed(&sync["changes"], "operationId", operation_id)
+        || listed(&sync["state"]["nodes"], "id", node)
+}
+
+/// How long a client waits for its SYNC and its setup command's outcome:
+/// a client that never hears them fails instead of holding every other one
+/// at the start line.
+pub(super) const SETUP_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) fn setup_timeout(what: &str) -> WsBenchError {
+    WsBenchError::Protocol(format!("{what} not heard within {SETUP_WAIT:?}"))
+}
+
+/// Reads frames until one that `wanted` picks; an ERROR frame or a close
+/// fails the client.
+async fn until_heard(
+    rx: &mut futures_util::stream::SplitStream<Socket>,
+    mut wanted: impl FnMut(&Value) -> bool,
+) -> Result<(), WsBenchError> {
+    loop {
+        let Some(m) = rx.next().await else {
+            return Err(WsBenchError::Protocol("closed before start".into()));
+        };
+        match m? {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if wanted(&v) {
+                    return Ok(());
+                }
+                if v["type"] == "ERROR" {
+                    return Err(WsBenchError::Protocol(format!("setup refused: {t}")));
+                }
+            }
+            Message::Close(Some(f)) => {
+                return Err(WsBenchError::Protocol(format!(
+                    "closed before start: {} {}",
+                    f.code, f.reason
+                )));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A client's sending schedule: one UPDATE_NODE of its node every `every`
@@ -463,6 +505,7 @@ pub(super) struct Outcomes {
     client: usize,
     own: Vec<u64>,
     others: Vec<u64>,
+    accepted: Vec<u64>,
     last_version: u64,
 }
 
@@ -472,6 +515,7 @@ impl Outcomes {
             client,
             own: Vec::new(),
             others: Vec::new(),
+            accepted: Vec::new(),
             last_version: 0,
         }
     }
@@ -503,6 +547,11 @@ impl Outcomes {
                     }
                 }
             }
+            "ACCEPTED" => {
+                if let Some((_, t0)) = op.filter(|(c, _)| *c == self.client) {
+                    self.accepted.push(now.saturating_sub(t0));
+                }
+            }
             "REVERT" if op.is_some_and(|(c, _)| c == self.client) => {
                 tally.reverted.fetch_add(1, Ordering::Relaxed);
                 tally.last_outcome_us.fetch_max(now, Ordering::Relaxed);
@@ -517,6 +566,9 @@ impl Outcomes {
         }
         if let Ok(mut l) = tally.others.lock() {
             l.extend(self.others);
+        }
+        if let Ok(mut l) = tally.accepted.lock() {
+            l.extend(self.accepted);
         }
     }
 }
@@ -790,7 +842,7 @@ async fn connect(
 }
 
 /// The value of the first `"operationId":"…"` in a frame (ids contain no quotes).
-fn operation_id_of(frame: &str) -> Option<&str> {
+pub(super) fn operation_id_of(frame: &str) -> Option<&str> {
     let start = frame.find("\"operationId\":\"")? + "\"operationId\":\"".len();
     let len = frame[start..].find('"')?;
     Some(&frame[start..start + len])
@@ -813,6 +865,23 @@ mod tests {
         assert_eq!(operation_id_of(frame), Some("c3-7-1234"));
         assert_eq!(operation_id_of(frame).and_then(decode_op), Some((3, 1234)));
         assert_eq!(operation_id_of("{}"), None);
+    }
+
+    #[test]
+    fn a_sync_that_holds_the_setup_change_ends_the_wait() {
+        let behind = json!({"type": "SYNC", "status": "behind",
+            "changes": [{"version": 3, "operationId": "c1-init-r"}]});
+        let reset = json!({"type": "SYNC", "status": "reset",
+            "state": {"nodes": [{"id": "n10"}, {"id": "n1"}]}});
+        assert!(sync_holds(&behind, "c1-init-r", "n1"));
+        assert!(sync_holds(&reset, "c1-init-r", "n1"));
+        assert!(!sync_holds(&behind, "c2-init-r", "n2"));
+        assert!(!sync_holds(&reset, "c2-init-r", "n2"));
+        assert!(!sync_holds(
+            &json!({"type": "SYNC", "status": "in_sync"}),
+            "c1-init-r",
+            "n1"
+        ));
     }
 
     #[test]
