@@ -38,24 +38,8 @@
 -- at load, not on every call; `apply` sets all of it afresh before using it.
 local KEYS, ARGV
 local OP_ID, USER, NOW, GRAPH_PUBLISH, S, CMD, BASE, QUSER, STRAT, EPOCH, V, VS
--- The per-call tables are made once and emptied at the start of each call:
--- making ~25 tables per call cost more than emptying the few entries used.
-local HKEY = {}
-local cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
-local original = {n = {}, e = {}}    -- id -> stored JSON, or false
-local touched = {n = {}, e = {}}     -- ids in first-touch order
-local is_touched = {n = {}, e = {}}
-local targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
-local is_targeted = {n = {}, e = {}}
-local fvs = {}                       -- 'n:ID' -> per-field versions
-local adj = {}                       -- node id -> list of edge ids
-local adj_dirty = {}
-local counts = {}
-local conflicts = {}
-local logged = {}
-local vp = {}
-local PER_CALL = {cache.n, cache.e, original.n, original.e, touched.n, touched.e, is_touched.n, is_touched.e,
-  targeted.n, targeted.e, is_targeted.n, is_targeted.e, fvs, adj, adj_dirty, counts, conflicts, logged}
+local HKEY, cache, original, touched, is_touched, targeted, is_targeted
+local fvs, adj, adj_dirty, counts, conflicts, vp, logged
 -- The settings text of the last call and its decoded table (the same text every call).
 local settings_text
 
@@ -868,12 +852,20 @@ local function apply(keys, args)
   end
   V = tonumber(meta[2]) + 1
   VS = string.format('%d', V)
-  HKEY.n, HKEY.e = KEYS[2], KEYS[3]
-  for i = 1, #PER_CALL do
-    local t = PER_CALL[i]
-    if next(t) ~= nil then for k in pairs(t) do t[k] = nil end end
-  end
-  vp.loaded, vp.touched, vp.targeted, vp.original, vp.value, vp.fv = false, false, false, nil, nil, nil
+  HKEY = {n = KEYS[2], e = KEYS[3]}
+  cache = {n = {}, e = {}}       -- id -> entity table, or false when absent
+  original = {n = {}, e = {}}    -- id -> stored JSON, or false
+  touched = {n = {}, e = {}}     -- ids in first-touch order
+  is_touched = {n = {}, e = {}}
+  targeted = {n = {}, e = {}}    -- ids named by updates, for a CONFLICT revert
+  is_targeted = {n = {}, e = {}}
+  fvs = {}                       -- 'n:ID' -> per-field versions
+  adj = {}                       -- node id -> list of edge ids
+  adj_dirty = {}
+  counts = {}
+  conflicts = {}
+  logged = {}
+  vp = {loaded = false, touched = false, targeted = false}
   local err = run_op(CMD)
   if err then
     return revert(err, current_json(err.current, false))
