@@ -18,20 +18,7 @@ source benches/lib.sh
 rport=$(free_port); gport=$(free_port)
 start_redis "$rport"
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="bench-secret-$(date +%s)-0123456789" RUST_LOG=warn
-# Benchmark clients are one user each; lift the per-user limit above the test rate.
-export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
-# Every load client connects from loopback: lift the per-address connection cap.
-export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
-# The fanout subscribers are all one user too: no cap on its sockets.
-export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
-# A fresh gateway for each memory measurement: one that served (and freed)
-# other connections before would reuse that memory and look smaller.
-start_gateway() {
-  if [ -n "${gw:-}" ]; then kill "$gw"; wait "$gw" 2>/dev/null || true; fi
-  ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
-  wait_ready "$gport"
-}
-gw=
+lift_load_caps
 start_gateway
 ./target/release/graphq worker & pids+=($!)
 url="ws://127.0.0.1:$gport"

@@ -51,3 +51,24 @@ start_redis() {
 wait_ready() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 }
+
+# Settings for load generated on this one machine: every load client is a
+# user of its own (a per-user rate far above the test rate), all of them
+# connect from loopback (no per-address cap), and the fanout subscribers
+# are all one user (no cap on that user's sockets).
+lift_load_caps() {
+  export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
+  export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
+  export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
+}
+
+# start_gateway: a fresh release `graphq gateway` on $gport in place of the
+# one before (its PID in $gw). A gateway that served and freed other
+# connections would reuse that memory, and a memory figure would look
+# smaller.
+gw=
+start_gateway() {
+  if [ -n "$gw" ]; then kill "$gw"; wait "$gw" 2>/dev/null || true; fi
+  ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
+  wait_ready "$gport"
+}

@@ -21,16 +21,7 @@ source benches/lib.sh
 rport=$(free_port); gport=$(free_port)
 start_redis "$rport"
 export GRAPHQ_REDIS_URL="redis://127.0.0.1:$rport" GRAPHQ_AUTH_SECRET="pairs-secret-$(date +%s)-0123456789" RUST_LOG=warn
-# As benches/gateway.sh: one user per load client, all from loopback.
-export GRAPHQ_GATEWAY__USER_RATE_LIMIT__MAX=100000
-export GRAPHQ_GATEWAY__MAX_CONNECTIONS_PER_IP=1000000
-export GRAPHQ_GATEWAY__MAX_SOCKETS_PER_USER=0
-gw=
-start_gateway() {
-  if [ -n "$gw" ]; then kill "$gw"; wait "$gw" 2>/dev/null || true; fi
-  ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
-  wait_ready "$gport"
-}
+lift_load_caps
 ./target/release/graphq worker & pids+=($!)
 url="ws://127.0.0.1:$gport"
 results="$bench_dir/runs.jsonl"
