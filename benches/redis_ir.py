@@ -93,9 +93,10 @@ def admission(sha, i):
     data = ('{"graphId":"g0","userId":"bench-0","command":{"operationId":"%s","payload":{"id":"n0",'
             '"patch":{"position":{"x":2,"y":0}}},"type":"UPDATE_NODE"}}' % op_id)
     part = "graphq:{q:commands:3}"
-    return ["EVALSHA", sha, 7, part + ":stream:normal", part + ":dedupe:" + op_id, part + ":delayed",
+    # With a claim, the stream stands in for the dedupe marker and the window is 0.
+    return ["EVALSHA", sha, 7, part + ":stream:normal", part + ":stream:normal", part + ":delayed",
             part + ":delayed:jobs", part + ":events", "graphq:{op:%s}" % op_id,
-            "graphq:{rl:gateway:bench-0}", op_id, 600000, 0, 0, 10000, "g0", 3600, 1000000, 1000,
+            "graphq:{rl:gateway:bench-0}", op_id, 0, 0, 0, 10000, "g0", 3600, 1000000, 1000,
             "id", op_id, "name", "UPDATE_NODE", "data", data, "priority", "normal", "attempts", 0,
             "ts", int(time.time() * 1000), "key", "g0", "rk", "bench-0"]
 

@@ -4,14 +4,14 @@
 -- (GCRA, the same arithmetic as rate_limit.lua). With both, admitting a command
 -- is this one call (single Redis: the guard keys are not in the stream's slot).
 -- KEYS[1]: stream of the job's priority level
--- KEYS[2]: dedupe marker of the job id (unused with a claim: the claim dedupes)
+-- KEYS[2]: dedupe marker of the job id; KEYS[1] with a claim (the claim dedupes)
 -- KEYS[3]: delayed set (ZSET: job id -> due time ms)
 -- KEYS[4]: delayed job bodies (HASH: job id -> JSON of the fields)
 -- KEYS[5]: events stream
 -- KEYS[6]: claim record (HASH: graphId = owner, status, entry = the stream entry); KEYS[1] when unused
 -- KEYS[7]: rate limiter state (theoretical arrival time, ms); KEYS[1] when unused
 -- ARGV[1]: job id
--- ARGV[2]: dedupe window in ms (0: no dedupe; ignored with a claim, which dedupes for its TTL)
+-- ARGV[2]: dedupe window in ms (0: no dedupe; 0 with a claim, which dedupes for its TTL)
 -- ARGV[3]: delay in ms (0: runnable now)
 -- ARGV[4]: "1" to emit an "added" event
 -- ARGV[5]: events stream max length

@@ -347,16 +347,22 @@ impl Queue {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let part = self.partition_for(job.key.as_deref(), &id);
-        let window = if explicit { opts.dedupe_window_ms } else { 0 };
         let stream = keys.stream(q, part, job.priority.lane());
         let (claim_key, owner, ttl) = guard.claim.unwrap_or((&stream, "", 0));
+        // A claim is the job's dedupe record: no marker then (KEYS[1] in
+        // its place, as for the other guards when unused).
+        let (window, dedupe_key) = if explicit && guard.claim.is_none() {
+            (opts.dedupe_window_ms, keys.dedupe(q, part, &id))
+        } else {
+            (0, stream.clone())
+        };
         let (limit_key, max, period) = match guard.limit {
             Some((key, limit)) => (key, limit.max.to_string(), limit.duration_ms.to_string()),
             None => (stream.as_str(), String::new(), String::new()),
         };
         let mut inv = SCRIPTS.enqueue.prepare_invoke();
         inv.key(&stream)
-            .key(keys.dedupe(q, part, &id))
+            .key(&dedupe_key)
             .key(keys.delayed(q, part))
             .key(keys.delayed_jobs(q, part))
             .key(keys.events(q, part))
