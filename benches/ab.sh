@@ -26,7 +26,7 @@ one_run() {
   wait_ready "$gport"
   printf '{"run":"%s",' "$tag"
   "$load" bench e2e --url "ws://127.0.0.1:$gport" --redis-url "$GRAPHQ_REDIS_URL" \
-    --clients 200 --graphs 20 --rate "$rate" --duration 10 | sed 's/^{//'
+    --gateway-pid "$gw" --worker-pid "$wk" --clients 200 --graphs 20 --rate "$rate" --duration 10 | sed 's/^{//'
   kill "$gw" "$wk" 2>/dev/null || true
   wait "$gw" "$wk" 2>/dev/null || true
   kill "$redis_pid" 2>/dev/null || true

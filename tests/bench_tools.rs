@@ -67,6 +67,7 @@ async fn bench_e2e_reports_every_command_once_with_its_latencies() {
     let c = stack().await;
     let url = format!("ws://{}", c.addr(0));
     let redis = c.env.server().url();
+    let (gateway, worker) = (c.gateway_pid(0).to_string(), c.worker_pid(0).to_string());
     let r = bench(
         &c,
         &[
@@ -75,6 +76,10 @@ async fn bench_e2e_reports_every_command_once_with_its_latencies() {
             &url,
             "--redis-url",
             &redis,
+            "--gateway-pid",
+            &gateway,
+            "--worker-pid",
+            &worker,
             "--clients",
             "4",
             "--graphs",
@@ -128,6 +133,20 @@ async fn bench_e2e_reports_every_command_once_with_its_latencies() {
             .all(|s| s["redis_cpu_us_per_command"].as_f64().is_some()),
         "each ramp step has its Redis CPU: {r}"
     );
+    // Where the rest of a command's CPU went: the gateway admitted and
+    // delivered, the worker applied, the load generator sent and heard.
+    // (CPU time comes in clock ticks of 10 ms: at this low rate one part
+    // alone may spend less than a tick in the round, all three cannot.)
+    let share = &r["cpu_us_per_command"];
+    let parts: Vec<f64> = ["gateway", "worker", "load_generator"]
+        .iter()
+        .map(|part| {
+            share[*part]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{part} CPU per command: {r}"))
+        })
+        .collect();
+    assert!(parts.iter().sum::<f64>() > 0.0, "CPU per command: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,10 @@ impl Cluster {
         self.gateways[i].as_ref().unwrap().0.pid()
     }
 
+    pub fn worker_pid(&self, i: usize) -> u32 {
+        self.workers[i].pid()
+    }
+
     pub fn addr(&self, i: usize) -> String {
         self.gateways[i].as_ref().unwrap().1.clone()
     }

@@ -246,6 +246,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     init_logging(config.log_format);
     match cli.command {
         Command::Dev { .. } => {
+            // The gateway runs in this process: small pages, as for
+            // `graphq gateway` (a redis-server it starts inherits this too,
+            // which is what Redis asks for).
+            graphq::os::no_huge_pages();
             let named = redis_named(cli.redis.as_deref(), &config)?;
             dev(config, named).await
         }

@@ -8,6 +8,7 @@
 //! It works under its own throwaway key prefix and deletes it afterwards.
 
 pub mod jobs;
+pub mod process_cpu;
 pub mod redis_cost;
 pub mod sse;
 pub mod ws;

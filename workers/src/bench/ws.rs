@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use graphq::auth::{Auth, Graphs, Role};
 
 use super::Percentiles;
+use super::process_cpu::{CpuPerCommand, Processes};
 use super::redis_cost::{RedisCost, RedisCounters};
 use super::sse::{self, Transport};
 
@@ -58,6 +59,13 @@ pub struct E2eArgs {
     /// before and after). One Redis only, not a cluster.
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// PIDs of the gateways (comma-separated): each round also reports their
+    /// CPU time per applied command (Linux /proc).
+    #[arg(long, value_delimiter = ',')]
+    pub gateway_pid: Vec<u32>,
+    /// PIDs of the workers, as `--gateway-pid`.
+    #[arg(long, value_delimiter = ',')]
+    pub worker_pid: Vec<u32>,
     /// `sse`: each client hears its graph's event stream and sends
     /// commands as HTTP requests.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
@@ -90,6 +98,9 @@ pub struct E2eReport {
     /// What Redis spent per applied command (with `--redis-url`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisCost>,
+    /// CPU time per applied command, µs: of the gateways and workers named
+    /// by `--gateway-pid` / `--worker-pid`, and of this load generator.
+    pub cpu_us_per_command: CpuPerCommand,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +230,11 @@ async fn e2e_round(
         Some(url) => Some(RedisCounters::read(url).await.map_err(redis_error)?),
         None => None,
     };
+    let processes = Processes {
+        gateways: args.gateway_pid.clone(),
+        workers: args.worker_pid.clone(),
+    };
+    let cpu_before = processes.read();
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
             tracing::warn!(%e, "bench client failed");
@@ -242,6 +258,7 @@ async fn e2e_round(
         }
         _ => None,
     };
+    let cpu_us_per_command = cpu_before.per_command_until(&processes.read(), applied);
     Ok(E2eReport {
         bench: "e2e",
         transport: args.transport,
@@ -261,6 +278,7 @@ async fn e2e_round(
         highest_sustained_rate: 0,
         ramp: Vec::new(),
         redis,
+        cpu_us_per_command,
     })
 }
 
