@@ -81,9 +81,7 @@ impl Processes {
 
 impl CpuReading {
     pub fn per_command_until(&self, after: &CpuReading, applied: u64) -> CpuPerCommand {
-        let per = |a: Option<f64>, b: Option<f64>| {
-            Some((b? - a?).max(0.0) / applied.max(1) as f64)
-        };
+        let per = |a: Option<f64>, b: Option<f64>| Some((b? - a?).max(0.0) / applied.max(1) as f64);
         CpuPerCommand {
             gateway: per(self.gateway, after.gateway),
             worker: per(self.worker, after.worker),
@@ -122,7 +120,10 @@ mod tests {
             if per.load_generator.unwrap() >= 10_000.0 {
                 break per;
             }
-            assert!(std::time::Instant::now() < deadline, "CPU time never grew: {per:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CPU time never grew: {per:?}"
+            );
         };
         assert!(per.gateway.is_none() && per.worker.is_none());
         let gone = Processes {
