@@ -423,6 +423,71 @@ async fn presence_is_throttled_per_user_not_per_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presence_a_burst_ends_on_reaches_others_though_it_came_inside_the_interval() {
+    // Long enough that the second update surely comes inside it.
+    const INTERVAL_MS: u64 = 300;
+    let env = TestEnv::start().await;
+    let s = Stack::start(
+        &env,
+        GatewaySettings {
+            presence_interval_ms: INTERVAL_MS,
+            ..GatewaySettings::default()
+        },
+    )
+    .await;
+    let mut observer = Client::with_token(&s.ws, &s.token("olga", &["g1"], Role::Viewer)).await;
+    subscribe(&mut observer, "g1").await.unwrap();
+    let mut alice = Client::with_token(&s.ws, &s.token("alice", &["g1"], Role::Viewer)).await;
+    subscribe(&mut alice, "g1").await.unwrap();
+    // A view that moves three times in a row: the first goes out at once,
+    // the last must follow, the middle one may be skipped.
+    let sent = Instant::now();
+    for x in [1, 2, 3] {
+        alice
+            .send(json!({"type": "PRESENCE", "graphId": "g1", "cursor": {"x": x, "y": 0}}))
+            .await;
+    }
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heard.last() != Some(&3) {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, observer.recv()).await {
+            Ok(Some(v)) if v["type"] == "PRESENCE" && v["userId"] == "alice" => {
+                heard.push(v["cursor"]["x"].as_i64().unwrap_or(-1));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the observer was disconnected"),
+            Err(_) => panic!("alice's last cursor never reached the observer; heard {heard:?}"),
+        }
+    }
+    assert_eq!(
+        heard.first(),
+        Some(&1),
+        "the first update goes out at once: {heard:?}"
+    );
+    assert!(
+        heard.len() <= 2,
+        "one update per interval, not three: {heard:?}"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(INTERVAL_MS),
+        "the last update waited for the interval's end"
+    );
+    // And nothing after it: the one waiting was sent once.
+    let more = tokio::time::timeout(Duration::from_millis(2 * INTERVAL_MS), async {
+        loop {
+            match observer.recv().await {
+                Some(v) if v["type"] == "PRESENCE" => return Some(v),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(more, Err(_)), "a presence relayed twice: {more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_presence_is_refused_and_not_relayed() {
     let env = TestEnv::start().await;
     let s = Stack::start(

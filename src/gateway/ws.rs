@@ -516,16 +516,9 @@ impl Session {
             return self.error("PRESENCE_TOO_LARGE", &message, None);
         }
         let interval = Duration::from_millis(self.state.settings.presence_interval_ms);
-        if !self
-            .state
-            .broadcaster
-            .presence_permit(&self.id.user, g, interval)
-        {
-            return;
-        }
         self.state
             .broadcaster
-            .publish_presence(g, &self.id.user, &p)
+            .offer_presence(&self.id.user, g, &p, interval)
             .await;
         self.presence_at.insert(g.to_string(), p);
     }

@@ -77,8 +77,9 @@ struct Inner {
     /// unique within one process.
     instance: String,
     /// (user, graph) → when presence of the user was last published from
-    /// here, whichever of its sockets sent it (the throttle is per user).
-    presence_sent: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// here, whichever of its sockets sent it (the throttle is per user),
+    /// and the update waiting for the interval's end.
+    presence_sent: Mutex<HashMap<(String, String), presence::Throttle>>,
 }
 
 /// Cheap to clone.

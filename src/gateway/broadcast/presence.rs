@@ -32,32 +32,84 @@ pub(super) struct Presence {
 }
 
 /// Throttle entries kept before the stale ones are swept: an entry older
-/// than the interval throttles nothing, so dropping it changes nothing.
+/// than the interval with nothing waiting throttles nothing, so dropping it
+/// changes nothing.
 const PRESENCE_SENT_SWEEP: usize = 1024;
 
+/// The presence throttle of one user on one graph at this gateway.
+pub(super) struct Throttle {
+    /// When the user's presence was last published from here.
+    at: std::time::Instant,
+    /// The newest update that came too soon after `at`: it goes out when
+    /// the interval is over (a task is waiting for that while it is Some).
+    waiting: Option<PresenceState>,
+}
+
 impl Broadcaster {
-    /// Whether `user` may publish presence on `graph` now: not when any of
-    /// its sockets here did less than `interval` ago. Records the permit.
-    pub fn presence_permit(&self, user: &str, graph: &str, interval: Duration) -> bool {
+    /// Publishes `p` as `user`'s presence on `graph` to every gateway
+    /// serving it, at most once per `interval` for the user (whichever of
+    /// its sockets here sent it). An update that comes sooner waits for the
+    /// interval's end, and of several that wait only the newest goes: a
+    /// burst is thinned, and the state it ends on always reaches the others.
+    pub async fn offer_presence(
+        &self,
+        user: &str,
+        graph: &str,
+        p: &PresenceState,
+        interval: Duration,
+    ) {
         let now = std::time::Instant::now();
-        let mut sent = self.inner.presence_sent.lock().expect("presence lock");
         let key = (user.to_string(), graph.to_string());
-        if sent
-            .get(&key)
-            .is_some_and(|t| now.duration_since(*t) < interval)
-        {
-            return false;
-        }
-        if sent.len() >= PRESENCE_SENT_SWEEP {
-            sent.retain(|_, t| now.duration_since(*t) < interval);
-        }
-        sent.insert(key, now);
-        true
+        let wait = {
+            let mut sent = self.inner.presence_sent.lock().expect("presence lock");
+            if sent.len() >= PRESENCE_SENT_SWEEP {
+                sent.retain(|_, t| t.waiting.is_some() || now.duration_since(t.at) < interval);
+            }
+            match sent.get_mut(&key) {
+                Some(t) if now.duration_since(t.at) < interval => {
+                    let scheduled = t.waiting.is_some();
+                    t.waiting = Some(p.clone());
+                    if scheduled {
+                        // The waiting task sends this one instead.
+                        return;
+                    }
+                    Some(interval - now.duration_since(t.at))
+                }
+                _ => {
+                    sent.insert(
+                        key.clone(),
+                        Throttle {
+                            at: now,
+                            waiting: None,
+                        },
+                    );
+                    None
+                }
+            }
+        };
+        let Some(wait) = wait else {
+            return self.publish_presence(graph, user, p).await;
+        };
+        let b = self.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let waiting = {
+                let mut sent = b.inner.presence_sent.lock().expect("presence lock");
+                sent.get_mut(&key).and_then(|t| {
+                    t.at = std::time::Instant::now();
+                    t.waiting.take()
+                })
+            };
+            // None: the user left the graph meanwhile (`publish_leave`).
+            if let Some(p) = waiting {
+                b.publish_presence(&key.1, &key.0, &p).await;
+            }
+        });
     }
 
     /// Publishes a presence update (cursor, selection, name, preview) to
     /// every gateway serving the graph.
-    pub async fn publish_presence(&self, graph: &str, user: &str, p: &PresenceState) {
+    async fn publish_presence(&self, graph: &str, user: &str, p: &PresenceState) {
         let note = json!({"graphId": graph, "userId": user, "cursor": p.cursor,
             "selection": p.selection, "name": p.name, "preview": p.preview});
         self.publish(self.inner.keys.presence_channel(graph), note)
@@ -65,6 +117,17 @@ impl Broadcaster {
     }
 
     pub async fn publish_leave(&self, graph: &str, user: &str) {
+        // An update still waiting for its interval would bring the user
+        // back after the leave.
+        if let Some(t) = self
+            .inner
+            .presence_sent
+            .lock()
+            .expect("presence lock")
+            .get_mut(&(user.to_string(), graph.to_string()))
+        {
+            t.waiting = None;
+        }
         let note = json!({"graphId": graph, "userId": user, "leave": true});
         self.publish(self.inner.keys.presence_channel(graph), note)
             .await;
