@@ -349,22 +349,29 @@ async fn sockets_beyond_the_per_user_cap_are_closed_with_4009_on_every_gateway()
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_is_throttled_per_user_not_per_socket() {
-    const INTERVAL_MS: u64 = 200;
-    const SOCKETS: usize = 20;
-    const FRAMES: usize = 100;
-    let env = TestEnv::start().await;
+/// A gateway relaying one presence update per user every `interval_ms`,
+/// and olga watching g1 on it.
+async fn presence_stack(env: &TestEnv, interval_ms: u64) -> (Stack, Client) {
     let s = Stack::start(
-        &env,
+        env,
         GatewaySettings {
-            presence_interval_ms: INTERVAL_MS,
+            presence_interval_ms: interval_ms,
             ..GatewaySettings::default()
         },
     )
     .await;
     let mut observer = Client::with_token(&s.ws, &s.token("olga", &["g1"], Role::Viewer)).await;
     subscribe(&mut observer, "g1").await.unwrap();
+    (s, observer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_throttled_per_user_not_per_socket() {
+    const INTERVAL_MS: u64 = 200;
+    const SOCKETS: usize = 20;
+    const FRAMES: usize = 100;
+    let env = TestEnv::start().await;
+    let (s, mut observer) = presence_stack(&env, INTERVAL_MS).await;
     let alice = s.token("alice", &["g1"], Role::Viewer);
     let mut sockets = Vec::new();
     for _ in 0..SOCKETS {
@@ -427,16 +434,7 @@ async fn the_presence_a_burst_ends_on_reaches_others_though_it_came_inside_the_i
     // Long enough that the second update surely comes inside it.
     const INTERVAL_MS: u64 = 300;
     let env = TestEnv::start().await;
-    let s = Stack::start(
-        &env,
-        GatewaySettings {
-            presence_interval_ms: INTERVAL_MS,
-            ..GatewaySettings::default()
-        },
-    )
-    .await;
-    let mut observer = Client::with_token(&s.ws, &s.token("olga", &["g1"], Role::Viewer)).await;
-    subscribe(&mut observer, "g1").await.unwrap();
+    let (s, mut observer) = presence_stack(&env, INTERVAL_MS).await;
     let mut alice = Client::with_token(&s.ws, &s.token("alice", &["g1"], Role::Viewer)).await;
     subscribe(&mut alice, "g1").await.unwrap();
     // A view that moves three times in a row: the first goes out at once,
