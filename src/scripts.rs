@@ -30,6 +30,7 @@ pub struct Scripts {
     pub record_revert: Script,
     pub save_progress: Script,
     pub load_graph: Script,
+    pub commit_move: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -49,10 +50,11 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
     save_progress: Script::new(include_str!("../lua/save_progress.lua")),
     load_graph: Script::new(include_str!("../lua/load_graph.lua")),
+    commit_move: Script::new(include_str!("../lua/commit_move.lua")),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 16] {
+    fn all(&self) -> [&Script; 17] {
         [
             &self.enqueue,
             &self.promote,
@@ -70,6 +72,7 @@ impl Scripts {
             &self.record_revert,
             &self.save_progress,
             &self.load_graph,
+            &self.commit_move,
         ]
     }
 

@@ -26,6 +26,28 @@ use graphq::graph::{ApplyContext, Command, GraphStore, Outcome, checksum_of};
 use graphq::keys::Keys;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
+/// How the commands reach the store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// One at a time, each through the apply function.
+    Apply,
+    /// In batches, as the worker sends them: node moves decided in Rust and
+    /// committed by `lua/commit_move.lua`, the rest through the apply function.
+    Batches,
+}
+
+impl Path {
+    fn tag(self) -> &'static str {
+        match self {
+            Path::Apply => "a",
+            Path::Batches => "b",
+        }
+    }
+}
+
+/// Batch sizes for `Path::Batches`, in turn.
+const BATCH_SIZES: [usize; 5] = [1, 3, 2, 6, 1];
+
 fn outcome_json(o: &Outcome) -> String {
     serde_json::to_string_pretty(o).unwrap_or_else(|e| format!("{o:?} (not serializable: {e})"))
 }
@@ -45,56 +67,102 @@ async fn run_case(
     case_no: usize,
     case: &Case,
     stats: &Mutex<BTreeMap<String, usize>>,
+    path: Path,
 ) -> Result<(), String> {
-    let settings = case.settings();
-    let keys = Keys::new(format!("{}c{case_no}", env.prefix));
+    let mut settings = case.settings();
+    if path == Path::Apply {
+        settings.move_cache_nodes = 0;
+    }
+    let keys = Keys::new(format!("{}{}c{case_no}", env.prefix, path.tag()));
     let store = GraphStore::new(env.redis.clone(), keys, settings.clone());
     let mut model = Model::new(settings);
+    // Path::Batches: commands wait here until the batch is full (sizes
+    // cycle through BATCH_SIZES), then go to the store in one call.
+    let mut pending: Vec<(usize, usize, String, ApplyContext, Command, Outcome)> = Vec::new();
+    let mut batch_no = case_no;
     let graph_id = "g";
     let epoch = format!("epoch-{case_no}");
     let mut sent: Vec<Sent> = Vec::new();
 
-    for (step_no, step) in case.steps.iter().enumerate() {
-        let Some((user, text)) = command_text(step_no, step, &Now::of(&model, &sent)) else {
+    // The last step (None) only sends what is still waiting.
+    for (step_no, step) in case.steps.iter().map(Some).chain([None]).enumerate() {
+        if let Some(step) = step {
+            let Some((user, text)) = command_text(step_no, step, &Now::of(&model, &sent)) else {
+                continue;
+            };
+            let command = match parse(text.as_bytes()) {
+                Ok(c) => c,
+                // Generated commands the parser refuses (none expected) are skipped:
+                // they would never reach the store.
+                Err(_) => continue,
+            };
+            sent.push(Sent {
+                user,
+                text: text.clone(),
+            });
+            let ctx = ApplyContext {
+                graph_id: graph_id.to_string(),
+                user_id: USERS[user].to_string(),
+                now_ms: 1_700_000_000_000 + step_no as u64,
+                new_epoch: epoch.clone(),
+            };
+            let expected = model.apply(&ctx, &command);
+            if let Ok(mut stats) = stats.lock() {
+                for kind in kinds_of(&command, &expected) {
+                    *stats.entry(kind).or_default() += 1;
+                }
+            }
+            pending.push((step_no, user, text, ctx, command, expected));
+            if path == Path::Batches && pending.len() < BATCH_SIZES[batch_no % BATCH_SIZES.len()] {
+                continue;
+            }
+        }
+        if pending.is_empty() {
             continue;
-        };
-        let command = match parse(text.as_bytes()) {
-            Ok(c) => c,
-            // Generated commands the parser refuses (none expected) are skipped:
-            // they would never reach the store.
-            Err(_) => continue,
-        };
-        sent.push(Sent {
-            user,
-            text: text.clone(),
-        });
-        let ctx = ApplyContext {
-            graph_id: graph_id.to_string(),
-            user_id: USERS[user].to_string(),
-            now_ms: 1_700_000_000_000 + step_no as u64,
-            new_epoch: epoch.clone(),
-        };
-        let expected = model.apply(&ctx, &command);
-        let got = store.apply(&ctx, &command).await.map_err(|e| {
+        }
+        batch_no += 1;
+        let texts = match path {
+            Path::Apply => {
+                let (_, _, _, ctx, command, _) = &pending[0];
+                store.apply_text(ctx, command).await.map(|t| vec![t])
+            }
+            Path::Batches => {
+                let batch: Vec<(&ApplyContext, &Command)> =
+                    pending.iter().map(|p| (&p.3, &p.4)).collect();
+                store.apply_batch(&batch).await
+            }
+        }
+        .map_err(|e| {
             format!(
                 "step {step_no}: the store failed: {e}\ntrace:\n{}",
                 trace(&sent)
             )
         })?;
-        if let Ok(mut stats) = stats.lock() {
-            for kind in kinds_of(&command, &expected) {
-                *stats.entry(kind).or_default() += 1;
-            }
-        }
-        if got != expected {
+        if texts.len() != pending.len() {
             return Err(format!(
-                "step {step_no} ({} sends {text}): outcomes differ\n--- store:\n{}\n--- model:\n{}\ntrace:\n{}",
-                USERS[user],
-                outcome_json(&got),
-                outcome_json(&expected),
-                trace(&sent)
+                "step {step_no}: {} commands sent, {} answers",
+                pending.len(),
+                texts.len()
             ));
         }
+        let mut last = None;
+        for ((step_no, user, text, _, _, expected), got) in pending.drain(..).zip(texts) {
+            let got: Outcome = serde_json::from_str(&got)
+                .map_err(|e| format!("step {step_no}: the store answered {got}: {e}"))?;
+            if got != expected {
+                return Err(format!(
+                    "step {step_no} ({} sends {text}): outcomes differ\n--- store:\n{}\n--- model:\n{}\ntrace:\n{}",
+                    USERS[user],
+                    outcome_json(&got),
+                    outcome_json(&expected),
+                    trace(&sent)
+                ));
+            }
+            last = Some((user, text, got));
+        }
+        let Some((user, text, got)) = last else {
+            return Err(format!("step {step_no}: the store answered nothing"));
+        };
         let raw = store
             .raw(graph_id)
             .await
@@ -234,6 +302,24 @@ fn generated_commands_are_valid() {
 
 #[test]
 fn the_store_agrees_with_the_model() {
+    agrees_with_the_model(Path::Apply);
+}
+
+/// The worker's way: batches, node moves decided in Rust. Every outcome and
+/// stored byte must still be the model's, and moves must have been
+/// committed without the apply function.
+#[test]
+fn the_worker_s_batches_agree_with_the_model() {
+    let commits = agrees_with_the_model(Path::Batches);
+    assert!(
+        commits > 50,
+        "only {commits} moves were committed by the worker"
+    );
+}
+
+/// Runs the cases along `path`; returns how many node moves the worker sent
+/// as commits (`lua/commit_move.lua` calls).
+fn agrees_with_the_model(path: Path) -> u64 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -257,12 +343,13 @@ fn the_store_agrees_with_the_model() {
     let result = runner.run(&case(), |case| {
         let n = case_no.fetch_add(1, Ordering::Relaxed);
         runtime
-            .block_on(run_case(&env, n, &case, &stats))
+            .block_on(run_case(&env, n, &case, &stats, path))
             .map_err(TestCaseError::fail)
     });
     if let Err(e) = result {
         panic!("{e}");
     }
+    let commits = runtime.block_on(committed_moves(&env));
     // Shown with --nocapture: how often each command, outcome and conflict
     // strategy came up.
     if let Ok(stats) = stats.lock() {
@@ -270,5 +357,23 @@ fn the_store_agrees_with_the_model() {
         for (kind, n) in stats.iter() {
             println!("  {n:6}  {kind}");
         }
+        println!("  {commits:6}  moves committed by the worker");
     }
+    commits
+}
+
+/// Calls of lua/commit_move.lua: the only script these tests' stores call
+/// with `EVALSHA` (the apply function is called with `FCALL`).
+async fn committed_moves(env: &TestEnv) -> u64 {
+    let mut conn = env.conn();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

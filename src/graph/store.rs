@@ -10,6 +10,7 @@
 mod analytics;
 mod conflicts;
 mod load;
+mod moves;
 mod operations;
 mod verify;
 
@@ -58,6 +59,9 @@ pub struct GraphStore {
     /// The raw reader of large states; None in cluster mode, where the
     /// state is read through the cluster client.
     bulk: Option<Arc<BulkReader>>,
+    /// The graphs a worker remembers to decide node moves itself
+    /// ([`moves`]); None when `graph.move_cache_nodes` is 0.
+    moves: Option<Arc<moves::MoveCache>>,
 }
 
 /// Answer to "what changed since version N".
@@ -94,12 +98,15 @@ impl GraphStore {
         let bulk = redis
             .connection_info()
             .map(|info| Arc::new(BulkReader::new(info)));
+        let moves = (settings.move_cache_nodes > 0)
+            .then(|| Arc::new(moves::MoveCache::new(settings.move_cache_nodes as usize)));
         GraphStore {
             redis,
             keys,
             settings,
             settings_json,
             bulk,
+            moves,
         }
     }
 
@@ -161,6 +168,10 @@ impl GraphStore {
         ctx: &ApplyContext,
         cmd: &Command,
     ) -> Result<String, StoreError> {
+        // A graph changed here is no longer the one remembered for moves.
+        if let Some(moves) = &self.moves {
+            moves.forget(&ctx.graph_id);
+        }
         let mut pipe = redis::pipe();
         pipe.add_command(self.invocation(ctx, cmd));
         self.redis.durable(&mut pipe);
@@ -172,7 +183,9 @@ impl GraphStore {
     /// Applies each command, in order, in one round trip; returns what the
     /// script answered for each, as text. (No `processing` mark: a command
     /// is decided in the same call that takes it; see docs/protocol.md,
-    /// Outcomes and statuses.)
+    /// Outcomes and statuses.) Node moves are decided here when
+    /// `graph.move_cache_nodes` allows ([`moves`]); a commit that finds its
+    /// graph changed costs a second round trip.
     /// When this fails part of the batch may have run; applying is
     /// idempotent per operation id, so the whole batch can be sent again.
     pub async fn apply_batch(
@@ -181,6 +194,9 @@ impl GraphStore {
     ) -> Result<Vec<String>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(moves) = &self.moves {
+            return self.apply_batch_deciding(moves, batch).await;
         }
         let mut pipe = redis::pipe();
         for (ctx, cmd) in batch {

@@ -334,6 +334,18 @@ fn actions() -> impl Strategy<Value = Vec<Action>> {
         1 => prop::bool::weighted(0.85).prop_map(|aim| vec![Action::Redo { aim }]),
         1 => Just(vec![Action::Undo { aim: true }, Action::Redo { aim: true }]),
         1 => any::<Index>().prop_map(|i| vec![Action::Resend(i)]),
+        // A drag: a few moves of one node (the commonest command of an
+        // editor, which the worker decides itself).
+        3 => (pick(0.95), prop::collection::vec(point(), 1..=4), base()).prop_map(|(id, points, base)| {
+            points
+                .into_iter()
+                .map(|p| Action::Send {
+                    ops: vec![OpSpec::UpdateNode { id: id.clone(), ty: None, pos: Some(p), data: None }],
+                    batch: false,
+                    base: base.clone(),
+                })
+                .collect()
+        }),
     ]
 }
 

@@ -1,0 +1,364 @@
+//! Node moves decided by the worker (docs/graph.md, "Moves decided by the
+//! worker"): what subscribers, the change log, undo and operation records
+//! see must be what the apply function would have made, byte for byte; a
+//! graph changed behind the worker's back, a resent operation and a new
+//! worker after a crash must all come out as they do without it.
+//! (`tests/graph_props.rs` checks outcomes and stored entities against the
+//! model over random cases.)
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::TestEnv;
+use futures_util::StreamExt;
+use graphq::graph::command::parse;
+use graphq::graph::{ApplyContext, Command, GraphSettings, GraphStore, Outcome, checksum_of};
+use graphq::keys::Keys;
+use serde_json::{Value, json};
+
+fn cmd(op: &str, kind: &str, payload: Value, base: Option<u64>) -> Command {
+    let mut c =
+        json!({"operationId": op, "type": kind, "payload": payload, "timestamp": 1700000000123u64});
+    if let Some(b) = base {
+        c["baseVersion"] = json!(b);
+    }
+    parse(c.to_string().as_bytes()).expect("a valid command")
+}
+
+fn move_to(op: &str, x: f64, y: f64, base: Option<u64>) -> Command {
+    cmd(
+        op,
+        "UPDATE_NODE",
+        json!({"id": "n1", "patch": {"position": {"x": x, "y": y}}}),
+        base,
+    )
+}
+
+fn ctx(user: &str, step: u64) -> ApplyContext {
+    ApplyContext {
+        graph_id: "g".into(),
+        user_id: user.into(),
+        now_ms: 1_700_000_000_000 + step,
+        new_epoch: "epoch-1".into(),
+    }
+}
+
+/// A store on its own key prefix; `moves`: whether it decides moves itself.
+fn store(env: &TestEnv, tag: &str, moves: bool) -> GraphStore {
+    let settings = GraphSettings {
+        move_cache_nodes: if moves { 1_000 } else { 0 },
+        ..GraphSettings::default()
+    };
+    GraphStore::new(
+        env.redis.clone(),
+        Keys::new(format!("{}{tag}", env.prefix)),
+        settings,
+    )
+}
+
+/// Every note published on `keys`' graph and user channels, as text, in order.
+async fn listen(
+    env: &TestEnv,
+    keys: &Keys,
+) -> impl futures_util::Stream<Item = (String, String)> + Unpin {
+    let client = redis::Client::open(env.server().url()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    let graph = keys.graph_channel("g");
+    pubsub.subscribe(&graph).await.expect("subscribe");
+    for user in ["alice", "bob"] {
+        pubsub
+            .subscribe(keys.user_channel(user))
+            .await
+            .expect("subscribe");
+        pubsub
+            .subscribe(keys.user_outcomes_channel(user))
+            .await
+            .expect("subscribe");
+    }
+    Box::pin(pubsub.into_on_message().map(move |m| {
+        let channel: String = m.get_channel_name().to_string();
+        let which = if channel == graph {
+            "graph".to_string()
+        } else {
+            channel.rsplit(':').next().unwrap_or("").to_string()
+        };
+        (which, m.get_payload::<String>().unwrap_or_default())
+    }))
+}
+
+async fn next_notes(
+    notes: &mut (impl futures_util::Stream<Item = (String, String)> + Unpin),
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(1), notes.next()).await {
+            Ok(Some(note)) => out.push(note),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// What a user or an operator can read of graph "g" under `keys`, with the
+/// per-field versions decoded (their JSON key order is not part of them).
+async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<String, Value> {
+    let mut conn = env.conn();
+    let mut out = BTreeMap::new();
+    let meta: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys.graph_meta("g"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    out.insert("meta".into(), json!(meta));
+    let nodes: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys.graph_nodes("g"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    out.insert("nodes".into(), json!(nodes));
+    let fv: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys.graph_field_versions("g"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fv: BTreeMap<String, Value> = fv
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
+        .collect();
+    out.insert("field versions".into(), json!(fv));
+    let log: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(keys.graph_log("g"))
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+        .await
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            let mut fields: Vec<(String, String)> = e
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            fields.sort();
+            (
+                e.id,
+                fields
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.insert("change log".into(), json!(log));
+    for user in ["alice", "bob"] {
+        for (what, key) in [
+            ("undo", keys.graph_undo("g", user)),
+            ("redo", keys.graph_redo("g", user)),
+        ] {
+            let list: Vec<String> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            out.insert(format!("{what} {user}"), json!(list));
+        }
+    }
+    for op in ops {
+        let record: Option<String> = redis::cmd("GET")
+            .arg(keys.graph_op("g", op))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.insert(format!("outcome {op}"), json!(record));
+    }
+    out
+}
+
+async fn evalsha_calls(env: &TestEnv) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The same commands, in the same batches, through a store that decides
+/// moves and one that sends everything to the apply function: the same
+/// answers, notes, stored bytes, change log, undo lists and outcome records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
+    let env = TestEnv::start().await;
+    let plain = store(&env, "a", false);
+    let deciding = store(&env, "b", true);
+    let mut plain_notes = listen(&env, plain.keys()).await;
+    let mut deciding_notes = listen(&env, deciding.keys()).await;
+
+    let create = cmd(
+        "c0",
+        "CREATE_NODE",
+        json!({"node": {"id": "n1", "type": "task/x", "position": {"x": 0, "y": 0}, "data": {"label": "a/b \"q\"", "n": 1e300}}}),
+        None,
+    );
+    let label = cmd(
+        "c5",
+        "UPDATE_NODE",
+        json!({"id": "n1", "patch": {"data": {"label": "z"}}}),
+        None,
+    );
+    let undo = cmd("c7", "UNDO", json!({}), None);
+    let batches: Vec<Vec<(ApplyContext, Command)>> = vec![
+        vec![(ctx("alice", 0), create)],
+        vec![(ctx("alice", 1), move_to("c1", 1.0, 2.0, None))],
+        vec![
+            (ctx("alice", 2), move_to("c2", 1.5, -2.25, Some(2))),
+            (ctx("bob", 3), move_to("c3", 100.0, 0.1, None)),
+        ],
+        // Alice moves on from version 2: bob's move came after, a conflict
+        // (LAST_WRITE_WINS logs it): the apply function decides this one.
+        vec![(ctx("alice", 4), move_to("c4", 7.0, 7.0, Some(2)))],
+        vec![
+            (ctx("bob", 5), label),
+            (ctx("bob", 6), move_to("c6", 3.0, 3.0, None)),
+        ],
+        vec![
+            (ctx("bob", 7), undo),
+            (ctx("alice", 8), move_to("c8", 4.0, 4.0, None)),
+        ],
+        vec![
+            (ctx("alice", 9), move_to("c9", 5.0, 5.0, None)),
+            (ctx("alice", 10), move_to("c10", 6.0, 6.0, Some(9))),
+        ],
+        // Resent: already decided.
+        vec![(ctx("alice", 11), move_to("c9", 5.0, 5.0, None))],
+    ];
+    let before = evalsha_calls(&env).await;
+    let mut ops = Vec::new();
+    let mut sent = 0;
+    for batch in &batches {
+        let refs: Vec<(&ApplyContext, &Command)> = batch.iter().map(|(c, m)| (c, m)).collect();
+        let a = plain.apply_batch(&refs).await.expect("apply");
+        let b = deciding.apply_batch(&refs).await.expect("apply");
+        assert_eq!(
+            a,
+            b,
+            "answers differ for {:?}",
+            batch
+                .iter()
+                .map(|(_, c)| &c.operation_id)
+                .collect::<Vec<_>>()
+        );
+        ops.extend(batch.iter().map(|(_, c)| c.operation_id.clone()));
+        sent += batch.len();
+    }
+    let commits = evalsha_calls(&env).await - before;
+    assert!(commits >= 5, "only {commits} moves were sent as commits");
+
+    // Applied outcomes go to the graph's channel and the sender's outcomes
+    // channel; the conflict and the duplicate to the sender's channel.
+    let a = next_notes(&mut plain_notes, 2 * sent).await;
+    let b = next_notes(&mut deciding_notes, 2 * sent).await;
+    assert!(a.len() >= sent, "only {} notes", a.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "note {i} differs");
+    }
+    assert_eq!(a.len(), b.len(), "as many notes");
+    assert_eq!(
+        everything(&env, plain.keys(), &ops).await,
+        everything(&env, deciding.keys(), &ops).await
+    );
+    let raw = deciding.raw("g").await.expect("raw");
+    assert_eq!(raw.checksum, checksum_of(&raw));
+    assert_eq!(raw.version, 11);
+}
+
+/// Another worker (a handover, or an operator's tool) changes the graph: the
+/// next move the first worker decides from what it remembers finds the graph
+/// changed, writes nothing, and is applied by the apply function instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_changed_behind_the_worker_is_applied_afresh() {
+    let env = TestEnv::start().await;
+    let first = store(&env, "s", true);
+    let second = store(&env, "s", true);
+    let create = cmd(
+        "c0",
+        "CREATE_NODE",
+        json!({"node": {"id": "n1", "position": {"x": 0, "y": 0}}}),
+        None,
+    );
+    let c0 = ctx("alice", 0);
+    first.apply_batch(&[(&c0, &create)]).await.unwrap();
+    let (c1, m1) = (ctx("alice", 1), move_to("c1", 1.0, 1.0, None));
+    first.apply_batch(&[(&c1, &m1)]).await.unwrap();
+    // The second worker moves the node twice and renames it.
+    let (c2, m2) = (ctx("bob", 2), move_to("c2", 2.0, 2.0, None));
+    let (c3, m3) = (
+        ctx("bob", 3),
+        cmd(
+            "c3",
+            "UPDATE_NODE",
+            json!({"id": "n1", "patch": {"type": "renamed"}}),
+            None,
+        ),
+    );
+    second.apply_batch(&[(&c2, &m2), (&c3, &m3)]).await.unwrap();
+    // The first still remembers version 2; its two moves must land at 5 and 6.
+    let (c4, m4) = (ctx("alice", 4), move_to("c4", 4.0, 4.0, None));
+    let (c5, m5) = (ctx("alice", 5), move_to("c5", 5.0, 5.0, None));
+    let answers = first.apply_batch(&[(&c4, &m4), (&c5, &m5)]).await.unwrap();
+    let versions: Vec<Option<u64>> = answers
+        .iter()
+        .map(|a| match serde_json::from_str::<Outcome>(a).unwrap() {
+            Outcome::Applied { version, .. } => Some(version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, vec![Some(5), Some(6)]);
+    let raw = first.raw("g").await.unwrap();
+    assert_eq!(raw.version, 6);
+    assert_eq!(raw.checksum, checksum_of(&raw));
+    let node: Value = serde_json::from_str(&raw.nodes["n1"]).unwrap();
+    assert_eq!(
+        node["type"], "renamed",
+        "the second worker's rename is kept"
+    );
+    assert_eq!(node["position"], json!({"x": 5.0, "y": 5.0}));
+    assert_eq!(node["version"], 6);
+
+    // A new worker after a crash gets the last batch again, plus a new move.
+    let third = store(&env, "s", true);
+    let (c6, m6) = (ctx("alice", 6), move_to("c6", 6.0, 6.0, None));
+    let answers = third
+        .apply_batch(&[(&c4, &m4), (&c5, &m5), (&c6, &m6)])
+        .await
+        .unwrap();
+    let statuses: Vec<String> = answers
+        .iter()
+        .map(|a| {
+            serde_json::from_str::<Value>(a).unwrap()["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(statuses, vec!["duplicate", "duplicate", "applied"]);
+    let raw = third.raw("g").await.unwrap();
+    assert_eq!(raw.version, 7);
+    assert_eq!(raw.checksum, checksum_of(&raw));
+}
