@@ -33,13 +33,22 @@ const H48: u64 = 1 << 48;
 
 /// What the worker remembers of the graphs it moves nodes in: each graph as
 /// it was at one version, and the nodes it read or wrote at that version.
+/// A batch takes its graphs out and puts back what it committed, so nothing
+/// is copied, and a batch that fails half way leaves them forgotten.
 pub(super) struct MoveCache {
     /// Most nodes remembered in all; past it everything is forgotten.
     cap: usize,
-    graphs: Mutex<HashMap<String, Known>>,
+    inner: Mutex<Remembered>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Default)]
+struct Remembered {
+    graphs: HashMap<String, Known>,
+    /// Nodes in all of `graphs`.
+    nodes: usize,
+}
+
+#[derive(Debug)]
 struct Known {
     epoch: String,
     version: u64,
@@ -68,35 +77,39 @@ impl MoveCache {
     pub(super) fn new(cap: usize) -> MoveCache {
         MoveCache {
             cap,
-            graphs: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Remembered::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
         // A panic while holding the lock leaves nothing half-written that a
         // commit would trust: every commit checks the graph in Redis.
-        self.graphs.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `graph_id` out (None when it is not remembered).
+    fn take(&self, graph_id: &str) -> Option<Known> {
+        let mut r = self.lock();
+        let known = r.graphs.remove(graph_id)?;
+        r.nodes -= known.nodes.len();
+        Some(known)
     }
 
     pub(super) fn forget(&self, graph_id: &str) {
-        self.lock().remove(graph_id);
-    }
-
-    fn get(&self, graph_id: &str) -> Option<Known> {
-        self.lock().get(graph_id).cloned()
+        self.take(graph_id);
     }
 
     fn put(&self, graph_id: &str, known: Known) {
-        let mut graphs = self.lock();
-        let held: usize = graphs
-            .iter()
-            .filter(|(g, _)| g.as_str() != graph_id)
-            .map(|(_, k)| k.nodes.len())
-            .sum();
-        if held + known.nodes.len() > self.cap {
-            graphs.clear();
+        let mut r = self.lock();
+        if let Some(old) = r.graphs.remove(graph_id) {
+            r.nodes -= old.nodes.len();
         }
-        graphs.insert(graph_id.to_string(), known);
+        if r.nodes + known.nodes.len() > self.cap {
+            r.graphs.clear();
+            r.nodes = 0;
+        }
+        r.nodes += known.nodes.len();
+        r.graphs.insert(graph_id.to_string(), known);
     }
 }
 
@@ -216,15 +229,16 @@ enum Plan {
 }
 
 impl GraphStore {
-    /// Reads what deciding moves of `graph_id` needs and the worker does not
-    /// remember: the graph's epoch, version and checksum, and the nodes
-    /// `ids` with their per-field versions, in one transaction.
+    /// Reads what deciding moves of `graph_id` needs and `known` lacks: the
+    /// graph's epoch, version and checksum, and the nodes `ids` with their
+    /// per-field versions, in one transaction. None when the graph does not
+    /// exist (the apply function answers for it).
     async fn remember(
         &self,
-        cache: &MoveCache,
         graph_id: &str,
+        known: Option<Known>,
         ids: &[&str],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Known>, StoreError> {
         let k = &self.keys;
         let fv_fields: Vec<String> = ids.iter().map(|id| format!("n:{id}")).collect();
         let (meta, nodes, fvs): (
@@ -250,11 +264,9 @@ impl GraphStore {
         let (Some(epoch), Some(version), Some(checksum)) =
             (meta[0].clone(), number(&meta[1]), number(&meta[2]))
         else {
-            // No such graph (or not in graphq's shape): the apply function decides.
-            cache.forget(graph_id);
-            return Ok(());
+            return Ok(None);
         };
-        let mut known = match cache.get(graph_id) {
+        let mut known = match known {
             Some(k) if k.epoch == epoch && k.version == version && k.checksum == checksum => k,
             _ => Known {
                 epoch,
@@ -268,8 +280,7 @@ impl GraphStore {
                 known.nodes.insert(id.to_string(), (node, fv));
             }
         }
-        cache.put(graph_id, known);
-        Ok(())
+        Ok(Some(known))
     }
 
     /// [`GraphStore::apply_batch`] with moves decided here (module doc).
@@ -287,58 +298,51 @@ impl GraphStore {
                 .and_modify(|all| *all &= m)
                 .or_insert(m);
         }
-        // Read what is not remembered, one transaction per graph.
-        for (graph, _) in moves_only.iter().filter(|(_, all)| **all) {
-            let known = cache.get(graph);
+        // Take out what is remembered of the graphs of moves and read what
+        // is not, one transaction per graph; forget the others.
+        let mut working: HashMap<&str, Known> = HashMap::new();
+        for (graph, all) in &moves_only {
+            let known = cache.take(graph);
+            if !*all {
+                continue;
+            }
             let mut missing: Vec<&str> = Vec::new();
             for (_, cmd) in batch.iter().filter(|(c, _)| c.graph_id == *graph) {
-                let Some((id, _)) = move_of(cmd) else {
-                    continue;
-                };
-                let remembered = known.as_ref().is_some_and(|k| k.nodes.contains_key(id));
-                if !remembered && !missing.contains(&id) {
-                    missing.push(id);
+                if let Some((id, _)) = move_of(cmd) {
+                    let remembered = known.as_ref().is_some_and(|k| k.nodes.contains_key(id));
+                    if !remembered && !missing.contains(&id) {
+                        missing.push(id);
+                    }
                 }
             }
-            if !missing.is_empty() {
-                self.remember(cache, graph, &missing).await?;
+            let known = if missing.is_empty() {
+                known
+            } else {
+                self.remember(graph, known, &missing).await?
+            };
+            if let Some(known) = known {
+                working.insert(graph, known);
             }
         }
         // Decide, graph by graph; a graph with one undecidable command goes
-        // to the apply function whole.
+        // to the apply function whole (and is forgotten).
         let mut plans: Vec<Plan> = batch.iter().map(|_| Plan::Apply).collect();
-        let mut after: HashMap<&str, Known> = HashMap::new();
-        for (graph, all) in &moves_only {
-            if !*all {
-                cache.forget(graph);
-                continue;
-            }
-            let Some(mut known) = cache.get(graph) else {
-                continue;
-            };
+        working.retain(|graph, known| {
             let mut decided = Vec::new();
-            let mut every = true;
             for (i, (ctx, cmd)) in batch.iter().enumerate() {
                 if ctx.graph_id != *graph {
                     continue;
                 }
-                match decide(&mut known, ctx, cmd) {
+                match decide(known, ctx, cmd) {
                     Some(m) => decided.push((i, m)),
-                    None => {
-                        every = false;
-                        break;
-                    }
+                    None => return false,
                 }
             }
-            if every {
-                for (i, m) in decided {
-                    plans[i] = Plan::Commit(Box::new(m));
-                }
-                after.insert(graph, known);
-            } else {
-                cache.forget(graph);
+            for (i, m) in decided {
+                plans[i] = Plan::Commit(Box::new(m));
             }
-        }
+            true
+        });
 
         let mut pipe = redis::pipe();
         for ((ctx, cmd), plan) in batch.iter().zip(&plans) {
@@ -381,12 +385,11 @@ impl GraphStore {
                 }
             }
         }
-        for graph in &changed {
-            after.remove(graph);
-            cache.forget(graph);
-        }
-        for (graph, known) in after {
-            cache.put(graph, known);
+        // What was committed is remembered; a graph that changed is not.
+        for (graph, known) in working {
+            if !changed.contains(&graph) {
+                cache.put(graph, known);
+            }
         }
         if !redo.is_empty() {
             let mut pipe = redis::pipe();
@@ -484,6 +487,31 @@ mod tests {
         ] {
             assert!(split_node(other).is_none(), "{other}");
         }
+    }
+
+    fn known(nodes: usize) -> Known {
+        Known {
+            epoch: "e".into(),
+            version: 1,
+            checksum: 0,
+            nodes: (0..nodes)
+                .map(|i| (format!("n{i}"), (String::new(), String::new())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_cache_forgets_everything_rather_than_grow_past_its_cap() {
+        let cache = MoveCache::new(10);
+        cache.put("a", known(4));
+        cache.put("b", known(4));
+        // Replacing a graph counts its nodes once.
+        cache.put("b", known(5));
+        assert_eq!(cache.lock().nodes, 9);
+        cache.put("c", known(3));
+        assert!(cache.take("a").is_none() && cache.take("b").is_none());
+        assert_eq!(cache.take("c").map(|k| k.nodes.len()), Some(3));
+        assert_eq!(cache.lock().nodes, 0);
     }
 
     #[test]
