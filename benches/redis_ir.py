@@ -7,9 +7,12 @@ Redis on PORT (used by benches/redis-ir.sh):
                                         a label update of n19, a node creation
   redis_ir.py PORT enq SHA N            N admissions (enqueue.lua with the claim
                                         and rate-limit guards)
+  redis_ir.py PORT mov SHA N            N commits of position updates of n19 as the
+                                        worker decides them (lua/commit_move.lua)
 
 Every call has a fresh operation id; the calls go in pipelined chunks of 50
 and each answer is checked (applied / added)."""
+import hashlib
 import json
 import socket
 import sys
@@ -101,6 +104,45 @@ def admission(sha, i):
             "ts", int(time.time() * 1000), "key", "g0", "rk", "bench-0"]
 
 
+def h(x):
+    return int(hashlib.sha1(x.encode()).hexdigest()[:12], 16)
+
+
+def commits(sha, n):
+    """What the worker sends for n moves of n19 (src/graph/store/moves.rs),
+    starting from the graph as stored now."""
+    sock.sendall(encode(["HMGET", key("meta"), "epoch", "version", "checksum"]) +
+                 encode(["HGET", key("nodes"), "n19"]) + encode(["HGET", key("fv"), "n:n19"]))
+    epoch, version, checksum = [x.decode() for x in reply()]
+    old, fv = reply().decode(), json.loads(reply())
+    version, checksum = int(version), int(checksum)
+    head, rest = old.split(',"position":', 1)
+    tail = rest[rest.index(',"data":'):rest.rindex(',"version":')]
+    created = old[old.index(',"createdBy":'):old.index(',"updatedBy":')]
+    calls = []
+    now = int(time.time() * 1000)
+    for i in range(n):
+        op_id = "mov-%s-%d" % (RUN, i)
+        new = "%s,\"position\":{\"x\":%d,\"y\":3}%s,\"version\":%d%s,\"updatedBy\":\"%s\",\"updatedAt\":%d}" % (
+            head, i, tail, version + 1, created, USER, now)
+        fv["position"] = [version + 1, USER]
+        new_checksum = (checksum - h("n" + old) + h("n" + new)) % (1 << 48)
+        change = ('{"nodes":[%s],"edges":[],"removedNodes":[],"removedEdges":[],"undo":{"nodes":{"n19":%s},"edges":{}}}'
+                  % (new, old))
+        outcome = '{"status":"applied","version":%d,"change":%s,"conflicts":[]}' % (version + 1, change)
+        command = ('{"operationId":"%s","payload":{"id":"n19","patch":{"position":{"x":%d,"y":3}}},"type":"UPDATE_NODE"}'
+                   % (op_id, i))
+        note = ('{"graphId":"%s","epoch":"%s","operationId":"%s","userId":"%s","type":"UPDATE_NODE","timestamp":0,'
+                '"appliedAt":%d,"command":%s,"outcome":%s}' % (GRAPH, epoch, op_id, USER, now, command, outcome))
+        calls.append(["EVALSHA", sha, 7, key("meta"), key("nodes"), key("fv"), key("log"), key("op:" + op_id),
+                      key("undo:" + USER), key("redo:" + USER), epoch, version, checksum, version + 1,
+                      new_checksum, "n19", new, "n:n19", json.dumps(fv, separators=(",", ":")), op_id, USER,
+                      "UPDATE_NODE", 0, change, 10000, 3600, '{"status":"applied","version":%d}' % (version + 1),
+                      "PUBLISH", key("events"), note, "graphq:{u:%s}:outcomes" % USER])
+        old, version, checksum = new, version + 1, new_checksum
+    return calls
+
+
 applied = lambda r: isinstance(r, bytes) and b'"status":"applied"' in r
 if what == "prep":
     send_all([["DEL", key(k)] for k in
@@ -109,6 +151,9 @@ if what == "prep":
     node = {"t": "CREATE_NODE", "id": "n19", "type": "null", "position": '{"x":0,"y":0}',
             "data": [['"label"', '"a node"'], ['"color"', '"#ff0000"'], ['"w"', "120"]]}
     send_all([apply_call("prep-" + RUN, node, "{}")], applied)
+elif what == "mov":
+    sha, n = sys.argv[3], int(sys.argv[4])
+    send_all(commits(sha, n), lambda r: r == b"1")
 elif what == "enq":
     sha, n = sys.argv[3], int(sys.argv[4])
     send_all([admission(sha, i) for i in range(n)], lambda r: isinstance(r, list) and r[0] == b"added")

@@ -71,7 +71,7 @@ impl Default for GraphSettings {
             max_changes: 1_000,
             snapshot_every: 1_000,
             conflicts: BTreeMap::new(),
-            move_cache_nodes: 100_000,
+            move_cache_nodes: 20_000,
         }
     }
 }
