@@ -241,11 +241,8 @@ impl GraphStore {
     ) -> Result<Option<Known>, StoreError> {
         let k = &self.keys;
         let fv_fields: Vec<String> = ids.iter().map(|id| format!("n:{id}")).collect();
-        let (meta, nodes, fvs): (
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-        ) = redis::pipe()
+        type Fields = Vec<Option<String>>;
+        let (meta, nodes, fvs): (Fields, Fields, Fields) = redis::pipe()
             .atomic()
             .cmd("HMGET")
             .arg(k.graph_meta(graph_id))
