@@ -107,23 +107,16 @@ async fn next_notes(
 async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<String, Value> {
     let mut conn = env.conn();
     let mut out = BTreeMap::new();
-    let meta: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.graph_meta("g"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    out.insert("meta".into(), json!(meta));
-    let nodes: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.graph_nodes("g"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    out.insert("nodes".into(), json!(nodes));
-    let fv: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.graph_field_versions("g"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut hash = async |key: String| -> HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    out.insert("meta".into(), json!(hash(keys.graph_meta("g")).await));
+    out.insert("nodes".into(), json!(hash(keys.graph_nodes("g")).await));
+    let fv = hash(keys.graph_field_versions("g")).await;
     let fv: BTreeMap<String, Value> = fv
         .into_iter()
         .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
@@ -186,19 +179,6 @@ async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<Stri
     out
 }
 
-async fn evalsha_calls(env: &TestEnv) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut env.conn())
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The same commands, in the same batches, through a store that decides
 /// moves and one that sends everything to the apply function: the same
 /// answers, notes, stored bytes, change log, undo lists and outcome records.
@@ -248,7 +228,7 @@ async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
         // Resent: already decided.
         vec![(ctx("alice", 11), move_to("c9", 5.0, 5.0, None))],
     ];
-    let before = evalsha_calls(&env).await;
+    let before = env.command_calls("evalsha").await;
     let mut ops = Vec::new();
     let mut sent = 0;
     for batch in &batches {
@@ -267,7 +247,7 @@ async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
         ops.extend(batch.iter().map(|(_, c)| c.operation_id.clone()));
         sent += batch.len();
     }
-    let commits = evalsha_calls(&env).await - before;
+    let commits = env.command_calls("evalsha").await - before;
     assert!(commits >= 5, "only {commits} moves were sent as commits");
 
     // Applied outcomes go to the graph's channel and the sender's outcomes

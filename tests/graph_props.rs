@@ -349,7 +349,9 @@ fn agrees_with_the_model(path: Path) -> u64 {
     if let Err(e) = result {
         panic!("{e}");
     }
-    let commits = runtime.block_on(committed_moves(&env));
+    // Calls of lua/commit_move.lua: the only script these stores call with
+    // `EVALSHA` (the apply function is called with `FCALL`).
+    let commits = runtime.block_on(env.command_calls("evalsha"));
     // Shown with --nocapture: how often each command, outcome and conflict
     // strategy came up.
     if let Ok(stats) = stats.lock() {
@@ -360,20 +362,4 @@ fn agrees_with_the_model(path: Path) -> u64 {
         println!("  {commits:6}  moves committed by the worker");
     }
     commits
-}
-
-/// Calls of lua/commit_move.lua: the only script these tests' stores call
-/// with `EVALSHA` (the apply function is called with `FCALL`).
-async fn committed_moves(env: &TestEnv) -> u64 {
-    let mut conn = env.conn();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }

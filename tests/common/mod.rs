@@ -93,6 +93,22 @@ impl TestEnv {
         self.redis.conn()
     }
 
+    /// How many times Redis ran `command` (lowercase, as `INFO
+    /// commandstats` names it) since it started.
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn())
+            .await
+            .unwrap_or_default();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The graphq binary wired to this test's Redis and prefix.
     pub fn graphq(&self) -> Command {
         let mut cmd = Command::new(graphq_bin());
