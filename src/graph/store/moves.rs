@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use serde_json::{Map, Value, json};
 
 use super::{GraphStore, StoreError};
-use crate::graph::command::point_text;
-use crate::graph::{ApplyContext, Command, Op, entity_hash};
+use crate::graph::command::{data_texts, point_text, type_text};
+use crate::graph::{ApplyContext, Command, Op, Strategy, entity_hash};
 use crate::scripts::SCRIPTS;
 
 /// The checksum's modulus (docs/graph.md, Checksum).
@@ -113,15 +113,10 @@ impl MoveCache {
     }
 }
 
-/// The position an `UPDATE_NODE` sets, when that is all it does.
-fn move_of(cmd: &Command) -> Option<(&str, String)> {
+/// The node an `UPDATE_NODE` changes: the commands the worker may decide.
+fn update_of(cmd: &Command) -> Option<&str> {
     match &cmd.op {
-        Op::UpdateNode {
-            id,
-            node_type: None,
-            position: Some(p),
-            data: None,
-        } => Some((id, point_text(p))),
+        Op::UpdateNode { id, .. } => Some(id),
         _ => None,
     }
 }
@@ -133,9 +128,17 @@ fn plain(s: &str) -> bool {
         .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == b'/' || b == 0x7f)
 }
 
-/// A stored node split as apply_command.lua's NODE_SHAPE splits it:
-/// (id, type, data, createdBy without its quotes).
-fn split_node(json: &str) -> Option<(&str, &str, &str, &str)> {
+/// A stored node split as apply_command.lua's NODE_SHAPE splits it.
+struct StoredNode<'a> {
+    id: &'a str,
+    ty: &'a str,
+    position: &'a str,
+    data: &'a str,
+    /// Without its quotes.
+    created_by: &'a str,
+}
+
+fn split_node(json: &str) -> Option<StoredNode<'_>> {
     let rest = json.strip_prefix("{\"id\":\"")?;
     let id_end = rest.find('"')?;
     let id = &rest[..id_end];
@@ -144,6 +147,7 @@ fn split_node(json: &str) -> Option<(&str, &str, &str, &str)> {
     let ty = &rest[..type_end];
     let rest = &rest[type_end + ",\"position\":".len()..];
     let pos_end = rest.find('}')?;
+    let position = &rest[..=pos_end];
     let rest = rest[pos_end + 1..].strip_prefix(",\"data\":")?;
     let data_end = rest.rfind(",\"version\":")?;
     let data = &rest[..data_end];
@@ -157,43 +161,218 @@ fn split_node(json: &str) -> Option<(&str, &str, &str, &str)> {
         && digits(updated_at)
         && !created_by.contains('"')
         && !updated_by.contains('"');
-    ok.then_some((id, ty, data, created_by))
+    ok.then_some(StoredNode {
+        id,
+        ty,
+        position,
+        data,
+        created_by,
+    })
 }
 
-/// Decides a move on `known` (the graph as the worker remembers it) the way
-/// the apply function would, and advances `known` past it; None when the
-/// apply function must decide it.
-fn decide(known: &mut Known, ctx: &ApplyContext, cmd: &Command) -> Option<Move> {
-    let (id, position) = move_of(cmd)?;
-    if !plain(&cmd.operation_id) || !plain(&known.epoch) || !plain(&ctx.user_id) {
+/// Index just past the JSON string that opens at `i`.
+fn skip_string(s: &[u8], i: usize) -> Option<usize> {
+    if s.get(i) != Some(&b'"') {
         return None;
     }
-    let (old, fv_text) = known.nodes.get(id)?;
-    let (stored_id, ty, data, created_by) = split_node(old)?;
+    let mut j = i + 1;
+    loop {
+        match s.get(j)? {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+}
+
+/// Index just past the JSON value that starts at `i` (no whitespace, as
+/// graphq writes it).
+fn skip_value(s: &[u8], i: usize) -> Option<usize> {
+    match s.get(i)? {
+        b'"' => skip_string(s, i),
+        b'{' | b'[' => {
+            let (mut depth, mut j) = (0usize, i);
+            loop {
+                match s.get(j)? {
+                    b'"' => j = skip_string(s, j)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => Some(
+            s[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']'))
+                .map_or(s.len(), |k| i + k),
+        ),
+    }
+}
+
+/// A stored `data` object as (quoted key, value text) pairs in stored order,
+/// split as the apply function splits it; None for text it would write
+/// differently.
+fn data_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    let s = text.as_bytes();
+    let mut pairs = Vec::new();
+    if text != "{}" {
+        if s.first() != Some(&b'{') {
+            return None;
+        }
+        let mut i = 1;
+        loop {
+            let key_end = skip_string(s, i)?;
+            if s.get(key_end) != Some(&b':') {
+                return None;
+            }
+            let value_end = skip_value(s, key_end + 1)?;
+            pairs.push((
+                text.get(i..key_end)?.to_string(),
+                text.get(key_end + 1..value_end)?.to_string(),
+            ));
+            match s.get(value_end)? {
+                b'}' if value_end + 1 == s.len() => break,
+                b',' => i = value_end + 1,
+                _ => return None,
+            }
+        }
+    }
+    (encode_data(&pairs) == text).then_some(pairs)
+}
+
+fn encode_data(pairs: &[(String, String)]) -> String {
+    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// A data key as a JSON pointer segment (RFC 6901), as conflict paths name it.
+fn pointer_key(quoted: &str) -> Option<String> {
+    let key: String = serde_json::from_str(quoted).ok()?;
+    Some(key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Decides an `UPDATE_NODE` on `known` (the graph as the worker remembers
+/// it) the way the apply function would, and advances `known` past it; None
+/// when the apply function must decide it: a field it writes was changed
+/// after the command's base version by another user, or has an open MANUAL
+/// conflict, or nothing would change. `merge_data`: `node.data` is MERGE.
+fn decide(known: &mut Known, ctx: &ApplyContext, cmd: &Command, merge_data: bool) -> Option<Move> {
+    let Op::UpdateNode {
+        id,
+        node_type,
+        position,
+        data,
+    } = &cmd.op
+    else {
+        return None;
+    };
+    let user = ctx.user_id.as_str();
+    if !plain(&cmd.operation_id) || !plain(&known.epoch) || !plain(user) {
+        return None;
+    }
+    let (old, fv_text) = known.nodes.get(id.as_str())?;
+    let stored = split_node(old)?;
     let mut fv: Map<String, Value> = serde_json::from_str(fv_text).ok()?;
-    // An open MANUAL conflict on the position is settled by this write: the
-    // apply function logs that.
-    let field = format!("/nodes/{id}/position");
-    if fv.get("open").and_then(|o| o.get(&field)).is_some() {
-        return None;
-    }
-    // A change of the position after the client's base version by someone
-    // else is a conflict for the strategy to decide.
-    if let (Some(base), Some(entry)) = (cmd.base_version, fv.get("position")) {
-        let at = entry.get(0)?.as_f64()?;
-        let by = entry.get(1)?.as_str()?;
-        if at > base as f64 && by != ctx.user_id {
+    let field_versions = fv
+        .get("data")
+        .map_or(Some(Map::new()), |d| d.as_object().cloned())?;
+
+    // The conflict checks of the apply function, for the fields written.
+    let open = |path: String| fv.get("open").and_then(|o| o.get(&path)).is_some();
+    let concurrent = |entry: Option<&Value>| -> Option<bool> {
+        match (cmd.base_version, entry) {
+            (Some(base), Some(e)) => {
+                let at = e.get(0)?.as_f64()?;
+                Some(at > base as f64 && e.get(1)?.as_str()? != user)
+            }
+            _ => Some(false),
+        }
+    };
+    let new_type = node_type.as_ref().map(type_text);
+    let new_position = position.as_ref().map(point_text);
+    let (set, unset) = data.as_ref().map(data_texts).unwrap_or_default();
+    for (name, written) in [
+        ("type", new_type.is_some()),
+        ("position", new_position.is_some()),
+    ] {
+        if written && (concurrent(fv.get(name))? || open(format!("/nodes/{id}/{name}"))) {
             return None;
         }
     }
-    let user = &ctx.user_id;
-    let now = ctx.now_ms;
+    let keys: Vec<&String> = set.iter().map(|[k, _]| k).chain(&unset).collect();
+    if data.is_some() {
+        if merge_data {
+            for k in &keys {
+                if concurrent(field_versions.get(k.as_str()))?
+                    || open(format!("/nodes/{id}/data/{}", pointer_key(k)?))
+                {
+                    return None;
+                }
+            }
+        } else {
+            for entry in field_versions.values() {
+                if concurrent(Some(entry))? {
+                    return None;
+                }
+            }
+            if open(format!("/nodes/{id}/data")) {
+                return None;
+            }
+        }
+    }
+    // With MERGE, an empty data patch changes nothing; the apply function
+    // answers that with a revert.
+    let changes_data = data.is_some() && (!merge_data || !keys.is_empty());
+    if new_type.is_none() && new_position.is_none() && !changes_data {
+        return None;
+    }
+
     let new_version = known.version + 1;
+    let stamp = json!([new_version, user]);
+    let data_text = if data.is_some() {
+        let mut pairs = data_pairs(stored.data)?;
+        for [k, v] in &set {
+            match pairs.iter_mut().find(|(key, _)| key == k) {
+                Some(pair) => pair.1 = v.clone(),
+                None => pairs.push((k.clone(), v.clone())),
+            }
+        }
+        pairs.retain(|(key, _)| !unset.contains(key));
+        encode_data(&pairs)
+    } else {
+        stored.data.to_string()
+    };
     let json = format!(
-        "{{\"id\":\"{stored_id}\",\"type\":{ty},\"position\":{position},\"data\":{data},\"version\":{new_version},\"createdBy\":\"{created_by}\",\"updatedBy\":\"{user}\",\"updatedAt\":{now}}}"
+        "{{\"id\":\"{}\",\"type\":{},\"position\":{},\"data\":{data_text},\"version\":{new_version},\"createdBy\":\"{}\",\"updatedBy\":\"{user}\",\"updatedAt\":{}}}",
+        stored.id,
+        new_type.as_deref().unwrap_or(stored.ty),
+        new_position.as_deref().unwrap_or(stored.position),
+        stored.created_by,
+        ctx.now_ms
     );
-    fv.insert("position".into(), json!([new_version, user]));
-    fv.entry("data").or_insert_with(|| json!({}));
+    if new_type.is_some() {
+        fv.insert("type".into(), stamp.clone());
+    }
+    if new_position.is_some() {
+        fv.insert("position".into(), stamp.clone());
+    }
+    let mut field_versions = field_versions;
+    if data.is_some() {
+        for k in &keys {
+            field_versions.insert((*k).clone(), stamp.clone());
+        }
+    }
+    fv.insert("data".into(), Value::Object(field_versions));
     let fv = Value::Object(fv).to_string();
     let new_checksum = (known.checksum + H48 - entity_hash(&format!("n{old}")) % H48
         + entity_hash(&format!("n{json}")))
@@ -286,10 +465,10 @@ impl GraphStore {
         cache: &MoveCache,
         batch: &[(&ApplyContext, &Command)],
     ) -> Result<Vec<String>, StoreError> {
-        // Graphs whose every command in the batch is a move.
+        // Graphs whose every command in the batch is a node update.
         let mut moves_only: HashMap<&str, bool> = HashMap::new();
         for (ctx, cmd) in batch {
-            let m = move_of(cmd).is_some();
+            let m = update_of(cmd).is_some();
             moves_only
                 .entry(ctx.graph_id.as_str())
                 .and_modify(|all| *all &= m)
@@ -305,7 +484,7 @@ impl GraphStore {
             }
             let mut missing: Vec<&str> = Vec::new();
             for (_, cmd) in batch.iter().filter(|(c, _)| c.graph_id == *graph) {
-                if let Some((id, _)) = move_of(cmd) {
+                if let Some(id) = update_of(cmd) {
                     let remembered = known.as_ref().is_some_and(|k| k.nodes.contains_key(id));
                     if !remembered && !missing.contains(&id) {
                         missing.push(id);
@@ -324,13 +503,14 @@ impl GraphStore {
         // Decide, graph by graph; a graph with one undecidable command goes
         // to the apply function whole (and is forgotten).
         let mut plans: Vec<Plan> = batch.iter().map(|_| Plan::Apply).collect();
+        let merge_data = self.settings.strategies().get("node.data") == Some(&Strategy::Merge);
         working.retain(|graph, known| {
             let mut decided = Vec::new();
             for (i, (ctx, cmd)) in batch.iter().enumerate() {
                 if ctx.graph_id != *graph {
                     continue;
                 }
-                match decide(known, ctx, cmd) {
+                match decide(known, ctx, cmd, merge_data) {
                     Some(m) => decided.push((i, m)),
                     None => return false,
                 }
@@ -467,11 +647,12 @@ mod tests {
 
     #[test]
     fn a_stored_node_splits_as_the_script_splits_it() {
-        let (id, ty, data, created_by) = split_node(NODE).unwrap();
-        assert_eq!(id, "n1");
-        assert_eq!(ty, "\"box\"");
-        assert_eq!(data, r#"{"label":"a,\"version\":1"}"#);
-        assert_eq!(created_by, "u1");
+        let node = split_node(NODE).unwrap();
+        assert_eq!(node.id, "n1");
+        assert_eq!(node.ty, "\"box\"");
+        assert_eq!(node.position, r#"{"x":1,"y":2}"#);
+        assert_eq!(node.data, r#"{"label":"a,\"version\":1"}"#);
+        assert_eq!(node.created_by, "u1");
     }
 
     #[test]
@@ -484,6 +665,28 @@ mod tests {
         ] {
             assert!(split_node(other).is_none(), "{other}");
         }
+    }
+
+    #[test]
+    fn stored_data_splits_into_its_pairs_in_order() {
+        let text = r#"{"b":{"x":[1,"}"]},"a":"q\"\\","c":1e300,"d":null}"#;
+        let pairs = data_pairs(text).unwrap();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec![r#""b""#, r#""a""#, r#""c""#, r#""d""#]);
+        assert_eq!(pairs[0].1, r#"{"x":[1,"}"]}"#);
+        assert_eq!(pairs[1].1, r#""q\"\\""#);
+        assert_eq!(data_pairs("{}"), Some(vec![]));
+        // Text that is not an object as graphq writes it is left to the
+        // apply function.
+        assert_eq!(data_pairs(r#"{"a":1,}"#), None);
+        assert_eq!(data_pairs(r#"{a:1}"#), None);
+        assert_eq!(data_pairs(r#"{"a":1"#), None);
+        assert_eq!(data_pairs("[]"), None);
+    }
+
+    #[test]
+    fn a_data_key_becomes_a_pointer_segment() {
+        assert_eq!(pointer_key(r#""a/b~c""#).as_deref(), Some("a~1b~0c"));
     }
 
     fn known(nodes: usize) -> Known {
