@@ -4,7 +4,7 @@
 # measuring), and benches/redis_ir.py sends it graphq's admission call
 # (lua/enqueue.lua with its claim and rate-limit guards) and apply call (the
 # lua/apply_command.lua library: a position update, a label update, a node
-# creation) and the worker's commit of a node move (lua/commit_move.lua), N of
+# creation) and the worker's commit of a node move (lua/commit_node.lua), N of
 # each (default 400). Prints instructions (Ir) per call, one
 # line per workload, for each git revision given (default: the working tree),
 # so that two revisions compare in one run:
@@ -70,8 +70,8 @@ for rev in "${revs[@]}"; do
   measure apply:upd upd
   measure apply:lbl lbl
   measure apply:crt crt
-  if [ "$rev" = worktree ] || git cat-file -e "$rev:lua/commit_move.lua" 2>/dev/null; then
-    sha=$(redis-cli -p "$port" script load "$(source_of "$rev" lua/commit_move.lua)")
+  if [ "$rev" = worktree ] || git cat-file -e "$rev:lua/commit_node.lua" 2>/dev/null; then
+    sha=$(redis-cli -p "$port" script load "$(source_of "$rev" lua/commit_node.lua)")
     measure commit:mov mov "$sha"
   fi
 done

@@ -8,7 +8,7 @@ Redis on PORT (used by benches/redis-ir.sh):
   redis_ir.py PORT enq SHA N            N admissions (enqueue.lua with the claim
                                         and rate-limit guards)
   redis_ir.py PORT mov SHA N            N commits of position updates of n19 as the
-                                        worker decides them (lua/commit_move.lua)
+                                        worker decides them (lua/commit_node.lua)
 
 Every call has a fresh operation id; the calls go in pipelined chunks of 50
 and each answer is checked (applied / added)."""
@@ -109,7 +109,7 @@ def h(x):
 
 
 def commits(sha, n):
-    """What the worker sends for n moves of n19 (src/graph/store/moves.rs),
+    """What the worker sends for n moves of n19 (src/graph/store/node_updates.rs),
     starting from the graph as stored now."""
     sock.sendall(encode(["HMGET", key("meta"), "epoch", "version", "checksum"]) +
                  encode(["HGET", key("nodes"), "n19"]) + encode(["HGET", key("fv"), "n:n19"]))

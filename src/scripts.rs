@@ -30,7 +30,7 @@ pub struct Scripts {
     pub record_revert: Script,
     pub save_progress: Script,
     pub load_graph: Script,
-    pub commit_move: Script,
+    pub commit_node: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -50,7 +50,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     record_revert: Script::new(include_str!("../lua/record_revert.lua")),
     save_progress: Script::new(include_str!("../lua/save_progress.lua")),
     load_graph: Script::new(include_str!("../lua/load_graph.lua")),
-    commit_move: Script::new(include_str!("../lua/commit_move.lua")),
+    commit_node: Script::new(include_str!("../lua/commit_node.lua")),
 });
 
 impl Scripts {
@@ -72,7 +72,7 @@ impl Scripts {
             &self.record_revert,
             &self.save_progress,
             &self.load_graph,
-            &self.commit_move,
+            &self.commit_node,
         ]
     }
 

@@ -32,7 +32,7 @@ enum Path {
     /// One at a time, each through the apply function.
     Apply,
     /// In batches, as the worker sends them: node moves decided in Rust and
-    /// committed by `lua/commit_move.lua`, the rest through the apply function.
+    /// committed by `lua/commit_node.lua`, the rest through the apply function.
     Batches,
 }
 
@@ -71,7 +71,7 @@ async fn run_case(
 ) -> Result<(), String> {
     let mut settings = case.settings();
     if path == Path::Apply {
-        settings.move_cache_nodes = 0;
+        settings.worker_cache_nodes = 0;
     }
     let keys = Keys::new(format!("{}{}c{case_no}", env.prefix, path.tag()));
     let store = GraphStore::new(env.redis.clone(), keys, settings.clone());
@@ -318,7 +318,7 @@ fn the_worker_s_batches_agree_with_the_model() {
 }
 
 /// Runs the cases along `path`; returns how many node moves the worker sent
-/// as commits (`lua/commit_move.lua` calls).
+/// as commits (`lua/commit_node.lua` calls).
 fn agrees_with_the_model(path: Path) -> u64 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -349,7 +349,7 @@ fn agrees_with_the_model(path: Path) -> u64 {
     if let Err(e) = result {
         panic!("{e}");
     }
-    // Calls of lua/commit_move.lua: the only script these stores call with
+    // Calls of lua/commit_node.lua: the only script these stores call with
     // `EVALSHA` (the apply function is called with `FCALL`).
     let commits = runtime.block_on(env.command_calls("evalsha"));
     // Shown with --nocapture: how often each command, outcome and conflict

@@ -53,11 +53,11 @@ pub struct GraphSettings {
     /// Strategy per field path (`node.position`, `node.data.KEY`, ...);
     /// paths not listed use the defaults of docs/graph.md.
     pub conflicts: BTreeMap<String, Strategy>,
-    /// Nodes a worker remembers so that it decides a command that only
-    /// moves a node itself and sends Redis a short commit (docs/graph.md,
-    /// "Moves decided by the worker"). 0: every command goes through the
-    /// apply function.
-    pub move_cache_nodes: u64,
+    /// Nodes a worker remembers so that it decides `UPDATE_NODE` commands
+    /// itself and sends Redis a short commit (docs/graph.md, "Node updates
+    /// decided by the worker"). 0: every command goes through the apply
+    /// function.
+    pub worker_cache_nodes: u64,
 }
 
 impl Default for GraphSettings {
@@ -71,7 +71,7 @@ impl Default for GraphSettings {
             max_changes: 1_000,
             snapshot_every: 1_000,
             conflicts: BTreeMap::new(),
-            move_cache_nodes: 20_000,
+            worker_cache_nodes: 20_000,
         }
     }
 }

@@ -10,7 +10,7 @@
 mod analytics;
 mod conflicts;
 mod load;
-mod moves;
+mod node_updates;
 mod operations;
 mod verify;
 
@@ -59,9 +59,9 @@ pub struct GraphStore {
     /// The raw reader of large states; None in cluster mode, where the
     /// state is read through the cluster client.
     bulk: Option<Arc<BulkReader>>,
-    /// The graphs a worker remembers to decide node moves itself
-    /// ([`moves`]); None when `graph.move_cache_nodes` is 0.
-    moves: Option<Arc<moves::MoveCache>>,
+    /// The graphs a worker remembers to decide node updates itself
+    /// ([`node_updates`]); None when `graph.worker_cache_nodes` is 0.
+    nodes: Option<Arc<node_updates::NodeCache>>,
 }
 
 /// Answer to "what changed since version N".
@@ -98,15 +98,18 @@ impl GraphStore {
         let bulk = redis
             .connection_info()
             .map(|info| Arc::new(BulkReader::new(info)));
-        let moves = (settings.move_cache_nodes > 0)
-            .then(|| Arc::new(moves::MoveCache::new(settings.move_cache_nodes as usize)));
+        let nodes = (settings.worker_cache_nodes > 0).then(|| {
+            Arc::new(node_updates::NodeCache::new(
+                settings.worker_cache_nodes as usize,
+            ))
+        });
         GraphStore {
             redis,
             keys,
             settings,
             settings_json,
             bulk,
-            moves,
+            nodes,
         }
     }
 
@@ -168,9 +171,9 @@ impl GraphStore {
         ctx: &ApplyContext,
         cmd: &Command,
     ) -> Result<String, StoreError> {
-        // A graph changed here is no longer the one remembered for moves.
-        if let Some(moves) = &self.moves {
-            moves.forget(&ctx.graph_id);
+        // A graph changed here is no longer the one remembered.
+        if let Some(nodes) = &self.nodes {
+            nodes.forget(&ctx.graph_id);
         }
         let mut pipe = redis::pipe();
         pipe.add_command(self.invocation(ctx, cmd));
@@ -183,8 +186,8 @@ impl GraphStore {
     /// Applies each command, in order, in one round trip; returns what the
     /// script answered for each, as text. (No `processing` mark: a command
     /// is decided in the same call that takes it; see docs/protocol.md,
-    /// Outcomes and statuses.) Node moves are decided here when
-    /// `graph.move_cache_nodes` allows ([`moves`]); a commit that finds its
+    /// Outcomes and statuses.) Node updates are decided here when
+    /// `graph.worker_cache_nodes` allows ([`node_updates`]); a commit that finds its
     /// graph changed costs a second round trip.
     /// When this fails part of the batch may have run; applying is
     /// idempotent per operation id, so the whole batch can be sent again.
@@ -195,8 +198,8 @@ impl GraphStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(moves) = &self.moves {
-            return self.apply_batch_deciding(moves, batch).await;
+        if let Some(nodes) = &self.nodes {
+            return self.apply_batch_deciding(nodes, batch).await;
         }
         let mut pipe = redis::pipe();
         for (ctx, cmd) in batch {

@@ -1,5 +1,5 @@
-//! Node moves decided by the worker (docs/graph.md, "Moves decided by the
-//! worker"): what subscribers, the change log, undo and operation records
+//! Node updates decided by the worker (docs/graph.md, "Node updates decided
+//! by the worker"): what subscribers, the change log, undo and operation records
 //! see must be what the apply function would have made, byte for byte; a
 //! graph changed behind the worker's back, a resent operation and a new
 //! worker after a crash must all come out as they do without it.
@@ -45,10 +45,11 @@ fn ctx(user: &str, step: u64) -> ApplyContext {
     }
 }
 
-/// A store on its own key prefix; `moves`: whether it decides moves itself.
-fn store(env: &TestEnv, tag: &str, moves: bool) -> GraphStore {
+/// A store on its own key prefix; `decides`: whether it decides node
+/// updates itself.
+fn store(env: &TestEnv, tag: &str, decides: bool) -> GraphStore {
     let settings = GraphSettings {
-        move_cache_nodes: if moves { 1_000 } else { 0 },
+        worker_cache_nodes: if decides { 1_000 } else { 0 },
         ..GraphSettings::default()
     };
     GraphStore::new(
@@ -180,10 +181,10 @@ async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<Stri
 }
 
 /// The same commands, in the same batches, through a store that decides
-/// moves and one that sends everything to the apply function: the same
+/// node updates and one that sends everything to the apply function: the same
 /// answers, notes, stored bytes, change log, undo lists and outcome records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
+async fn updates_the_worker_decides_look_exactly_like_applied_ones() {
     let env = TestEnv::start().await;
     let plain = store(&env, "a", false);
     let deciding = store(&env, "b", true);
@@ -227,6 +228,37 @@ async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
         ],
         // Resent: already decided.
         vec![(ctx("alice", 11), move_to("c9", 5.0, 5.0, None))],
+        // A new type, a new key, a removed key and a move in one command;
+        // then bob edits the label from a version before alice's edit
+        // (MERGE: another key, no conflict) and alice from before bob's
+        // (the same key: a conflict, which the apply function decides).
+        vec![(
+            ctx("alice", 12),
+            cmd(
+                "c12",
+                "UPDATE_NODE",
+                json!({"id": "n1", "patch": {"type": null, "position": {"x": 1, "y": 1}, "data": {"n": null, "z/~": [1, {"b": "}"}]}}}),
+                None,
+            ),
+        )],
+        vec![(
+            ctx("bob", 13),
+            cmd(
+                "c13",
+                "UPDATE_NODE",
+                json!({"id": "n1", "patch": {"data": {"label": "bob"}}}),
+                Some(11),
+            ),
+        )],
+        vec![(
+            ctx("alice", 14),
+            cmd(
+                "c14",
+                "UPDATE_NODE",
+                json!({"id": "n1", "patch": {"data": {"label": "alice"}}}),
+                Some(12),
+            ),
+        )],
     ];
     let before = env.command_calls("evalsha").await;
     let mut ops = Vec::new();
@@ -248,7 +280,7 @@ async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
         sent += batch.len();
     }
     let commits = env.command_calls("evalsha").await - before;
-    assert!(commits >= 5, "only {commits} moves were sent as commits");
+    assert!(commits >= 7, "only {commits} updates were sent as commits");
 
     // Applied outcomes go to the graph's channel and the sender's outcomes
     // channel; the conflict and the duplicate to the sender's channel.
@@ -265,7 +297,8 @@ async fn moves_the_worker_decides_look_exactly_like_applied_ones() {
     );
     let raw = deciding.raw("g").await.expect("raw");
     assert_eq!(raw.checksum, checksum_of(&raw));
-    assert_eq!(raw.version, 11);
+    // c14 met bob's label and was reverted (MERGE keeps the server's value).
+    assert_eq!(raw.version, 13);
 }
 
 /// Another worker (a handover, or an operator's tool) changes the graph: the

@@ -1,22 +1,23 @@
-//! Node moves decided by the worker (docs/graph.md, "Moves decided by the
-//! worker").
+//! Node updates decided by the worker (docs/graph.md, "Node updates decided
+//! by the worker").
 //!
-//! Most commands of a graph editor are drags: an `UPDATE_NODE` that sets only
-//! a position. For those the apply function spends most of its time in Lua
-//! reading the node back, deciding and building text. The worker owns the
-//! graph's partition and sees every command of it in order, so it can
-//! remember the nodes it moves and decide such a command itself: the same
-//! checks, the same stored bytes, change, outcome and note as
-//! `lua/apply_command.lua`, sent as one short `lua/commit_move.lua` call
+//! Most commands of a graph editor are `UPDATE_NODE`s, above all drags (a
+//! stream of position updates). For those the apply function spends most of
+//! its time in Lua reading the node back, deciding and building text. The
+//! worker owns the graph's partition and sees every command of it in order,
+//! so it can remember the nodes it updates and decide such a command itself:
+//! the same checks, the same stored bytes, change, outcome and note as
+//! `lua/apply_command.lua`, sent as one short `lua/commit_node.lua` call
 //! that writes only if the graph is still the one the worker decided on
 //! (epoch, version and checksum) and the operation has no outcome yet.
 //!
-//! Anything else goes to the apply function as before: other commands, a
-//! move that meets a concurrent change or an open conflict, ids that would
-//! need escaping, a node the worker cannot read in the stored shape, and
-//! every command of a graph after a commit that found the graph changed.
-//! Within one batch a graph's commands are either all commits or all
-//! applies, so that a commit that fails can be applied again in order.
+//! Anything else goes to the apply function as before: other commands, an
+//! update that meets a concurrent change or an open conflict or changes
+//! nothing, ids that would need escaping, a node the worker cannot read in
+//! the stored shape, and every command of a graph after a commit that found
+//! the graph changed. Within one batch a graph's commands are either all
+//! commits or all applies, so that a commit that fails can be applied again
+//! in order.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,11 +32,11 @@ use crate::scripts::SCRIPTS;
 /// The checksum's modulus (docs/graph.md, Checksum).
 const H48: u64 = 1 << 48;
 
-/// What the worker remembers of the graphs it moves nodes in: each graph as
+/// What the worker remembers of the graphs it updates nodes in: each graph as
 /// it was at one version, and the nodes it read or wrote at that version.
 /// A batch takes its graphs out and puts back what it committed, so nothing
 /// is copied, and a batch that fails half way leaves them forgotten.
-pub(super) struct MoveCache {
+pub(super) struct NodeCache {
     /// Most nodes remembered in all; past it everything is forgotten.
     cap: usize,
     inner: Mutex<Remembered>,
@@ -57,9 +58,9 @@ struct Known {
     nodes: HashMap<String, (String, String)>,
 }
 
-/// A move decided by the worker, ready to commit.
-struct Move {
-    /// The graph the move was decided on.
+/// An update decided by the worker, ready to commit.
+struct Decided {
+    /// The graph the update was decided on.
     epoch: String,
     version: u64,
     checksum: u64,
@@ -73,9 +74,9 @@ struct Move {
     outcome: String,
 }
 
-impl MoveCache {
-    pub(super) fn new(cap: usize) -> MoveCache {
-        MoveCache {
+impl NodeCache {
+    pub(super) fn new(cap: usize) -> NodeCache {
+        NodeCache {
             cap,
             inner: Mutex::new(Remembered::default()),
         }
@@ -266,7 +267,12 @@ fn pointer_key(quoted: &str) -> Option<String> {
 /// when the apply function must decide it: a field it writes was changed
 /// after the command's base version by another user, or has an open MANUAL
 /// conflict, or nothing would change. `merge_data`: `node.data` is MERGE.
-fn decide(known: &mut Known, ctx: &ApplyContext, cmd: &Command, merge_data: bool) -> Option<Move> {
+fn decide(
+    known: &mut Known,
+    ctx: &ApplyContext,
+    cmd: &Command,
+    merge_data: bool,
+) -> Option<Decided> {
     let Op::UpdateNode {
         id,
         node_type,
@@ -383,7 +389,7 @@ fn decide(known: &mut Known, ctx: &ApplyContext, cmd: &Command, merge_data: bool
     let outcome = format!(
         "{{\"status\":\"applied\",\"version\":{new_version},\"change\":{change},\"conflicts\":[]}}"
     );
-    let decided = Move {
+    let decided = Decided {
         epoch: known.epoch.clone(),
         version: known.version,
         checksum: known.checksum,
@@ -404,11 +410,11 @@ fn decide(known: &mut Known, ctx: &ApplyContext, cmd: &Command, merge_data: bool
 /// How one command of a batch is sent.
 enum Plan {
     Apply,
-    Commit(Box<Move>),
+    Commit(Box<Decided>),
 }
 
 impl GraphStore {
-    /// Reads what deciding moves of `graph_id` needs and `known` lacks: the
+    /// Reads what deciding updates of `graph_id` needs and `known` lacks: the
     /// graph's epoch, version and checksum, and the nodes `ids` with their
     /// per-field versions, in one transaction. None when the graph does not
     /// exist (the apply function answers for it).
@@ -459,25 +465,25 @@ impl GraphStore {
         Ok(Some(known))
     }
 
-    /// [`GraphStore::apply_batch`] with moves decided here (module doc).
+    /// [`GraphStore::apply_batch`] with node updates decided here (module doc).
     pub(super) async fn apply_batch_deciding(
         &self,
-        cache: &MoveCache,
+        cache: &NodeCache,
         batch: &[(&ApplyContext, &Command)],
     ) -> Result<Vec<String>, StoreError> {
         // Graphs whose every command in the batch is a node update.
-        let mut moves_only: HashMap<&str, bool> = HashMap::new();
+        let mut updates_only: HashMap<&str, bool> = HashMap::new();
         for (ctx, cmd) in batch {
             let m = update_of(cmd).is_some();
-            moves_only
+            updates_only
                 .entry(ctx.graph_id.as_str())
                 .and_modify(|all| *all &= m)
                 .or_insert(m);
         }
-        // Take out what is remembered of the graphs of moves and read what
+        // Take out what is remembered of the graphs of node updates and read what
         // is not, one transaction per graph; forget the others.
         let mut working: HashMap<&str, Known> = HashMap::new();
-        for (graph, all) in &moves_only {
+        for (graph, all) in &updates_only {
             let known = cache.take(graph);
             if !*all {
                 continue;
@@ -588,7 +594,7 @@ impl GraphStore {
         &self,
         ctx: &ApplyContext,
         cmd: &Command,
-        m: &Move,
+        m: &Decided,
     ) -> redis::ScriptInvocation<'static> {
         let k = &self.keys;
         let g = ctx.graph_id.as_str();
@@ -603,7 +609,7 @@ impl GraphStore {
             cmd.canonical,
             m.outcome
         );
-        let mut inv = SCRIPTS.commit_move.prepare_invoke();
+        let mut inv = SCRIPTS.commit_node.prepare_invoke();
         inv.key(k.graph_meta(g))
             .key(k.graph_nodes(g))
             .key(k.graph_field_versions(g))
@@ -702,7 +708,7 @@ mod tests {
 
     #[test]
     fn the_cache_forgets_everything_rather_than_grow_past_its_cap() {
-        let cache = MoveCache::new(10);
+        let cache = NodeCache::new(10);
         cache.put("a", known(4));
         cache.put("b", known(4));
         // Replacing a graph counts its nodes once.

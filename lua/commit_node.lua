@@ -1,7 +1,7 @@
--- Commits a node move the worker decided itself (src/graph/store/moves.rs):
--- the outcome apply_command.lua would reach for an UPDATE_NODE that only sets
--- a position, with no concurrent change and no open conflict on it, computed
--- by the worker from the graph it remembers. Writes only when the graph is
+-- Commits an UPDATE_NODE the worker decided itself (src/graph/store/node_updates.rs):
+-- the outcome apply_command.lua would reach when no field the command writes
+-- was changed concurrently or has an open conflict, computed by the worker
+-- from the graph it remembers. Writes only when the graph is
 -- still exactly that one (same epoch, version and checksum) and the
 -- operation has no outcome yet; otherwise writes nothing and returns false,
 -- and the worker sends the command to the apply function instead.
