@@ -114,7 +114,8 @@ def commits(sha, n):
     sock.sendall(encode(["HMGET", key("meta"), "epoch", "version", "checksum"]) +
                  encode(["HGET", key("nodes"), "n19"]) + encode(["HGET", key("fv"), "n:n19"]))
     epoch, version, checksum = [x.decode() for x in reply()]
-    old, fv = reply().decode(), json.loads(reply())
+    old, fv_text = reply().decode(), reply().decode()
+    fv = json.loads(fv_text)
     version, checksum = int(version), int(checksum)
     head, rest = old.split(',"position":', 1)
     tail = rest[rest.index(',"data":'):rest.rindex(',"version":')]
@@ -126,6 +127,7 @@ def commits(sha, n):
         new = "%s,\"position\":{\"x\":%d,\"y\":3}%s,\"version\":%d%s,\"updatedBy\":\"%s\",\"updatedAt\":%d}" % (
             head, i, tail, version + 1, created, USER, now)
         fv["position"] = [version + 1, USER]
+        new_fv = json.dumps(fv, separators=(",", ":"))
         new_checksum = (checksum - h("n" + old) + h("n" + new)) % (1 << 48)
         change = ('{"nodes":[%s],"edges":[],"removedNodes":[],"removedEdges":[],"undo":{"nodes":{"n19":%s},"edges":{}}}'
                   % (new, old))
@@ -136,10 +138,10 @@ def commits(sha, n):
                 '"appliedAt":%d,"command":%s,"outcome":%s}' % (GRAPH, epoch, op_id, USER, now, command, outcome))
         calls.append(["EVALSHA", sha, 7, key("meta"), key("nodes"), key("fv"), key("log"), key("op:" + op_id),
                       key("undo:" + USER), key("redo:" + USER), epoch, version, checksum, version + 1,
-                      new_checksum, "n19", new, "n:n19", json.dumps(fv, separators=(",", ":")), op_id, USER,
+                      new_checksum, "n19", new, "n:n19", new_fv, op_id, USER,
                       "UPDATE_NODE", 0, change, 10000, 3600, '{"status":"applied","version":%d}' % (version + 1),
-                      "PUBLISH", key("events"), note, "graphq:{u:%s}:outcomes" % USER])
-        old, version, checksum = new, version + 1, new_checksum
+                      "PUBLISH", key("events"), note, "graphq:{u:%s}:outcomes" % USER, fv_text])
+        old, version, checksum, fv_text = new, version + 1, new_checksum, new_fv
     return calls
 
 

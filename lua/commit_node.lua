@@ -1,10 +1,11 @@
 -- Commits an UPDATE_NODE the worker decided itself (src/graph/store/node_updates.rs):
 -- the outcome apply_command.lua would reach when no field the command writes
 -- was changed concurrently or has an open conflict, computed by the worker
--- from the graph it remembers. Writes only when the graph is
--- still exactly that one (same epoch, version and checksum) and the
--- operation has no outcome yet; otherwise writes nothing and returns false,
--- and the worker sends the command to the apply function instead.
+-- from the graph it remembers. Writes only when the graph is still exactly
+-- that one (same epoch, version and checksum, and the node's per-field
+-- versions, where a conflict revert marks an open conflict without a new
+-- version) and the operation has no outcome yet; otherwise writes nothing
+-- and returns false, and the worker sends the command to the apply function.
 -- KEYS[1]: graph meta hash
 -- KEYS[2]: nodes hash
 -- KEYS[3]: per-field versions hash
@@ -22,9 +23,11 @@
 -- ARGV[17]: the outcome record
 -- ARGV[18]: "SPUBLISH" on Redis Cluster, else "PUBLISH"; ARGV[19]: the graph's channel
 -- ARGV[20]: the note for subscribers; ARGV[21]: the sender's outcomes channel
+-- ARGV[22]: the node's per-field versions JSON the worker decided on
 -- Returns: 1 when committed, false when nothing was written
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'version', 'checksum')
 if meta[1] ~= ARGV[1] or meta[2] ~= ARGV[2] or meta[3] ~= ARGV[3] then return false end
+if redis.call('HGET', KEYS[3], ARGV[8]) ~= ARGV[22] then return false end
 if redis.call('EXISTS', KEYS[5]) == 1 then return false end
 
 redis.call('HSET', KEYS[2], ARGV[6], ARGV[7])

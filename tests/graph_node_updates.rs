@@ -154,6 +154,29 @@ async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<Stri
         })
         .collect();
     out.insert("change log".into(), json!(log));
+    // The conflict log by value (its entry ids are Redis' clock).
+    let conflicts: Vec<Vec<String>> = redis::cmd("XRANGE")
+        .arg(keys.graph_conflicts("g"))
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+        .await
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    out.insert("conflict log".into(), json!(conflicts));
     for user in ["alice", "bob"] {
         for (what, key) in [
             ("undo", keys.graph_undo("g", user)),
@@ -374,4 +397,78 @@ async fn a_graph_changed_behind_the_worker_is_applied_afresh() {
     let raw = third.raw("g").await.unwrap();
     assert_eq!(raw.version, 7);
     assert_eq!(raw.checksum, checksum_of(&raw));
+}
+
+/// A conflict revert marks an open MANUAL conflict on a node without a new
+/// version. When another worker made it, the first worker's memory of the
+/// node lacks the mark: its next write of the field must still go to the
+/// apply function, which resolves the conflict and logs that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_conflict_marked_by_another_worker_is_resolved_and_logged() {
+    let env = TestEnv::start().await;
+    let settings = GraphSettings {
+        worker_cache_nodes: 1_000,
+        conflicts: BTreeMap::from([("node.position".to_string(), graphq::graph::Strategy::Manual)]),
+        ..GraphSettings::default()
+    };
+    let keys = Keys::new(format!("{}m", env.prefix));
+    let first = GraphStore::new(env.redis.clone(), keys.clone(), settings.clone());
+    let second = GraphStore::new(env.redis.clone(), keys.clone(), settings);
+    let create = cmd(
+        "c0",
+        "CREATE_NODE",
+        json!({"node": {"id": "n1", "position": {"x": 0, "y": 0}}}),
+        None,
+    );
+    let (c0, c1) = (ctx("alice", 0), ctx("alice", 1));
+    first.apply_batch(&[(&c0, &create)]).await.unwrap();
+    let m1 = move_to("c1", 1.0, 1.0, None);
+    first.apply_batch(&[(&c1, &m1)]).await.unwrap();
+    // Bob moves from version 1: alice moved since, MANUAL keeps it open.
+    let (c2, m2) = (ctx("bob", 2), move_to("c2", 2.0, 2.0, Some(1)));
+    let bob = second.apply_batch(&[(&c2, &m2)]).await.unwrap();
+    assert!(bob[0].contains("\"code\":\"CONFLICT\""), "{}", bob[0]);
+    let marked: String = redis::cmd("HGET")
+        .arg(keys.graph_field_versions("g"))
+        .arg("n:n1")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
+    assert!(marked.contains("open"), "{marked}");
+    // Alice moves again through the first worker: her write resolves it.
+    let (c3, m3) = (ctx("alice", 3), move_to("c3", 3.0, 3.0, None));
+    let alice = first.apply_batch(&[(&c3, &m3)]).await.unwrap();
+    assert!(alice[0].contains("\"MANUAL:resolved\""), "{}", alice[0]);
+    let fv: String = redis::cmd("HGET")
+        .arg(keys.graph_field_versions("g"))
+        .arg("n:n1")
+        .query_async(&mut env.conn())
+        .await
+        .unwrap();
+    assert!(!fv.contains("open"), "{fv}");
+    let log: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(keys.graph_conflicts("g"))
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::streams::StreamRangeReply>(&mut env.conn())
+        .await
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect();
+    assert_eq!(log.len(), 2, "a conflict and its resolution: {log:?}");
+    assert!(log[1].1.contains_key("resolution"), "{log:?}");
 }

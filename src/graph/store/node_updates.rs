@@ -7,9 +7,10 @@
 //! worker owns the graph's partition and sees every command of it in order,
 //! so it can remember the nodes it updates and decide such a command itself:
 //! the same checks, the same stored bytes, change, outcome and note as
-//! `lua/apply_command.lua`, sent as one short `lua/commit_node.lua` call
-//! that writes only if the graph is still the one the worker decided on
-//! (epoch, version and checksum) and the operation has no outcome yet.
+//! `lua/apply_command.lua` (the per-field versions equal in value), sent as
+//! one short `lua/commit_node.lua` call that writes only if the graph is
+//! still the one the worker decided on (epoch, version and checksum, and the
+//! node's per-field versions) and the operation has no outcome yet.
 //!
 //! Anything else goes to the apply function as before: other commands, an
 //! update that meets a concurrent change or an open conflict or changes
@@ -69,6 +70,8 @@ struct Decided {
     new_checksum: u64,
     node_id: String,
     json: String,
+    /// The node's per-field versions as stored when decided, and after.
+    old_fv: String,
     fv: String,
     change: String,
     outcome: String,
@@ -104,6 +107,9 @@ impl NodeCache {
         let mut r = self.lock();
         if let Some(old) = r.graphs.remove(graph_id) {
             r.nodes -= old.nodes.len();
+        }
+        if known.nodes.len() > self.cap {
+            return;
         }
         if r.nodes + known.nodes.len() > self.cap {
             r.graphs.clear();
@@ -237,6 +243,13 @@ fn data_pairs(text: &str) -> Option<Vec<(String, String)>> {
                 return None;
             }
             let value_end = skip_value(s, key_end + 1)?;
+            // A key twice is not what graphq writes.
+            if pairs
+                .iter()
+                .any(|(k, _): &(String, String)| Some(k.as_str()) == text.get(i..key_end))
+            {
+                return None;
+            }
             pairs.push((
                 text.get(i..key_end)?.to_string(),
                 text.get(key_end + 1..value_end)?.to_string(),
@@ -397,6 +410,7 @@ fn decide(
         new_checksum,
         node_id: id.to_string(),
         json: json.clone(),
+        old_fv: fv_text.clone(),
         fv: fv.clone(),
         change,
         outcome,
@@ -488,19 +502,23 @@ impl GraphStore {
             if !*all {
                 continue;
             }
-            let mut missing: Vec<&str> = Vec::new();
+            let mut needed: Vec<&str> = Vec::new();
             for (_, cmd) in batch.iter().filter(|(c, _)| c.graph_id == *graph) {
-                if let Some(id) = update_of(cmd) {
-                    let remembered = known.as_ref().is_some_and(|k| k.nodes.contains_key(id));
-                    if !remembered && !missing.contains(&id) {
-                        missing.push(id);
-                    }
+                if let Some(id) = update_of(cmd)
+                    && !needed.contains(&id)
+                {
+                    needed.push(id);
                 }
             }
-            let known = if missing.is_empty() {
+            // One unknown node: read them all, so that they are all of the
+            // version the read finds.
+            let all_known = needed
+                .iter()
+                .all(|id| known.as_ref().is_some_and(|k| k.nodes.contains_key(*id)));
+            let known = if all_known {
                 known
             } else {
-                self.remember(graph, known, &missing).await?
+                self.remember(graph, known, &needed).await?
             };
             if let Some(known) = known {
                 working.insert(graph, known);
@@ -543,8 +561,10 @@ impl GraphStore {
             crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
 
         let mut texts: Vec<Option<String>> = Vec::with_capacity(batch.len());
-        // Graphs with a commit that found the graph changed: from there on
-        // their commands go to the apply function, in order.
+        // Commits that wrote nothing (the graph changed, or the operation
+        // was decided already) go to the apply function, in order. A later
+        // commit of the same graph that did write found the graph exactly
+        // as decided, so what came before it is applied.
         let mut redo: Vec<usize> = Vec::new();
         let mut changed: Vec<&str> = Vec::new();
         for (i, (((ctx, _), plan), reply)) in batch.iter().zip(&plans).zip(replies).enumerate() {
@@ -556,14 +576,14 @@ impl GraphStore {
                     texts.push(Some(text));
                 }
                 Plan::Commit(m) => {
-                    if changed.contains(&graph) || reply == redis::Value::Nil {
+                    if reply == redis::Value::Int(1) {
+                        texts.push(Some(m.outcome.clone()));
+                    } else {
                         if !changed.contains(&graph) {
                             changed.push(graph);
                         }
                         redo.push(i);
                         texts.push(None);
-                    } else {
-                        texts.push(Some(m.outcome.clone()));
                     }
                 }
             }
@@ -640,7 +660,8 @@ impl GraphStore {
             .arg(self.redis.graph_publish_command())
             .arg(k.graph_channel(g))
             .arg(note)
-            .arg(k.user_outcomes_channel(user));
+            .arg(k.user_outcomes_channel(user))
+            .arg(&m.old_fv);
         inv
     }
 }
@@ -686,6 +707,7 @@ mod tests {
         // apply function.
         assert_eq!(data_pairs(r#"{"a":1,}"#), None);
         assert_eq!(data_pairs(r#"{a:1}"#), None);
+        assert_eq!(data_pairs(r#"{"a":1,"a":2}"#), None);
         assert_eq!(data_pairs(r#"{"a":1"#), None);
         assert_eq!(data_pairs("[]"), None);
     }
@@ -718,6 +740,9 @@ mod tests {
         assert!(cache.take("a").is_none() && cache.take("b").is_none());
         assert_eq!(cache.take("c").map(|k| k.nodes.len()), Some(3));
         assert_eq!(cache.lock().nodes, 0);
+        // A graph bigger than the cap alone is not remembered at all.
+        cache.put("d", known(11));
+        assert!(cache.take("d").is_none());
     }
 
     #[test]
