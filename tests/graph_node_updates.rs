@@ -103,6 +103,33 @@ async fn next_notes(
     out
 }
 
+/// A stream's entries: id and fields.
+async fn entries(env: &TestEnv, key: String) -> Vec<(String, BTreeMap<String, String>)> {
+    redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::streams::StreamRangeReply>(&mut env.conn())
+        .await
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
+}
+
 /// What a user or an operator can read of graph "g" under `keys`, with the
 /// per-field versions decoded (their JSON key order is not part of them).
 async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<String, Value> {
@@ -123,58 +150,13 @@ async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<Stri
         .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
         .collect();
     out.insert("field versions".into(), json!(fv));
-    let log: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(keys.graph_log("g"))
-        .arg("-")
-        .arg("+")
-        .query_async::<redis::streams::StreamRangeReply>(&mut conn)
-        .await
-        .unwrap()
-        .ids
-        .into_iter()
-        .map(|e| {
-            let mut fields: Vec<(String, String)> = e
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            fields.sort();
-            (
-                e.id,
-                fields
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect(),
-            )
-        })
-        .collect();
+    let log = entries(env, keys.graph_log("g")).await;
     out.insert("change log".into(), json!(log));
     // The conflict log by value (its entry ids are Redis' clock).
-    let conflicts: Vec<Vec<String>> = redis::cmd("XRANGE")
-        .arg(keys.graph_conflicts("g"))
-        .arg("-")
-        .arg("+")
-        .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+    let conflicts: Vec<BTreeMap<String, String>> = entries(env, keys.graph_conflicts("g"))
         .await
-        .unwrap()
-        .ids
         .into_iter()
-        .map(|e| {
-            e.map
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{k}={}",
-                        redis::from_redis_value_ref::<String>(v).unwrap_or_default()
-                    )
-                })
-                .collect()
-        })
+        .map(|(_, fields)| fields)
         .collect();
     out.insert("conflict log".into(), json!(conflicts));
     for user in ["alice", "bob"] {
@@ -428,47 +410,23 @@ async fn an_open_conflict_marked_by_another_worker_is_resolved_and_logged() {
     let (c2, m2) = (ctx("bob", 2), move_to("c2", 2.0, 2.0, Some(1)));
     let bob = second.apply_batch(&[(&c2, &m2)]).await.unwrap();
     assert!(bob[0].contains("\"code\":\"CONFLICT\""), "{}", bob[0]);
-    let marked: String = redis::cmd("HGET")
-        .arg(keys.graph_field_versions("g"))
-        .arg("n:n1")
-        .query_async(&mut env.conn())
-        .await
-        .unwrap();
+    let field_versions = async || -> String {
+        redis::cmd("HGET")
+            .arg(keys.graph_field_versions("g"))
+            .arg("n:n1")
+            .query_async(&mut env.conn())
+            .await
+            .unwrap()
+    };
+    let marked = field_versions().await;
     assert!(marked.contains("open"), "{marked}");
     // Alice moves again through the first worker: her write resolves it.
     let (c3, m3) = (ctx("alice", 3), move_to("c3", 3.0, 3.0, None));
     let alice = first.apply_batch(&[(&c3, &m3)]).await.unwrap();
     assert!(alice[0].contains("\"MANUAL:resolved\""), "{}", alice[0]);
-    let fv: String = redis::cmd("HGET")
-        .arg(keys.graph_field_versions("g"))
-        .arg("n:n1")
-        .query_async(&mut env.conn())
-        .await
-        .unwrap();
+    let fv = field_versions().await;
     assert!(!fv.contains("open"), "{fv}");
-    let log: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(keys.graph_conflicts("g"))
-        .arg("-")
-        .arg("+")
-        .query_async::<redis::streams::StreamRangeReply>(&mut env.conn())
-        .await
-        .unwrap()
-        .ids
-        .into_iter()
-        .map(|e| {
-            let fields = e
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            (e.id, fields)
-        })
-        .collect();
+    let log = entries(&env, keys.graph_conflicts("g")).await;
     assert_eq!(log.len(), 2, "a conflict and its resolution: {log:?}");
     assert!(log[1].1.contains_key("resolution"), "{log:?}");
 }
