@@ -101,6 +101,7 @@ impl GraphStore {
         let nodes = (settings.worker_cache_nodes > 0).then(|| {
             Arc::new(node_updates::NodeCache::new(
                 settings.worker_cache_nodes as usize,
+                settings.strategies().get("node.data") == Some(&super::Strategy::Merge),
             ))
         });
         GraphStore {
@@ -201,6 +202,15 @@ impl GraphStore {
         if let Some(nodes) = &self.nodes {
             return self.apply_batch_deciding(nodes, batch).await;
         }
+        self.apply_all(batch.iter().copied()).await
+    }
+
+    /// One `FCALL` of the apply function per command, in order, in one
+    /// round trip.
+    async fn apply_all<'a>(
+        &self,
+        batch: impl Iterator<Item = (&'a ApplyContext, &'a Command)>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut pipe = redis::pipe();
         for (ctx, cmd) in batch {
             pipe.add_command(self.invocation(ctx, cmd));

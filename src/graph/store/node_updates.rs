@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::{GraphStore, StoreError};
 use crate::graph::command::{data_texts, point_text, type_text};
-use crate::graph::{ApplyContext, Command, Op, Strategy, entity_hash};
+use crate::graph::{ApplyContext, Command, Op, entity_hash};
 use crate::scripts::SCRIPTS;
 
 /// The checksum's modulus (docs/graph.md, Checksum).
@@ -40,6 +40,8 @@ const H48: u64 = 1 << 48;
 pub(super) struct NodeCache {
     /// Most nodes remembered in all; past it everything is forgotten.
     cap: usize,
+    /// `node.data` is MERGE (decided per key); the settings do not change.
+    merge_data: bool,
     inner: Mutex<Remembered>,
 }
 
@@ -78,9 +80,10 @@ struct Decided {
 }
 
 impl NodeCache {
-    pub(super) fn new(cap: usize) -> NodeCache {
+    pub(super) fn new(cap: usize, merge_data: bool) -> NodeCache {
         NodeCache {
             cap,
+            merge_data,
             inner: Mutex::new(Remembered::default()),
         }
     }
@@ -527,14 +530,13 @@ impl GraphStore {
         // Decide, graph by graph; a graph with one undecidable command goes
         // to the apply function whole (and is forgotten).
         let mut plans: Vec<Plan> = batch.iter().map(|_| Plan::Apply).collect();
-        let merge_data = self.settings.strategies().get("node.data") == Some(&Strategy::Merge);
         working.retain(|graph, known| {
             let mut decided = Vec::new();
             for (i, (ctx, cmd)) in batch.iter().enumerate() {
                 if ctx.graph_id != *graph {
                     continue;
                 }
-                match decide(known, ctx, cmd, merge_data) {
+                match decide(known, ctx, cmd, cache.merge_data) {
                     Some(m) => decided.push((i, m)),
                     None => return false,
                 }
@@ -595,14 +597,7 @@ impl GraphStore {
             }
         }
         if !redo.is_empty() {
-            let mut pipe = redis::pipe();
-            for &i in &redo {
-                let (ctx, cmd) = batch[i];
-                pipe.add_command(self.invocation(ctx, cmd));
-            }
-            self.redis.durable(&mut pipe);
-            let again: Vec<String> =
-                crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
+            let again = self.apply_all(redo.iter().map(|&i| batch[i])).await?;
             for (i, text) in redo.into_iter().zip(again) {
                 texts[i] = Some(text);
             }
@@ -730,7 +725,7 @@ mod tests {
 
     #[test]
     fn the_cache_forgets_everything_rather_than_grow_past_its_cap() {
-        let cache = NodeCache::new(10);
+        let cache = NodeCache::new(10, true);
         cache.put("a", known(4));
         cache.put("b", known(4));
         // Replacing a graph counts its nodes once.
