@@ -6,6 +6,10 @@
 # here by PID. Prints one JSON line per run, tagged "A" or "B".
 #
 #   benches/ab.sh A_BINARY B_BINARY [RUNS] [RATE]   (defaults: 3 runs, 2000 commands/s)
+#
+# RAMP=4000,6000,8000,10000 also tries those rates in each run (10 s each)
+# and reports the highest one sustained with nothing lost
+# (`highest_sustained_rate`): the saturation comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$(realpath "$1"); b=$(realpath "$2"); runs=${3:-3}; rate=${4:-2000}
@@ -26,7 +30,7 @@ one_run() {
   wait_ready "$gport"
   printf '{"run":"%s",' "$tag"
   "$load" bench e2e --url "ws://127.0.0.1:$gport" --redis-url "$GRAPHQ_REDIS_URL" \
-    --gateway-pid "$gw" --worker-pid "$wk" --clients 200 --graphs 20 --rate "$rate" --duration 10 | sed 's/^{//'
+    --gateway-pid "$gw" --worker-pid "$wk" --clients 200 --graphs 20 --rate "$rate" --duration 10 ${RAMP:+--ramp "$RAMP"} | sed 's/^{//'
   kill "$gw" "$wk" 2>/dev/null || true
   wait "$gw" "$wk" 2>/dev/null || true
   kill "$redis_pid" 2>/dev/null || true

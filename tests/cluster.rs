@@ -96,27 +96,40 @@ async fn a_hundred_graphs_spread_over_every_master_and_operator_commands_work() 
     let total: usize = graphs_on.values().map(HashSet::len).sum();
     assert_eq!(total, 100, "each graph's keys on exactly one master");
 
-    // `graphq queues` sees every partition on every master.
-    let out = c.command(&["queues", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let queues: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let commands = queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "commands")
-        .unwrap();
-    let parts = commands["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 16);
-    let processed: u64 = parts
-        .iter()
-        .map(|p| p["counters"]["processed"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(processed, 100, "{commands}");
+    // `graphq queues` sees every partition on every master. The processed
+    // counters count acknowledgements, which follow the applies within
+    // `ack_delay_ms`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c.command(&["queues", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let queues: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let commands = queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "commands")
+            .unwrap()
+            .clone();
+        let parts = commands["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 16);
+        let processed: u64 = parts
+            .iter()
+            .map(|p| p["counters"]["processed"].as_u64().unwrap_or(0))
+            .sum();
+        if processed == 100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processed {processed} of 100 after 10 s: {commands}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // `graphq graph verify` and `dump` read a graph wherever it lives.
     for g in ["g0", "g42", "g99"] {
         let out = c.command(&["graph", "verify", g]).output().unwrap();

@@ -202,6 +202,14 @@ async fn queues_json_agrees_with_redis_per_partition_while_jobs_are_in_flight() 
             && dlq.count().await.unwrap() == settle_dead
     })
     .await;
+    // Their acknowledgements go out within `ack_delay_ms`: after that,
+    // nothing but the held partitions moves while the CLI reads.
+    eventually(
+        Duration::from_secs(10),
+        "the settled jobs are acknowledged",
+        || async { commands.stats().await.unwrap().total(|p| p.pending) == 0 },
+    )
+    .await;
     // Then a held job at the head of a few partitions, with a backlog behind it.
     let mut held = std::collections::HashSet::new();
     for k in [100, 101, 102] {

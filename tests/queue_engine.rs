@@ -69,6 +69,53 @@ async fn ordered_jobs_run_in_key_order_and_leave_nothing_behind() {
     w.shutdown().await;
 }
 
+/// Jobs arriving one by one are read one by one; with `ack_delay_ms` their
+/// acknowledgements go out together, and still nothing stays pending once
+/// the partition is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_settled_one_by_one_share_one_acknowledgement() {
+    let env = TestEnv::start().await;
+    let q = env.queue(
+        "commands",
+        QueueOptions {
+            ack_delay_ms: 2_000,
+            lease_ttl_ms: 10_000,
+            ..ordered(1)
+        },
+    );
+    let w = start(&q, FnProcessor(|_job: graphq::queue::Job| async { Ok(()) }));
+    let acks_before = env.command_calls("xack").await;
+    let started = std::time::Instant::now();
+    for i in 0..9u32 {
+        q.add(NewJob::new("step", i.to_string()).key("g"))
+            .await
+            .unwrap();
+        let n = u64::from(i) + 1;
+        eventually(Duration::from_secs(10), "the job processed", || async {
+            processed(&w) == n
+        })
+        .await;
+    }
+    let one_by_one = started.elapsed();
+    eventually(Duration::from_secs(10), "nothing left pending", || async {
+        let stats = q.stats().await.unwrap();
+        stats.total(|p| p.pending) == 0 && total_len(&env, &q).await == 0
+    })
+    .await;
+    let acks = env.command_calls("xack").await - acks_before;
+    // Each job was processed before the next was added, so each came with a
+    // read of its own; a read acknowledges only once the oldest settled
+    // entry is 2 s old: one acknowledgement per 2 s the jobs took, and one
+    // for the last of them.
+    let most = 1 + one_by_one.as_millis() as u64 / 2_000;
+    assert!(
+        acks <= most,
+        "{acks} acknowledgements for 9 jobs added one by one in {one_by_one:?}"
+    );
+    assert_eq!(q.stats().await.unwrap().counter("processed"), 9);
+    w.shutdown().await;
+}
+
 fn rand_u64(below: u64) -> u64 {
     (uuid::Uuid::new_v4().as_u128() % below as u128) as u64
 }

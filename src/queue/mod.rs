@@ -73,6 +73,11 @@ pub struct QueueOptions {
     pub batch_size: usize,
     /// How long a read waits for new entries before checking for shutdown.
     pub block_ms: u64,
+    /// Ordered queues: settled entries are acknowledged with a later read,
+    /// at most this long after the first of them settled (or as soon as
+    /// `batch_size` wait), so that one acknowledgement serves many commands
+    /// arriving one by one. 0: with the very next read.
+    pub ack_delay_ms: u64,
     #[serde(flatten)]
     pub retry: RetryPolicy,
     /// Most jobs per period across all workers of the queue.
@@ -111,6 +116,7 @@ impl Default for QueueOptions {
             concurrency: 16,
             batch_size: 256,
             block_ms: 1_000,
+            ack_delay_ms: 0,
             retry: RetryPolicy::default(),
             rate_limit: None,
             key_rate_limit: None,
@@ -148,6 +154,9 @@ impl QueueOptions {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        if self.ack_delay_ms >= self.lease_ttl_ms {
+            return Err("ack_delay_ms must be less than lease_ttl_ms".into());
         }
         if self.heartbeat_ms * 2 > self.lease_ttl_ms {
             return Err("heartbeat_ms must be at most half of lease_ttl_ms".into());

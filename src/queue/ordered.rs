@@ -335,6 +335,8 @@ async fn run_partition<P: Processor>(
     // The worker's shutdown counts at once, before its coordinator gets to
     // stop this partition: nothing read after it is started.
     let stopping = || stop.is_cancelled() || ctx.shutdown.is_cancelled();
+    // When the oldest entry of `unacked` was settled (when its batch ended).
+    let mut first_settled: Option<tokio::time::Instant> = None;
     while !stopping() {
         if *ctx.paused.borrow() {
             sleep_or_stop(Duration::from_millis(opts.pause_poll_ms), stop).await;
@@ -362,8 +364,15 @@ async fn run_partition<P: Processor>(
             // most, and dropped it may still reach Redis (the request is on
             // its way, or the client retries it) and deliver entries to this
             // consumer after it handed its partition back.
-            None => read_new(ctx, conn, stream, p, unacked).await,
+            None => {
+                let age = first_settled.map_or(Duration::ZERO, |t| t.elapsed());
+                let wait = ack_wait(opts, unacked.len(), age);
+                read_new(ctx, conn, stream, p, unacked, wait).await
+            }
         };
+        if unacked.is_empty() {
+            first_settled = None;
+        }
         let jobs = match read {
             Ok(jobs) => jobs,
             Err(e) if is_nogroup(&e) => {
@@ -386,27 +395,53 @@ async fn run_partition<P: Processor>(
         if !process(ctx, conn, stream, p, jobs, stop, taken, unacked).await? {
             return Ok(());
         }
+        if !unacked.is_empty() && first_settled.is_none() {
+            first_settled = Some(tokio::time::Instant::now());
+        }
     }
     Ok(())
 }
 
-/// Reads new entries, acknowledging `unacked` in the same round trip (the
-/// ack runs at once; only the read blocks). `unacked` is emptied once Redis
-/// answered; on an error it stays, to be acknowledged again (an ack is
-/// idempotent).
+/// Whether the read about to start acknowledges the `waiting` settled
+/// entries (None), or leaves them to a later read and blocks at most the
+/// returned time, so that they are acknowledged no later than
+/// `ack_delay_ms` after the first of them settled (`age` ago), or once
+/// `batch_size` wait. Deferring costs nothing a user notices: a settled
+/// entry is done (its outcome is recorded), and one taken over again
+/// after a crash is answered as a duplicate.
+fn ack_wait(opts: &super::QueueOptions, waiting: usize, age: Duration) -> Option<Duration> {
+    let delay = Duration::from_millis(opts.ack_delay_ms);
+    if waiting == 0 {
+        return Some(Duration::from_millis(opts.block_ms));
+    }
+    if waiting >= opts.batch_size || age >= delay {
+        return None;
+    }
+    Some((delay - age).min(Duration::from_millis(opts.block_ms)))
+}
+
+/// Reads new entries. With `wait` None it acknowledges `unacked` in the
+/// same round trip (the ack runs at once; only the read blocks) and
+/// blocks `block_ms`; otherwise it leaves them and blocks at most `wait`.
+/// `unacked` is emptied once Redis answered an ack; on an error it stays,
+/// to be acknowledged again (an ack is idempotent).
 async fn read_new<P: Processor>(
     ctx: &Ctx<P>,
     conn: &mut Conn,
     stream: &str,
     p: u16,
     unacked: &mut Vec<(String, String)>,
+    wait: Option<Duration>,
 ) -> Result<Vec<Job>, QueueError> {
     let opts = ctx.queue.options();
     let mut pipe = redis::pipe();
-    if !unacked.is_empty() {
+    let acking = wait.is_none() && !unacked.is_empty();
+    if acking {
         pipe.invoke_script(&ctx.ack_invocation(stream, p, unacked, true))
             .ignore();
     }
+    // BLOCK 0 would wait forever.
+    let block = wait.map_or(opts.block_ms, |w| (w.as_millis() as u64).max(1));
     pipe.cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -414,12 +449,14 @@ async fn read_new<P: Processor>(
         .arg("COUNT")
         .arg(opts.batch_size)
         .arg("BLOCK")
-        .arg(opts.block_ms)
+        .arg(block)
         .arg("STREAMS")
         .arg(stream)
         .arg(">");
     let (reply,): (Option<StreamReadReply>,) = crate::scripts::query_pipeline(&pipe, conn).await?;
-    unacked.clear();
+    if acking {
+        unacked.clear();
+    }
     let entries = reply
         .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
         .unwrap_or_default();
@@ -616,5 +653,34 @@ async fn ack_with_retry<P: Processor>(
             }
             Err(err) => return Err(err.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_entries_wait_for_an_ack_at_most_ack_delay_ms() {
+        let opts = super::super::QueueOptions {
+            ack_delay_ms: 50,
+            batch_size: 4,
+            block_ms: 1_000,
+            ..Default::default()
+        };
+        let ms = Duration::from_millis;
+        // Nothing to acknowledge: a full blocking read.
+        assert_eq!(ack_wait(&opts, 0, ms(0)), Some(ms(1_000)));
+        // Young entries wait; the read blocks only until they are due.
+        assert_eq!(ack_wait(&opts, 1, ms(10)), Some(ms(40)));
+        // Due by age, or by count.
+        assert_eq!(ack_wait(&opts, 1, ms(50)), None);
+        assert_eq!(ack_wait(&opts, 4, ms(0)), None);
+        // 0: every read acknowledges.
+        let eager = super::super::QueueOptions {
+            ack_delay_ms: 0,
+            ..opts
+        };
+        assert_eq!(ack_wait(&eager, 1, ms(0)), None);
     }
 }
