@@ -11,7 +11,9 @@ one round trip per admission), with these Redis calls per command:
 
   admission   SET claim NX EX + XADD to the graph's partition stream (pipelined)
   read        XREADGROUP over the partition (blocking, COUNT 100), with the
-              previous read's XACK + XDEL pipelined in front of it
+              previous read's XACK + XDEL pipelined in front of it (with
+              ACK_DELAY_MS, those of the entries settled since at least
+              that long, as graphq's `ack_delay_ms`)
   commit      MODE "bare": no writes at all, only the PUBLISH of the note
               (the queue and the delivery alone)
               MODE "multi": MULTI, HSET node, HSET meta version, XADD change
@@ -34,6 +36,9 @@ import time
 PORT, MODE, RATE, SECONDS = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 GRAPHS, PARTITIONS = 20, 16
 READERS = int(os.environ.get("READERS", PARTITIONS))
+# ACK_DELAY_MS=50: acknowledgements wait for a read that starts 50 ms after
+# the oldest settled entry, as graphq's `ack_delay_ms` (0: every read acks).
+ACK_DELAY = float(os.environ.get("ACK_DELAY_MS", 0)) / 1000
 
 COMMIT = """
 local meta = redis.call('HMGET', KEYS[1], 'version')
@@ -111,22 +116,28 @@ def subscriber(ready):
 def worker(parts, sha):
     c = Conn()
     names = [stream(p) for p in parts]
-    unacked = {}
+    unacked, since = {}, None
     while not stop.is_set():
-        # The previous read's acknowledgements travel with the next read.
-        calls = []
-        for s, ids in unacked.items():
-            calls += [["XACK", s, "g"] + ids, ["XDEL", s] + ids]
-        calls.append(["XREADGROUP", "GROUP", "g", "w", "COUNT", 100, "BLOCK", 200, "STREAMS"] + names +
+        # Settled entries' acknowledgements travel with a later read.
+        calls, block = [], 200
+        age = time.monotonic() - since if since is not None else 0
+        if unacked and age >= ACK_DELAY:
+            for s, ids in unacked.items():
+                calls += [["XACK", s, "g"] + ids, ["XDEL", s] + ids]
+            unacked, since = {}, None
+        elif unacked:
+            block = max(1, int((ACK_DELAY - age) * 1000))
+        calls.append(["XREADGROUP", "GROUP", "g", "w", "COUNT", 100, "BLOCK", block, "STREAMS"] + names +
                      [">"] * len(names))
         c.send(*calls)
         for _ in calls[1:]:
             c.reply()
-        unacked = {}
         for s, entries in c.reply() or []:
             for entry_id, fields in entries:
                 commit(c, sha, dict(zip(fields[0::2], fields[1::2])))
                 unacked.setdefault(s, []).append(entry_id)
+                if since is None:
+                    since = time.monotonic()
 
 
 def commit(c, sha, f):
@@ -190,7 +201,7 @@ def main():
         if name in ("info", "config", "script", "xgroup"):
             continue
         calls[name] = round(int(v.split(",")[0].split("=")[1]) / max(sent, 1), 2)
-    print(json.dumps({"mode": MODE, "readers": min(READERS, PARTITIONS), "rate": RATE, "sent": sent, "notes": received[0],
+    print(json.dumps({"mode": MODE, "readers": min(READERS, PARTITIONS), "ack_delay_ms": ACK_DELAY * 1000, "rate": RATE, "sent": sent, "notes": received[0],
                       "redis_cpu_us_per_command": round(cpu * 1e6 / max(sent, 1), 1),
                       "redis_commands_per_command": round(sum(calls.values()), 2),
                       "redis_commands_by_name": calls}))

@@ -4,6 +4,9 @@
 # redis-server, at RATE commands/s for 10 s. One JSON line per run.
 #
 #   benches/floor.sh [RUNS] [RATE]   (defaults: 3 runs, 2000 commands/s)
+#
+# READERS=1 (one reader for all partitions) and ACK_DELAY_MS=50 (shared
+# acknowledgements) pass through to benches/floor.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; rate=${2:-2000}
