@@ -288,7 +288,11 @@ async fn send_loop(
             _ = &mut kicked => break,
             m = rx.recv() => match m {
                 Some(out) => {
-                    if send_queued(&mut sink, out, &mut rx).await.is_err() {
+                    let t = match out {
+                        Outgoing::Text(t) => t,
+                        Outgoing::Applied(a) => a.frame.clone(),
+                    };
+                    if sink.send(Message::Text(t)).await.is_err() {
                         conn.end();
                         return;
                     }
@@ -316,33 +320,6 @@ async fn send_loop(
         })))
         .await;
     let _ = sink.close().await;
-}
-
-/// Frames sent with one write at most: what a burst may put in one
-/// flush (a worker's batch of one graph arrives as one burst of
-/// COMMAND_APPLIED), small enough that one socket does not hold its task
-/// for long.
-const FRAMES_PER_WRITE: usize = 64;
-
-/// Sends `first` and whatever else is already queued for the socket (up to
-/// `FRAMES_PER_WRITE` in all) with one flush, so that a burst costs one
-/// write to the socket instead of one per frame. Nothing waits for more
-/// frames: a lone frame goes out at once.
-async fn send_queued(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    first: Outgoing,
-    rx: &mut mpsc::Receiver<Outgoing>,
-) -> Result<(), axum::Error> {
-    let text = |out: Outgoing| match out {
-        Outgoing::Text(t) => t,
-        Outgoing::Applied(a) => a.frame.clone(),
-    };
-    sink.feed(Message::Text(text(first))).await?;
-    for _ in 1..FRAMES_PER_WRITE {
-        let Ok(out) = rx.try_recv() else { break };
-        sink.feed(Message::Text(text(out))).await?;
-    }
-    sink.flush().await
 }
 
 impl Session {
