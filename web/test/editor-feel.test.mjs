@@ -303,6 +303,9 @@ describe('the status tells the truth', () => {
     await a.waitForFunction(() => document.querySelector('.toast .toast-count')?.textContent === '×3');
     assert.equal(await a.locator('.toast').count(), 1, 'one toast for three identical outcomes');
     assert.match(await toast.textContent(), /Moving a node was rolled back.*Node “Shared” does not exist/);
+    // Where the toast rests: it slides in from 8 px higher (`toast-in`),
+    // and the three outcomes can all arrive before that ends.
+    await toast.evaluate((e) => Promise.all(e.getAnimations().map((an) => an.finished)));
     const canvas = await a.locator('#canvas').boundingBox();
     const box = await toast.boundingBox();
     assert.ok(box.y >= canvas.y + canvas.height - 1, 'the toast does not cover the canvas');
