@@ -9,9 +9,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::TestEnv;
 use common::cluster::RedisCluster;
 use common::load::*;
+use common::{TestEnv, eventually};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -99,8 +99,7 @@ async fn a_hundred_graphs_spread_over_every_master_and_operator_commands_work() 
     // `graphq queues` sees every partition on every master. The processed
     // counters count acknowledgements, which follow the applies within
     // `ack_delay_ms`.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let commands_queue = || {
         let out = c.command(&["queues", "--json"]).output().unwrap();
         assert!(
             out.status.success(),
@@ -108,28 +107,31 @@ async fn a_hundred_graphs_spread_over_every_master_and_operator_commands_work() 
             String::from_utf8_lossy(&out.stderr)
         );
         let queues: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let commands = queues
+        queues
             .as_array()
             .unwrap()
             .iter()
             .find(|q| q["queue"] == "commands")
             .unwrap()
-            .clone();
-        let parts = commands["partitions"].as_array().unwrap();
-        assert_eq!(parts.len(), 16);
-        let processed: u64 = parts
+            .clone()
+    };
+    let processed = |commands: &Value| -> u64 {
+        commands["partitions"]
+            .as_array()
+            .unwrap()
             .iter()
             .map(|p| p["counters"]["processed"].as_u64().unwrap_or(0))
-            .sum();
-        if processed == 100 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "processed {processed} of 100 after 10 s: {commands}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .sum()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the commands queue's processed counters reach 100",
+        || async { processed(&commands_queue()) == 100 },
+    )
+    .await;
+    let commands = commands_queue();
+    assert_eq!(commands["partitions"].as_array().unwrap().len(), 16);
+    assert_eq!(processed(&commands), 100, "{commands}");
     // `graphq graph verify` and `dump` read a graph wherever it lives.
     for g in ["g0", "g42", "g99"] {
         let out = c.command(&["graph", "verify", g]).output().unwrap();
@@ -318,7 +320,7 @@ async fn drain_or_report(c: &Cluster, clients: &[LoadClient], within: Duration) 
     for cl in clients {
         cl.sending.store(false, std::sync::atomic::Ordering::SeqCst);
     }
-    common::eventually(within, "every sent command is accepted", || async {
+    eventually(within, "every sent command is accepted", || async {
         clients.iter().all(|cl| {
             let mut s = cl.seen.lock().unwrap();
             s.resend |= !s.pending.is_empty();

@@ -406,9 +406,10 @@ async fn run_partition<P: Processor>(
 /// entries (None), or leaves them to a later read and blocks at most the
 /// returned time, so that they are acknowledged no later than
 /// `ack_delay_ms` after the first of them settled (`age` ago), or once
-/// `batch_size` wait. Deferring costs nothing a user notices: a settled
-/// entry is done (its outcome is recorded), and one taken over again
-/// after a crash is answered as a duplicate.
+/// `batch_size` wait. Deferring changes no outcome: a settled entry is
+/// done, and one taken over again after a crash runs again (graph commands
+/// are answered as duplicates); only pending counts and the `processed`
+/// counter lag by up to `ack_delay_ms`.
 fn ack_wait(opts: &super::QueueOptions, waiting: usize, age: Duration) -> Option<Duration> {
     let delay = Duration::from_millis(opts.ack_delay_ms);
     if waiting == 0 {

@@ -305,7 +305,7 @@ fn decide(
     let (old, fv_text) = known.nodes.get(id.as_str())?;
     let stored = split_node(old)?;
     let mut fv: Map<String, Value> = serde_json::from_str(fv_text).ok()?;
-    let field_versions = fv
+    let mut field_versions = fv
         .get("data")
         .map_or(Some(Map::new()), |d| d.as_object().cloned())?;
 
@@ -388,7 +388,6 @@ fn decide(
     if new_position.is_some() {
         fv.insert("position".into(), stamp.clone());
     }
-    let mut field_versions = field_versions;
     if data.is_some() {
         for k in &keys {
             field_versions.insert((*k).clone(), stamp.clone());
