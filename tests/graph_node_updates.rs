@@ -306,6 +306,98 @@ async fn updates_the_worker_decides_look_exactly_like_applied_ones() {
     assert_eq!(raw.version, 13);
 }
 
+/// A graph's node updates in one batch go to Redis as one commit call. When
+/// one of them was decided already (a resent operation), the ones before it
+/// are committed, and it and the rest are answered by the apply function:
+/// the answers, notes and stored bytes are those of a store that applies
+/// every command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_s_updates_in_one_batch_are_committed_in_one_call() {
+    let env = TestEnv::start().await;
+    let plain = store(&env, "a", false);
+    let deciding = store(&env, "b", true);
+    let mut plain_notes = listen(&env, plain.keys()).await;
+    let mut deciding_notes = listen(&env, deciding.keys()).await;
+    let create = cmd(
+        "c0",
+        "CREATE_NODE",
+        json!({"node": {"id": "n1", "position": {"x": 0, "y": 0}}}),
+        None,
+    );
+    let warm = move_to("c1", 1.0, 1.0, None);
+    let users = ["alice", "bob", "alice", "bob", "bob", "alice"];
+    let moves: Vec<(ApplyContext, Command)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let step = i as u64 + 2;
+            (
+                ctx(user, step),
+                move_to(&format!("c{step}"), step as f64, -(step as f64), None),
+            )
+        })
+        .collect();
+    // c3 again in the middle of new moves: c8 is committed, c3 is a
+    // duplicate, c9 and c10 are applied after it.
+    let resent = moves[1].clone();
+    let more: Vec<(ApplyContext, Command)> = (8..11)
+        .map(|step| {
+            (
+                ctx("bob", step),
+                move_to(&format!("c{step}"), 0.5, step as f64, None),
+            )
+        })
+        .collect();
+    let last = vec![more[0].clone(), resent, more[1].clone(), more[2].clone()];
+
+    let (c0, c1) = (ctx("alice", 0), ctx("alice", 1));
+    let batches: Vec<Vec<(&ApplyContext, &Command)>> = vec![
+        vec![(&c0, &create)],
+        vec![(&c1, &warm)],
+        moves.iter().map(|(c, m)| (c, m)).collect(),
+        last.iter().map(|(c, m)| (c, m)).collect(),
+    ];
+    let mut ops = Vec::new();
+    let mut sent = 0;
+    let mut answers = Vec::new();
+    for (n, batch) in batches.iter().enumerate() {
+        let a = plain.apply_batch(batch).await.expect("apply");
+        let before = env.command_calls("evalsha").await;
+        let b = deciding.apply_batch(batch).await.expect("apply");
+        let calls = env.command_calls("evalsha").await - before;
+        assert_eq!(a, b, "answers differ in batch {n}");
+        if n >= 2 {
+            assert_eq!(calls, 1, "batch {n}: one commit call for the graph");
+        }
+        ops.extend(batch.iter().map(|(_, c)| c.operation_id.clone()));
+        sent += batch.len();
+        answers = b;
+    }
+    let statuses: Vec<String> = answers
+        .iter()
+        .map(|a| {
+            serde_json::from_str::<Value>(a).unwrap()["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(statuses, vec!["applied", "duplicate", "applied", "applied"]);
+
+    let a = next_notes(&mut plain_notes, 2 * sent).await;
+    let b = next_notes(&mut deciding_notes, 2 * sent).await;
+    assert!(a.len() >= sent, "only {} notes", a.len());
+    assert_eq!(a, b, "the same notes in the same order");
+    assert_eq!(
+        everything(&env, plain.keys(), &ops).await,
+        everything(&env, deciding.keys(), &ops).await
+    );
+    let raw = deciding.raw("g").await.expect("raw");
+    assert_eq!(raw.checksum, checksum_of(&raw));
+    // create, warm-up, six moves, c8, c9, c10 (c3 resent is a duplicate).
+    assert_eq!(raw.version, 11);
+}
+
 /// Another worker (a handover, or an operator's tool) changes the graph: the
 /// next move the first worker decides from what it remembers finds the graph
 /// changed, writes nothing, and is applied by the apply function instead.

@@ -7,18 +7,23 @@
 //! worker owns the graph's partition and sees every command of it in order,
 //! so it can remember the nodes it updates and decide such a command itself:
 //! the same checks, the same stored bytes, change, outcome and note as
-//! `lua/apply_command.lua` (the per-field versions equal in value), sent as
-//! one short `lua/commit_node.lua` call that writes only if the graph is
+//! `lua/apply_command.lua` (the per-field versions equal in value). A
+//! batch's decided updates of one graph go to Redis as one
+//! `lua/commit_node.lua` call, which writes them in order while the graph is
 //! still the one the worker decided on (epoch, version and checksum, and the
-//! node's per-field versions) and the operation has no outcome yet.
+//! node's per-field versions) and the operation has no outcome yet, and
+//! stops at the first where that fails. One call per graph rather than per
+//! update matters under load, when a read brings several commands of a
+//! graph: Redis spends most of a script call on the call itself (arguments
+//! into Lua, the graph's checks), not on the writes.
 //!
 //! Anything else goes to the apply function as before: other commands, an
 //! update that meets a concurrent change or an open conflict or changes
 //! nothing, ids that would need escaping, a node the worker cannot read in
 //! the stored shape, and every command of a graph after a commit that found
 //! the graph changed. Within one batch a graph's commands are either all
-//! commits or all applies, so that a commit that fails can be applied again
-//! in order.
+//! commits or all applies, so that the updates a commit did not write can be
+//! applied again, in order.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -429,6 +434,13 @@ enum Plan {
     Commit(Box<Decided>),
 }
 
+/// What one call of the pipeline answers for: a command sent to the apply
+/// function, or a graph's commits (the batch positions of all its commands).
+enum Call<'a> {
+    Apply(usize),
+    Commits(&'a str, Vec<usize>),
+}
+
 impl GraphStore {
     /// Reads what deciding updates of `graph_id` needs and `known` lacks: the
     /// graph's epoch, version and checksum, and the nodes `ids` with their
@@ -546,14 +558,33 @@ impl GraphStore {
             true
         });
 
+        // One call per command for the apply function; one per graph for its
+        // commits, at the place of the graph's first command.
         let mut pipe = redis::pipe();
-        for ((ctx, cmd), plan) in batch.iter().zip(&plans) {
+        let mut calls: Vec<Call> = Vec::new();
+        for (i, ((ctx, cmd), plan)) in batch.iter().zip(&plans).enumerate() {
             match plan {
                 Plan::Apply => {
                     pipe.add_command(self.invocation(ctx, cmd));
+                    calls.push(Call::Apply(i));
                 }
-                Plan::Commit(m) => {
-                    pipe.invoke_script(&self.commit_invocation(ctx, cmd, m));
+                Plan::Commit(_) => {
+                    let graph = ctx.graph_id.as_str();
+                    if calls
+                        .iter()
+                        .any(|c| matches!(c, Call::Commits(g, _) if *g == graph))
+                    {
+                        continue;
+                    }
+                    let mine: Vec<usize> = (i..batch.len())
+                        .filter(|&j| batch[j].0.graph_id == graph)
+                        .collect();
+                    let updates = mine.iter().filter_map(|&j| match &plans[j] {
+                        Plan::Commit(m) => Some((batch[j].0, batch[j].1, m.as_ref())),
+                        Plan::Apply => None,
+                    });
+                    pipe.invoke_script(&self.commit_invocation(graph, updates));
+                    calls.push(Call::Commits(graph, mine));
                 }
             }
         }
@@ -561,34 +592,35 @@ impl GraphStore {
         let replies: Vec<redis::Value> =
             crate::scripts::query_pipeline(&pipe, &mut self.redis.conn()).await?;
 
-        let mut texts: Vec<Option<String>> = Vec::with_capacity(batch.len());
-        // Commits that wrote nothing (the graph changed, or the operation
-        // was decided already) go to the apply function, in order. A later
-        // commit of the same graph that did write found the graph exactly
-        // as decided, so what came before it is applied.
+        let mut texts: Vec<Option<String>> = vec![None; batch.len()];
+        // The updates a commit did not write (the graph changed, or the
+        // operation was decided already) go to the apply function, in order,
+        // and the graph is forgotten.
         let mut redo: Vec<usize> = Vec::new();
         let mut changed: Vec<&str> = Vec::new();
-        for (i, (((ctx, _), plan), reply)) in batch.iter().zip(&plans).zip(replies).enumerate() {
-            let graph = ctx.graph_id.as_str();
-            match plan {
-                Plan::Apply => {
+        for (call, reply) in calls.into_iter().zip(replies) {
+            match call {
+                Call::Apply(i) => {
                     let text: String = redis::from_redis_value(reply)
                         .map_err(|e| StoreError::Corrupt(format!("apply answered {e}")))?;
-                    texts.push(Some(text));
+                    texts[i] = Some(text);
                 }
-                Plan::Commit(m) => {
-                    if reply == redis::Value::Int(1) {
-                        texts.push(Some(m.outcome.clone()));
-                    } else {
-                        if !changed.contains(&graph) {
-                            changed.push(graph);
+                Call::Commits(graph, mine) => {
+                    let written: usize = redis::from_redis_value(reply)
+                        .map_err(|e| StoreError::Corrupt(format!("commit answered {e}")))?;
+                    for (n, &i) in mine.iter().enumerate() {
+                        match &plans[i] {
+                            Plan::Commit(m) if n < written => texts[i] = Some(m.outcome.clone()),
+                            _ => redo.push(i),
                         }
-                        redo.push(i);
-                        texts.push(None);
+                    }
+                    if written < mine.len() {
+                        changed.push(graph);
                     }
                 }
             }
         }
+        redo.sort_unstable();
         // What was committed is remembered; a graph that changed is not.
         for (graph, known) in working {
             if !changed.contains(&graph) {
@@ -604,58 +636,64 @@ impl GraphStore {
         Ok(texts.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    fn commit_invocation(
+    /// One `lua/commit_node.lua` call for the decided updates of `graph`,
+    /// in order.
+    fn commit_invocation<'a>(
         &self,
-        ctx: &ApplyContext,
-        cmd: &Command,
-        m: &Decided,
+        graph: &str,
+        updates: impl Iterator<Item = (&'a ApplyContext, &'a Command, &'a Decided)>,
     ) -> redis::ScriptInvocation<'static> {
         let k = &self.keys;
-        let g = ctx.graph_id.as_str();
-        let user = ctx.user_id.as_str();
-        let timestamp = cmd.timestamp.unwrap_or(0);
-        let note = format!(
-            "{{\"graphId\":\"{g}\",\"epoch\":\"{}\",\"operationId\":\"{}\",\"userId\":\"{user}\",\"type\":\"{}\",\"timestamp\":{timestamp},\"appliedAt\":{},\"command\":{},\"outcome\":{}}}",
-            m.epoch,
-            cmd.operation_id,
-            cmd.op.type_name(),
-            ctx.now_ms,
-            cmd.canonical,
-            m.outcome
-        );
         let mut inv = SCRIPTS.commit_node.prepare_invoke();
-        inv.key(k.graph_meta(g))
-            .key(k.graph_nodes(g))
-            .key(k.graph_field_versions(g))
-            .key(k.graph_log(g))
-            .key(k.graph_op(g, &cmd.operation_id))
-            .key(k.graph_undo(g, user))
-            .key(k.graph_redo(g, user))
-            .arg(&m.epoch)
-            .arg(m.version)
-            .arg(m.checksum)
-            .arg(m.new_version)
-            .arg(m.new_checksum)
-            .arg(&m.node_id)
-            .arg(&m.json)
-            .arg(format!("n:{}", m.node_id))
-            .arg(&m.fv)
-            .arg(&cmd.operation_id)
-            .arg(user)
-            .arg(cmd.op.type_name())
-            .arg(timestamp)
-            .arg(&m.change)
-            .arg(self.settings.log_retention)
-            .arg(self.settings.op_ttl_s)
-            .arg(format!(
-                "{{\"status\":\"applied\",\"version\":{}}}",
-                m.new_version
-            ))
-            .arg(self.redis.graph_publish_command())
-            .arg(k.graph_channel(g))
-            .arg(note)
-            .arg(k.user_outcomes_channel(user))
-            .arg(&m.old_fv);
+        inv.key(k.graph_meta(graph))
+            .key(k.graph_nodes(graph))
+            .key(k.graph_field_versions(graph))
+            .key(k.graph_log(graph));
+        let mut first = true;
+        for (ctx, cmd, m) in updates {
+            let user = ctx.user_id.as_str();
+            if first {
+                inv.arg(&m.epoch)
+                    .arg(m.version)
+                    .arg(m.checksum)
+                    .arg(self.settings.log_retention)
+                    .arg(self.settings.op_ttl_s)
+                    .arg(self.redis.graph_publish_command())
+                    .arg(k.graph_channel(graph));
+                first = false;
+            }
+            let timestamp = cmd.timestamp.unwrap_or(0);
+            let note = format!(
+                "{{\"graphId\":\"{graph}\",\"epoch\":\"{}\",\"operationId\":\"{}\",\"userId\":\"{user}\",\"type\":\"{}\",\"timestamp\":{timestamp},\"appliedAt\":{},\"command\":{},\"outcome\":{}}}",
+                m.epoch,
+                cmd.operation_id,
+                cmd.op.type_name(),
+                ctx.now_ms,
+                cmd.canonical,
+                m.outcome
+            );
+            inv.key(k.graph_op(graph, &cmd.operation_id))
+                .key(k.graph_undo(graph, user))
+                .key(k.graph_redo(graph, user))
+                .arg(m.new_version)
+                .arg(m.new_checksum)
+                .arg(&m.node_id)
+                .arg(&m.json)
+                .arg(format!("n:{}", m.node_id))
+                .arg(&m.fv)
+                .arg(&m.old_fv)
+                .arg(&cmd.operation_id)
+                .arg(user)
+                .arg(cmd.op.type_name())
+                .arg(timestamp)
+                .arg(&m.change)
+                .arg(format!(
+                    "{{\"status\":\"applied\",\"version\":{}}}",
+                    m.new_version
+                ))
+                .arg(note)
+                .arg(k.user_outcomes_channel(user));
+        }
         inv
     }
 }
