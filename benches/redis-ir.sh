@@ -5,7 +5,8 @@
 # (lua/enqueue.lua with its claim and rate-limit guards) and apply call (the
 # lua/apply_command.lua library: a position update, a label update, a node
 # creation) and the worker's commit of a node move (lua/commit_node.lua), N of
-# each (default 400). Prints instructions (Ir) per call, one
+# each (default 400; commit:6mov sends the moves six to a call, as a batch of
+# one graph's commands goes, and counts per move). Prints instructions (Ir) per call, one
 # line per workload, for each git revision given (default: the working tree),
 # so that two revisions compare in one run:
 #
@@ -71,7 +72,15 @@ for rev in "${revs[@]}"; do
   measure apply:lbl lbl
   measure apply:crt crt
   if [ "$rev" = worktree ] || git cat-file -e "$rev:lua/commit_node.lua" 2>/dev/null; then
-    sha=$(redis-cli -p "$port" script load "$(source_of "$rev" lua/commit_node.lua)")
-    measure commit:mov mov "$sha"
+    commit=$(source_of "$rev" lua/commit_node.lua)
+    sha=$(redis-cli -p "$port" script load "$commit")
+    # Since 602275a one call commits a graph's updates of a batch; before,
+    # one call per update in another layout.
+    if grep -q 'then per update' <<<"$commit"; then
+      measure commit:mov mov "$sha" 1
+      measure commit:6mov mov "$sha" 6
+    else
+      measure commit:mov mov "$sha" old
+    fi
   fi
 done

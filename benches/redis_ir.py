@@ -7,8 +7,10 @@ Redis on PORT (used by benches/redis-ir.sh):
                                         a label update of n19, a node creation
   redis_ir.py PORT enq SHA N            N admissions (enqueue.lua with the claim
                                         and rate-limit guards)
-  redis_ir.py PORT mov SHA N            N commits of position updates of n19 as the
-                                        worker decides them (lua/commit_node.lua)
+  redis_ir.py PORT mov SHA [K] N        N commits of position updates of n19 as the
+                                        worker decides them (lua/commit_node.lua), K
+                                        updates per call (default 1; "old" for the
+                                        one-update layout of revisions before 602275a)
 
 Every call has a fresh operation id; the calls go in pipelined chunks of 50
 and each answer is checked (applied / added)."""
@@ -108,9 +110,10 @@ def h(x):
     return int(hashlib.sha1(x.encode()).hexdigest()[:12], 16)
 
 
-def commits(sha, n):
+def commits(sha, n, per_call):
     """What the worker sends for n moves of n19 (src/graph/store/node_updates.rs),
-    starting from the graph as stored now."""
+    starting from the graph as stored now: per_call updates per call of the
+    one-graph layout, or "old": one call per update in the layout before it."""
     sock.sendall(encode(["HMGET", key("meta"), "epoch", "version", "checksum"]) +
                  encode(["HGET", key("nodes"), "n19"]) + encode(["HGET", key("fv"), "n:n19"]))
     epoch, version, checksum = [x.decode() for x in reply()]
@@ -120,8 +123,9 @@ def commits(sha, n):
     head, rest = old.split(',"position":', 1)
     tail = rest[rest.index(',"data":'):rest.rindex(',"version":')]
     created = old[old.index(',"createdBy":'):old.index(',"updatedBy":')]
-    calls = []
+    calls, keys, args = [], [], []
     now = int(time.time() * 1000)
+    k = 1 if per_call == "old" else int(per_call)
     for i in range(n):
         op_id = "mov-%s-%d" % (RUN, i)
         new = "%s,\"position\":{\"x\":%d,\"y\":3}%s,\"version\":%d%s,\"updatedBy\":\"%s\",\"updatedAt\":%d}" % (
@@ -136,12 +140,27 @@ def commits(sha, n):
                    % (op_id, i))
         note = ('{"graphId":"%s","epoch":"%s","operationId":"%s","userId":"%s","type":"UPDATE_NODE","timestamp":0,'
                 '"appliedAt":%d,"command":%s,"outcome":%s}' % (GRAPH, epoch, op_id, USER, now, command, outcome))
-        calls.append(["EVALSHA", sha, 7, key("meta"), key("nodes"), key("fv"), key("log"), key("op:" + op_id),
-                      key("undo:" + USER), key("redo:" + USER), epoch, version, checksum, version + 1,
-                      new_checksum, "n19", new, "n:n19", new_fv, op_id, USER,
-                      "UPDATE_NODE", 0, change, 10000, 3600, '{"status":"applied","version":%d}' % (version + 1),
-                      "PUBLISH", key("events"), note, "graphq:{u:%s}:outcomes" % USER, fv_text])
+        record = '{"status":"applied","version":%d}' % (version + 1)
+        outcomes = "graphq:{u:%s}:outcomes" % USER
+        if per_call == "old":
+            calls.append(["EVALSHA", sha, 7, key("meta"), key("nodes"), key("fv"), key("log"), key("op:" + op_id),
+                          key("undo:" + USER), key("redo:" + USER), epoch, version, checksum, version + 1,
+                          new_checksum, "n19", new, "n:n19", new_fv, op_id, USER,
+                          "UPDATE_NODE", 0, change, 10000, 3600, record,
+                          "PUBLISH", key("events"), note, outcomes, fv_text])
+        else:
+            if not keys:
+                keys = [key("meta"), key("nodes"), key("fv"), key("log")]
+                args = [epoch, version, checksum, 10000, 3600, "PUBLISH", key("events")]
+            keys += [key("op:" + op_id), key("undo:" + USER), key("redo:" + USER)]
+            args += [version + 1, new_checksum, "n19", new, "n:n19", new_fv, fv_text, op_id, USER,
+                     "UPDATE_NODE", 0, change, record, note, outcomes]
+            if len(keys) == 4 + 3 * k:
+                calls.append(["EVALSHA", sha, len(keys)] + keys + args)
+                keys, args = [], []
         old, version, checksum, fv_text = new, version + 1, new_checksum, new_fv
+    if keys:
+        calls.append(["EVALSHA", sha, len(keys)] + keys + args)
     return calls
 
 
@@ -154,8 +173,12 @@ if what == "prep":
             "data": [['"label"', '"a node"'], ['"color"', '"#ff0000"'], ['"w"', "120"]]}
     send_all([apply_call("prep-" + RUN, node, "{}")], applied)
 elif what == "mov":
-    sha, n = sys.argv[3], int(sys.argv[4])
-    send_all(commits(sha, n), lambda r: r == b"1")
+    sha, per_call, n = (sys.argv[3], sys.argv[4], int(sys.argv[5])) if len(sys.argv) > 5 \
+        else (sys.argv[3], "1", int(sys.argv[4]))
+    calls = commits(sha, n, per_call)
+    # Each call commits all its updates: (keys - 4) / 3 of them ("old": 1).
+    written = [b"1" if per_call == "old" else str((c[2] - 4) // 3).encode() for c in calls]
+    send_all(calls, lambda r: r == written.pop(0))
 elif what == "enq":
     sha, n = sys.argv[3], int(sys.argv[4])
     send_all([admission(sha, i) for i in range(n)], lambda r: isinstance(r, list) and r[0] == b"added")

@@ -30,23 +30,25 @@ local publish = ARGV[6] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
 
 local done = 0
 for i = 0, (#ARGV - 7) / 15 - 1 do
-  local a, k = 7 + 15 * i, 4 + 3 * i
-  if redis.call('HGET', KEYS[3], ARGV[a + 5]) ~= ARGV[a + 7] then break end
-  if redis.call('EXISTS', KEYS[k + 1]) == 1 then break end
-  redis.call('HSET', KEYS[2], ARGV[a + 3], ARGV[a + 4])
-  redis.call('HSET', KEYS[3], ARGV[a + 5], ARGV[a + 6])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], ARGV[a + 1] .. '-0', 'operationId', ARGV[a + 8],
-    'userId', ARGV[a + 9], 'type', ARGV[a + 10], 'timestamp', ARGV[a + 11], 'change', ARGV[a + 12])
-  if redis.call('LPUSH', KEYS[k + 2], ARGV[a + 12]) > 100 then redis.call('LTRIM', KEYS[k + 2], 0, 99) end
+  local version, checksum, id, node, field, fv, decided_fv, op, user, kind, timestamp, change, record,
+    note, outcomes = unpack(ARGV, 8 + 15 * i, 22 + 15 * i)
+  local k = 4 + 3 * i
+  local op_key, undo = KEYS[k + 1], KEYS[k + 2]
+  if redis.call('HGET', KEYS[3], field) ~= decided_fv then break end
+  if redis.call('EXISTS', op_key) == 1 then break end
+  redis.call('HSET', KEYS[2], id, node)
+  redis.call('HSET', KEYS[3], field, fv)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], version .. '-0', 'operationId', op,
+    'userId', user, 'type', kind, 'timestamp', timestamp, 'change', change)
+  if redis.call('LPUSH', undo, change) > 100 then redis.call('LTRIM', undo, 0, 99) end
   redis.call('DEL', KEYS[k + 3])
-  redis.call('SET', KEYS[k + 1], ARGV[a + 13], 'EX', ARGV[5])
-  redis.call(publish, ARGV[7], ARGV[a + 14])
-  redis.call('PUBLISH', ARGV[a + 15], ARGV[a + 14])
+  redis.call('SET', op_key, record, 'EX', ARGV[5])
+  redis.call(publish, ARGV[7], note)
+  redis.call('PUBLISH', outcomes, note)
   done = i + 1
 end
 -- The graph's version and checksum once, as the last committed update left them.
 if done > 0 then
-  local a = 7 + 15 * (done - 1)
-  redis.call('HSET', KEYS[1], 'version', ARGV[a + 1], 'checksum', ARGV[a + 2])
+  redis.call('HSET', KEYS[1], 'version', ARGV[8 + 15 * (done - 1)], 'checksum', ARGV[9 + 15 * (done - 1)])
 end
 return done
