@@ -72,3 +72,15 @@ start_gateway() {
   ./target/release/graphq gateway --bind "127.0.0.1:$gport" & gw=$!; pids+=($gw)
   wait_ready "$gport"
 }
+
+# callgrind_ctl PORT PID ARGS...: callgrind_control ARGS for the redis-server
+# PID running under callgrind on PORT. callgrind_control acts when the
+# process next wakes, so Redis is kept busy with PINGs meanwhile.
+callgrind_ctl() {
+  local port=$1 vg=$2; shift 2
+  ( for _ in $(seq 500); do redis-cli -p "$port" ping >/dev/null 2>&1; sleep 0.01; done ) &
+  local pinger=$!
+  timeout 60 callgrind_control "$@" "$vg" >/dev/null 2>&1 || true
+  kill "$pinger" 2>/dev/null || true
+  wait "$pinger" 2>/dev/null || true
+}

@@ -31,14 +31,7 @@ vg=$!
 pids+=("$vg")
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
 
-# callgrind_control acts when the process next wakes: keep Redis busy meanwhile.
-control() {
-  ( for _ in $(seq 500); do redis-cli -p "$port" ping >/dev/null 2>&1; sleep 0.01; done ) &
-  local pinger=$!
-  timeout 60 callgrind_control "$@" "$vg" >/dev/null 2>&1 || true
-  kill "$pinger" 2>/dev/null || true
-  wait "$pinger" 2>/dev/null || true
-}
+control() { callgrind_ctl "$port" "$vg" "$@"; }
 
 # measure LABEL ARGS...: Ir per call of `redis_ir.py PORT ARGS... N`.
 measure() {

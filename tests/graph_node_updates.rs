@@ -185,17 +185,67 @@ async fn everything(env: &TestEnv, keys: &Keys, ops: &[String]) -> BTreeMap<Stri
     out
 }
 
+/// The status of each answer.
+fn statuses(answers: &[String]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|a| {
+            serde_json::from_str::<Value>(a).unwrap()["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Runs `batches` through a store that sends everything to the apply
+/// function and one that decides node updates, and asserts that both give
+/// the same answers to every batch, then the same notes in the same order
+/// and the same stored state. Returns the deciding store, its answers to
+/// each batch and the `EVALSHA` calls each batch cost it.
+async fn side_by_side(
+    env: &TestEnv,
+    batches: &[Vec<(&ApplyContext, &Command)>],
+) -> (GraphStore, Vec<Vec<String>>, Vec<u64>) {
+    let plain = store(env, "a", false);
+    let deciding = store(env, "b", true);
+    let mut plain_notes = listen(env, plain.keys()).await;
+    let mut deciding_notes = listen(env, deciding.keys()).await;
+    let (mut ops, mut answers, mut calls) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in batches {
+        let a = plain.apply_batch(batch).await.expect("apply");
+        let before = env.command_calls("evalsha").await;
+        let b = deciding.apply_batch(batch).await.expect("apply");
+        calls.push(env.command_calls("evalsha").await - before);
+        let ids: Vec<&String> = batch.iter().map(|(_, c)| &c.operation_id).collect();
+        assert_eq!(a, b, "answers differ for {ids:?}");
+        ops.extend(ids.into_iter().cloned());
+        answers.push(b);
+    }
+    // Applied outcomes go to the graph's channel and the sender's outcomes
+    // channel; conflicts and duplicates to the sender's channel.
+    let sent = ops.len();
+    let a = next_notes(&mut plain_notes, 2 * sent).await;
+    let b = next_notes(&mut deciding_notes, 2 * sent).await;
+    assert!(a.len() >= sent, "only {} notes", a.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "note {i} differs");
+    }
+    assert_eq!(a.len(), b.len(), "as many notes");
+    drop((plain_notes, deciding_notes));
+    assert_eq!(
+        everything(env, plain.keys(), &ops).await,
+        everything(env, deciding.keys(), &ops).await
+    );
+    (deciding, answers, calls)
+}
+
 /// The same commands, in the same batches, through a store that decides
 /// node updates and one that sends everything to the apply function: the same
 /// answers, notes, stored bytes, change log, undo lists and outcome records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_the_worker_decides_look_exactly_like_applied_ones() {
     let env = TestEnv::start().await;
-    let plain = store(&env, "a", false);
-    let deciding = store(&env, "b", true);
-    let mut plain_notes = listen(&env, plain.keys()).await;
-    let mut deciding_notes = listen(&env, deciding.keys()).await;
-
     let create = cmd(
         "c0",
         "CREATE_NODE",
@@ -265,41 +315,13 @@ async fn updates_the_worker_decides_look_exactly_like_applied_ones() {
             ),
         )],
     ];
-    let before = env.command_calls("evalsha").await;
-    let mut ops = Vec::new();
-    let mut sent = 0;
-    for batch in &batches {
-        let refs: Vec<(&ApplyContext, &Command)> = batch.iter().map(|(c, m)| (c, m)).collect();
-        let a = plain.apply_batch(&refs).await.expect("apply");
-        let b = deciding.apply_batch(&refs).await.expect("apply");
-        assert_eq!(
-            a,
-            b,
-            "answers differ for {:?}",
-            batch
-                .iter()
-                .map(|(_, c)| &c.operation_id)
-                .collect::<Vec<_>>()
-        );
-        ops.extend(batch.iter().map(|(_, c)| c.operation_id.clone()));
-        sent += batch.len();
-    }
-    let commits = env.command_calls("evalsha").await - before;
-    assert!(commits >= 7, "only {commits} updates were sent as commits");
-
-    // Applied outcomes go to the graph's channel and the sender's outcomes
-    // channel; the conflict and the duplicate to the sender's channel.
-    let a = next_notes(&mut plain_notes, 2 * sent).await;
-    let b = next_notes(&mut deciding_notes, 2 * sent).await;
-    assert!(a.len() >= sent, "only {} notes", a.len());
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!(x, y, "note {i} differs");
-    }
-    assert_eq!(a.len(), b.len(), "as many notes");
-    assert_eq!(
-        everything(&env, plain.keys(), &ops).await,
-        everything(&env, deciding.keys(), &ops).await
-    );
+    let refs: Vec<Vec<(&ApplyContext, &Command)>> = batches
+        .iter()
+        .map(|b| b.iter().map(|(c, m)| (c, m)).collect())
+        .collect();
+    let (deciding, _, calls) = side_by_side(&env, &refs).await;
+    let commits: u64 = calls.iter().sum();
+    assert!(commits >= 7, "only {commits} batches were sent as commits");
     let raw = deciding.raw("g").await.expect("raw");
     assert_eq!(raw.checksum, checksum_of(&raw));
     // c14 met bob's label and was reverted (MERGE keeps the server's value).
@@ -314,10 +336,6 @@ async fn updates_the_worker_decides_look_exactly_like_applied_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graph_s_updates_in_one_batch_are_committed_in_one_call() {
     let env = TestEnv::start().await;
-    let plain = store(&env, "a", false);
-    let deciding = store(&env, "b", true);
-    let mut plain_notes = listen(&env, plain.keys()).await;
-    let mut deciding_notes = listen(&env, deciding.keys()).await;
     let create = cmd(
         "c0",
         "CREATE_NODE",
@@ -357,40 +375,15 @@ async fn a_graph_s_updates_in_one_batch_are_committed_in_one_call() {
         moves.iter().map(|(c, m)| (c, m)).collect(),
         last.iter().map(|(c, m)| (c, m)).collect(),
     ];
-    let mut ops = Vec::new();
-    let mut sent = 0;
-    let mut answers = Vec::new();
-    for (n, batch) in batches.iter().enumerate() {
-        let a = plain.apply_batch(batch).await.expect("apply");
-        let before = env.command_calls("evalsha").await;
-        let b = deciding.apply_batch(batch).await.expect("apply");
-        let calls = env.command_calls("evalsha").await - before;
-        assert_eq!(a, b, "answers differ in batch {n}");
-        if n >= 2 {
-            assert_eq!(calls, 1, "batch {n}: one commit call for the graph");
-        }
-        ops.extend(batch.iter().map(|(_, c)| c.operation_id.clone()));
-        sent += batch.len();
-        answers = b;
-    }
-    let statuses: Vec<String> = answers
-        .iter()
-        .map(|a| {
-            serde_json::from_str::<Value>(a).unwrap()["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(statuses, vec!["applied", "duplicate", "applied", "applied"]);
-
-    let a = next_notes(&mut plain_notes, 2 * sent).await;
-    let b = next_notes(&mut deciding_notes, 2 * sent).await;
-    assert!(a.len() >= sent, "only {} notes", a.len());
-    assert_eq!(a, b, "the same notes in the same order");
+    let (deciding, answers, calls) = side_by_side(&env, &batches).await;
     assert_eq!(
-        everything(&env, plain.keys(), &ops).await,
-        everything(&env, deciding.keys(), &ops).await
+        &calls[2..],
+        [1, 1],
+        "one commit call per batch of the graph"
+    );
+    assert_eq!(
+        statuses(&answers[3]),
+        vec!["applied", "duplicate", "applied", "applied"]
     );
     let raw = deciding.raw("g").await.expect("raw");
     assert_eq!(raw.checksum, checksum_of(&raw));
@@ -458,16 +451,10 @@ async fn a_graph_changed_behind_the_worker_is_applied_afresh() {
         .apply_batch(&[(&c4, &m4), (&c5, &m5), (&c6, &m6)])
         .await
         .unwrap();
-    let statuses: Vec<String> = answers
-        .iter()
-        .map(|a| {
-            serde_json::from_str::<Value>(a).unwrap()["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(statuses, vec!["duplicate", "duplicate", "applied"]);
+    assert_eq!(
+        statuses(&answers),
+        vec!["duplicate", "duplicate", "applied"]
+    );
     let raw = third.raw("g").await.unwrap();
     assert_eq!(raw.version, 7);
     assert_eq!(raw.checksum, checksum_of(&raw));
