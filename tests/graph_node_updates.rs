@@ -366,7 +366,7 @@ async fn a_graph_s_updates_in_one_batch_are_committed_in_one_call() {
             )
         })
         .collect();
-    let last = vec![more[0].clone(), resent, more[1].clone(), more[2].clone()];
+    let last = [more[0].clone(), resent, more[1].clone(), more[2].clone()];
 
     let (c0, c1) = (ctx("alice", 0), ctx("alice", 1));
     let batches: Vec<Vec<(&ApplyContext, &Command)>> = vec![
