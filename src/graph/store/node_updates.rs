@@ -541,6 +541,8 @@ impl GraphStore {
         // Decide, graph by graph; a graph with one undecidable command goes
         // to the apply function whole (and is forgotten).
         let mut plans: Vec<Plan> = batch.iter().map(|_| Plan::Apply).collect();
+        // The batch positions of each committing graph's commands, in order.
+        let mut commits: HashMap<&str, Vec<usize>> = HashMap::new();
         working.retain(|graph, known| {
             let mut decided = Vec::new();
             for (i, (ctx, cmd)) in batch.iter().enumerate() {
@@ -552,8 +554,10 @@ impl GraphStore {
                     None => return false,
                 }
             }
+            let mine = commits.entry(graph).or_default();
             for (i, m) in decided {
                 plans[i] = Plan::Commit(Box::new(m));
+                mine.push(i);
             }
             true
         });
@@ -570,15 +574,10 @@ impl GraphStore {
                 }
                 Plan::Commit(_) => {
                     let graph = ctx.graph_id.as_str();
-                    if calls
-                        .iter()
-                        .any(|c| matches!(c, Call::Commits(g, _) if *g == graph))
-                    {
+                    // Sent with the graph's first command already.
+                    let Some(mine) = commits.remove(graph) else {
                         continue;
-                    }
-                    let mine: Vec<usize> = (i..batch.len())
-                        .filter(|&j| batch[j].0.graph_id == graph)
-                        .collect();
+                    };
                     let updates = mine.iter().filter_map(|&j| match &plans[j] {
                         Plan::Commit(m) => Some((batch[j].0, batch[j].1, m.as_ref())),
                         Plan::Apply => None,
@@ -649,10 +648,10 @@ impl GraphStore {
             .key(k.graph_nodes(graph))
             .key(k.graph_field_versions(graph))
             .key(k.graph_log(graph));
-        let mut first = true;
-        for (ctx, cmd, m) in updates {
+        for (n, (ctx, cmd, m)) in updates.enumerate() {
             let user = ctx.user_id.as_str();
-            if first {
+            // The graph as the first update was decided on.
+            if n == 0 {
                 inv.arg(&m.epoch)
                     .arg(m.version)
                     .arg(m.checksum)
@@ -660,7 +659,6 @@ impl GraphStore {
                     .arg(self.settings.op_ttl_s)
                     .arg(self.redis.graph_publish_command())
                     .arg(k.graph_channel(graph));
-                first = false;
             }
             let timestamp = cmd.timestamp.unwrap_or(0);
             let note = format!(
